@@ -1,0 +1,82 @@
+// Reading a config file: YAML -> env substitution -> defaults and validation -> file checks.
+// Every problem is collected, so one run of `mtlens check-config` shows them all.
+import { constants } from 'node:fs';
+import { access, readFile } from 'node:fs/promises';
+import { parseDocument } from 'yaml';
+import { formatPath, issuesToErrors, type ConfigError } from './errors.js';
+import { redactConfig } from './redact.js';
+import { configRevision } from './revision.js';
+import { configSchema, type Config } from './schema.js';
+import { substituteEnv, type Env } from './substitute.js';
+
+export interface LoadedConfig {
+  readonly config: Config;
+  /** SHA-256 of the effective config (defaults applied, variables substituted). */
+  readonly revision: string;
+  /** The effective config with secrets redacted. */
+  readonly sanitized: unknown;
+  readonly source: string;
+}
+
+export type LoadResult = { ok: true; loaded: LoadedConfig } | { ok: false; errors: ConfigError[] };
+
+export function parseConfigText(text: string, env: Env, source = '<inline>'): LoadResult {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    // Pretty errors end their first line with "at line L, column C:" and follow it with a code frame.
+    return { ok: false, errors: doc.errors.map((e) => ({ path: '', message: `invalid YAML: ${e.message.split('\n')[0]!.replace(/:$/, '')}` })) };
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    return { ok: false, errors: [{ path: '', message: 'expected a mapping of sections (agent, self_telemetry, ...) at the top level' }] };
+  }
+  const substituted = substituteEnv(raw, env);
+  const substitutionErrors = substituted.errors.map((e) => ({ path: formatPath(e.path), message: e.message }));
+  const parsed = configSchema.safeParse(substituted.value, { reportInput: true });
+  // A value whose variable is missing fails validation too; the substitution error says it better.
+  const validationErrors = parsed.success ? [] : issuesToErrors(configSchema, parsed.error.issues);
+  const substitutedPaths = new Set(substitutionErrors.map((e) => e.path));
+  const errors = [...substitutionErrors, ...validationErrors.filter((e) => !substitutedPaths.has(e.path))];
+  if (!parsed.success || errors.length > 0) return { ok: false, errors };
+  const config = parsed.data;
+  return { ok: true, loaded: { config, revision: configRevision(config), sanitized: redactConfig(config), source } };
+}
+
+async function unreadable(path: string): Promise<string | undefined> {
+  try {
+    await access(path, constants.R_OK);
+    return undefined;
+  } catch (err) {
+    return `cannot read ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+  }
+}
+
+/** Checks that need the filesystem: files the config names must be readable now, not at first use. */
+async function checkFiles(config: Config): Promise<ConfigError[]> {
+  const files: Array<[string, string | undefined]> = [];
+  if (config.self_telemetry.tls.enabled) {
+    files.push(['self_telemetry.tls.cert_file', config.self_telemetry.tls.cert_file]);
+    files.push(['self_telemetry.tls.key_file', config.self_telemetry.tls.key_file]);
+  }
+  if (config.otlp.enabled && !config.otlp.insecure) files.push(['otlp.ca_file', config.otlp.ca_file]);
+  const errors: ConfigError[] = [];
+  for (const [path, file] of files) {
+    if (file === undefined) continue;
+    const problem = await unreadable(file);
+    if (problem) errors.push({ path, message: problem });
+  }
+  return errors;
+}
+
+export async function loadConfigFile(path: string, env: Env = process.env): Promise<LoadResult> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    return { ok: false, errors: [{ path: '', message: `cannot read config file ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }] };
+  }
+  const result = parseConfigText(text, env, path);
+  if (!result.ok) return result;
+  const fileErrors = await checkFiles(result.loaded.config);
+  return fileErrors.length > 0 ? { ok: false, errors: fileErrors } : result;
+}

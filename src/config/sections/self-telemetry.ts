@@ -1,0 +1,109 @@
+import { z } from 'zod';
+import { bool, cidr, hostPort, int, nonEmpty, secret } from '../fields.js';
+
+// An empty string (`${MTLENS_API_TOKEN:-}` with the variable unset) means "not set".
+const emptyAsUnset = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
+
+const urlPath = z.string().regex(/^\/[^\s?#]*$/, { error: (iss) => `expected an absolute URL path such as "/healthz", got ${JSON.stringify(iss.input)}` });
+
+const origin = z.string().refine(
+  (v) => {
+    if (v === '*') return true;
+    try {
+      const u = new URL(v);
+      return u.origin === v;
+    } catch {
+      return false;
+    }
+  },
+  { error: (iss) => `expected an origin such as "https://grafana.example.com" (scheme://host[:port], no path) or "*", got ${JSON.stringify(iss.input)}` },
+);
+
+const auth = z
+  .strictObject({
+    enabled: bool().default(false),
+    // RFC 6750 b64token syntax: what an Authorization: Bearer header can carry.
+    bearer_token: z.preprocess(
+      emptyAsUnset,
+      secret(
+        z
+          .string()
+          .min(16, { error: 'expected at least 16 characters' })
+          .regex(/^[A-Za-z0-9._~+/-]+=*$/, { error: 'expected only the characters A-Z a-z 0-9 . _ ~ + / - (and trailing =)' }),
+      ).optional(),
+    ),
+    bearer_token_sha256: z.preprocess(
+      emptyAsUnset,
+      secret(z.string().regex(/^[0-9a-fA-F]{64}$/, { error: 'expected 64 hex characters (output of `mtlens token hash`)' })).optional(),
+    ),
+    public_paths: z.array(urlPath).default(['/healthz', '/ready', '/readyz']),
+    brute_force: z
+      .strictObject({
+        max_failures: int(1, 10_000).default(10),
+        window_seconds: int(1, 86_400).default(300),
+        block_seconds: int(1, 86_400).default(900),
+      })
+      .prefault({}),
+  })
+  .prefault({})
+  .superRefine((a, ctx) => {
+    if (a.enabled && a.bearer_token === undefined && a.bearer_token_sha256 === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['bearer_token'],
+        message: 'auth is enabled but neither bearer_token nor bearer_token_sha256 is set',
+      });
+    }
+  });
+
+const tls = z
+  .strictObject({
+    enabled: bool().default(false),
+    cert_file: nonEmpty().optional(),
+    key_file: nonEmpty().optional(),
+  })
+  .prefault({})
+  .superRefine((t, ctx) => {
+    if (!t.enabled) return;
+    for (const key of ['cert_file', 'key_file'] as const) {
+      if (t[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'required when tls.enabled is true' });
+    }
+  });
+
+export const selfTelemetrySection = z
+  .strictObject({
+    listen: hostPort().default('127.0.0.1:19090'),
+    auth,
+    allowed_ips: z.array(cidr()).default([]),
+    read_only: bool().default(false),
+    request_body_limit_bytes: int(0, 64 * 1024 * 1024).default(65536),
+    rate_limit: z
+      .strictObject({
+        enabled: bool().default(true),
+        requests_per_second: int(1, 1_000_000).default(100),
+        burst: int(1, 1_000_000).default(200),
+      })
+      .prefault({}),
+    cors: z
+      .strictObject({
+        enabled: bool().default(false),
+        allowed_origins: z.array(origin).default([]),
+      })
+      .prefault({}),
+    tls,
+    debug: bool().default(false),
+    health: z
+      .strictObject({
+        max_event_loop_lag_ms: int(10, 600_000).default(2000),
+      })
+      .prefault({}),
+    events: z
+      .strictObject({
+        max_clients: int(1, 10_000).default(32),
+        buffer_events: int(1, 1_000_000).default(1024),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+export const selfTelemetryRestartRequired = ['self_telemetry.listen', 'self_telemetry.tls.*'];

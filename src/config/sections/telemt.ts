@@ -1,0 +1,22 @@
+import { z } from 'zod';
+import { bool, httpUrl, int, secret } from '../fields.js';
+
+export const telemtSection = z
+  .strictObject({
+    enabled: bool().default(true),
+    api_url: httpUrl().default('http://127.0.0.1:9091'),
+    // telemt compares the whole Authorization value verbatim (no "Bearer" parsing).
+    auth_header: secret(z.string()).default(''),
+    config_path: z.string().default('/etc/telemt/telemt.toml'),
+    timeout_ms: int(100, 60_000).default(5000),
+    poll: z
+      .strictObject({
+        fast_ms: int(500, 3_600_000).default(15_000),
+        slow_ms: int(500, 3_600_000).default(30_000),
+      })
+      .prefault({}),
+    max_user_series: int(1, 1_000_000).default(4096),
+  })
+  .prefault({});
+
+export const telemtRestartRequired: string[] = [];

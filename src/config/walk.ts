@@ -1,0 +1,103 @@
+// Introspection of the config schema: which keys exist where, which hold secrets.
+// One walker serves redaction, did-you-mean hints and the documentation check, so the
+// schema stays the single source of truth for all three.
+import type { z } from 'zod';
+import { isSecretSchema } from './fields.js';
+
+type Def = {
+  type: string;
+  innerType?: z.ZodType;
+  out?: z.ZodType;
+  shape?: Record<string, z.ZodType>;
+  element?: z.ZodType;
+  valueType?: z.ZodType;
+};
+
+function defOf(schema: z.ZodType): Def {
+  return (schema as unknown as { _zod: { def: Def } })._zod.def;
+}
+
+interface Unwrapped {
+  node: z.ZodType;
+  def: Def;
+  secret: boolean;
+}
+
+/** Peels optional/default/prefault/nullable/pipe wrappers down to the structural schema. */
+function unwrap(schema: z.ZodType): Unwrapped {
+  let node = schema;
+  let secret = isSecretSchema(node);
+  for (;;) {
+    const def = defOf(node);
+    const next = def.innerType ?? (def.type === 'pipe' ? def.out : undefined);
+    if (!next) return { node, def, secret };
+    node = next;
+    secret ||= isSecretSchema(node);
+  }
+}
+
+function child(u: Unwrapped, key: string | number): z.ZodType | undefined {
+  switch (u.def.type) {
+    case 'object':
+      return typeof key === 'string' ? u.def.shape?.[key] : undefined;
+    case 'record':
+      return u.def.valueType;
+    case 'array':
+      return u.def.element;
+    default:
+      return undefined;
+  }
+}
+
+function resolve(root: z.ZodType, path: readonly PropertyKey[]): Unwrapped | undefined {
+  let u = unwrap(root);
+  let secret = u.secret;
+  for (const key of path) {
+    if (typeof key === 'symbol') return undefined;
+    const next = child(u, key);
+    if (!next) return undefined;
+    u = unwrap(next);
+    secret ||= u.secret;
+  }
+  return { ...u, secret };
+}
+
+/** True when the value at `path`, or anything containing it, is declared secret. */
+export function isSecretPath(root: z.ZodType, path: readonly PropertyKey[]): boolean {
+  return resolve(root, path)?.secret ?? false;
+}
+
+/** The keys an object schema at `path` accepts (empty when it is not an object). */
+export function objectKeysAt(root: z.ZodType, path: readonly PropertyKey[]): string[] {
+  const u = resolve(root, path);
+  return u?.def.type === 'object' ? Object.keys(u.def.shape ?? {}) : [];
+}
+
+/** Every documented key: object leaves, with arrays and maps counted as single keys. */
+export function leafPaths(root: z.ZodType): string[] {
+  const out: string[] = [];
+  const visit = (schema: z.ZodType, prefix: string) => {
+    const u = unwrap(schema);
+    if (u.def.type !== 'object') {
+      out.push(prefix);
+      return;
+    }
+    for (const [key, value] of Object.entries(u.def.shape ?? {})) visit(value, prefix ? `${prefix}.${key}` : key);
+  };
+  visit(root, '');
+  return out;
+}
+
+/** Deep copy of `value` with every secret leaf replaced by a marker (absent values stay absent). */
+export function redactWith(root: z.ZodType, value: unknown, marker: string): unknown {
+  const visit = (v: unknown, path: PropertyKey[]): unknown => {
+    if (v === undefined || v === null) return v;
+    if (isSecretPath(root, path)) return typeof v === 'string' && v === '' ? '' : marker;
+    if (Array.isArray(v)) return v.map((item, i) => visit(item, [...path, i]));
+    if (typeof v === 'object') {
+      return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, item]) => [k, visit(item, [...path, k])]));
+    }
+    return v;
+  };
+  return visit(value, []);
+}

@@ -1,0 +1,33 @@
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { ApiDeps, AppEnv } from '../types.js';
+
+const ConfigBody = z
+  .object({
+    revision: z.string().openapi({ description: 'SHA-256 of the effective config' }),
+    source: z.string(),
+    config: z.record(z.string(), z.unknown()).openapi({ description: 'Effective config, defaults applied, secrets shown as "[REDACTED]"' }),
+  })
+  .openapi('Config');
+
+export function configRoutes(deps: ApiDeps) {
+  const r = new OpenAPIHono<AppEnv>();
+  r.openapi(
+    createRoute({
+      method: 'get',
+      path: '/config',
+      tags: ['config'],
+      summary: 'The sanitized effective config and its revision (also the ETag)',
+      responses: {
+        200: { description: 'config', headers: { ETag: { schema: { type: 'string' } } }, content: { 'application/json': { schema: ConfigBody } } },
+        304: { description: 'unchanged since the If-None-Match revision' },
+      },
+    }),
+    (c) => {
+      const loaded = deps.agent.config();
+      const etag = `"${loaded.revision}"`;
+      if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, { ETag: etag });
+      return c.json({ revision: loaded.revision, source: loaded.source, config: loaded.sanitized as Record<string, unknown> }, 200, { ETag: etag });
+    },
+  );
+  return r;
+}

@@ -1,0 +1,29 @@
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { negotiateFormat } from '../../export/prometheus.js';
+import type { ApiDeps, AppEnv } from '../types.js';
+
+export function metricsRoutes(deps: ApiDeps) {
+  const r = new OpenAPIHono<AppEnv>();
+  r.openapi(
+    createRoute({
+      method: 'get',
+      path: '/metrics',
+      tags: ['metrics'],
+      summary: 'Prometheus metrics (text 0.0.4; OpenMetrics 1.0 when the Accept header asks for it)',
+      responses: {
+        200: {
+          description: 'metrics',
+          content: {
+            'text/plain; version=0.0.4': { schema: z.string() },
+            'application/openmetrics-text; version=1.0.0': { schema: z.string() },
+          },
+        },
+      },
+    }),
+    async (c) => {
+      const { body, contentType } = await deps.prometheus.render(negotiateFormat(c.req.header('accept')));
+      return c.body(body, 200, { 'Content-Type': contentType });
+    },
+  );
+  return r;
+}

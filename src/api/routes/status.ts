@@ -1,0 +1,50 @@
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { buildInfo } from '../../runtime/build-info.js';
+import { formatDuration, hostInfo } from '../../runtime/host.js';
+import type { ApiDeps, AppEnv } from '../types.js';
+
+const StatusBody = z
+  .object({
+    version: z.string(),
+    commit: z.string(),
+    built: z.string(),
+    uptime: z.string().openapi({ example: '24h15m30s' }),
+    uptime_seconds: z.number(),
+    mode: z.literal('agent'),
+    node: z.string(),
+    config_revision: z.string(),
+    host: z.object({ name: z.string(), os: z.string(), arch: z.string(), kernel: z.string() }),
+  })
+  .catchall(z.unknown())
+  .openapi('Status', { description: 'Agent identity and uptime, plus one block per registered component (ebpf, telemt, export, ...).' });
+
+export function statusRoutes(deps: ApiDeps) {
+  const r = new OpenAPIHono<AppEnv>();
+  r.openapi(
+    createRoute({
+      method: 'get',
+      path: '/status',
+      tags: ['status'],
+      summary: 'Agent status and a summary block per component',
+      responses: { 200: { description: 'status', content: { 'application/json': { schema: StatusBody } } } },
+    }),
+    (c) => {
+      const uptime = deps.agent.uptimeSeconds();
+      const loaded = deps.agent.config();
+      return c.json(
+        {
+          ...buildInfo(),
+          uptime: formatDuration(uptime),
+          uptime_seconds: Math.floor(uptime),
+          mode: 'agent' as const,
+          node: loaded.config.agent.node_name,
+          config_revision: loaded.revision,
+          host: hostInfo(),
+          ...deps.agent.componentStatus(),
+        },
+        200,
+      );
+    },
+  );
+  return r;
+}

@@ -1,0 +1,56 @@
+import type { HttpBindings } from '@hono/node-server';
+import type { OpenAPIHono } from '@hono/zod-openapi';
+import type { RequestIdVariables } from 'hono/request-id';
+import type { ConfigError } from '../config/errors.js';
+import type { LoadedConfig } from '../config/load.js';
+import type { EventHub } from '../export/event-stream.js';
+import type { PrometheusExporter } from '../export/prometheus.js';
+import type { Logger } from '../log.js';
+import type { FlushCounts } from '../runtime/components.js';
+
+export type AppEnv = {
+  Bindings: HttpBindings;
+  Variables: RequestIdVariables & {
+    /** The direct TCP peer, IPv4-mapped IPv6 folded to IPv4; '' when unknown. */
+    clientIp: string;
+    /** Identifies the credential used, derived from its hash; never the token. */
+    keyId?: string;
+  };
+};
+
+export type Router = OpenAPIHono<AppEnv>;
+
+export type ReloadOutcome =
+  | { ok: true; revision: string; changed: string[]; restart_required: string[] }
+  | { ok: false; kind: 'invalid'; errors: ConfigError[]; revision: string }
+  | { ok: false; kind: 'failed'; component: string; revision: string };
+
+export interface Readiness {
+  ready: boolean;
+  checks: Record<string, string>;
+}
+
+export type Liveness = { ok: true } | { ok: false; reason: string };
+
+/** What the API needs from the running agent; tests may supply their own. */
+export interface AgentControl {
+  config(): LoadedConfig;
+  uptimeSeconds(): number;
+  readiness(): Readiness;
+  liveness(): Liveness;
+  /** One block per registered component, keyed by component name. */
+  componentStatus(): Record<string, unknown>;
+  reload(): Promise<ReloadOutcome>;
+  flush(): Promise<FlushCounts>;
+}
+
+export interface ApiDeps {
+  agent: AgentControl;
+  logger: Logger;
+  prometheus: PrometheusExporter;
+  events: EventHub;
+  /** Area routers contributed by components (/status/ebpf, /status/telemt, ...). */
+  routers?: Router[];
+  /** Interval between SSE `ping` events; 15 s unless a test shortens it. */
+  ssePingMs?: number;
+}

@@ -1,0 +1,50 @@
+# mtlens: `make run` sets up everything and starts the agent; `make test` sets up everything
+# and runs the whole suite. Both install missing Debian packages when run as root.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+# clang/llvm/libbpf-dev/bpftool/libelf-dev/zlib1g-dev: eBPF programs and the native shim;
+# prometheus: promtool (metrics lint in tests); libbpf-tools: tcplife (benchmark baseline).
+DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus libbpf-tools
+CONFIG ?= config.yaml
+NODE_STAMP := node_modules/.package-lock.json
+TESTS = $(shell find dist/test -name '*.test.js' | sort)
+
+.PHONY: deps system-deps build ts run test bench clean
+
+system-deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "warning: missing Debian packages:$$missing (run make as root to install them)" >&2; \
+	  fi; \
+	fi
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+deps: system-deps $(NODE_STAMP)
+
+ts: $(NODE_STAMP)
+	node_modules/.bin/tsc -p tsconfig.json
+	node scripts/build-info.mjs
+
+build: deps ts
+
+run: build
+	node dist/src/cli.js run --config $(CONFIG)
+
+test: build
+	node --test --test-concurrency=1 --test-reporter=spec $(TESTS)
+
+bench: build
+	node dist/bench/run.js
+
+clean:
+	rm -rf dist

@@ -1,0 +1,222 @@
+// Wires the agent together and owns its lifecycle: start, reload, flush, stop.
+// Components (eBPF collector, telemt poller, OTLP exporter) come from a wiring function so
+// that tests can build the real agent and API with fakes at the edges only.
+import type { HttpBindings } from '@hono/node-server';
+import type { Registry } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
+import { createApp } from './api/app.js';
+import { startServer, type RunningServer } from './api/server.js';
+import type { AgentControl, ReloadOutcome, Router } from './api/types.js';
+import { changedPaths, matchesPattern } from './config/diff.js';
+import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { RESTART_REQUIRED } from './config/schema.js';
+import type { Env } from './config/substitute.js';
+import { EventHub } from './export/event-stream.js';
+import { PrometheusExporter } from './export/prometheus.js';
+import { createLogger, type Logger } from './log.js';
+import { buildInfo } from './runtime/build-info.js';
+import { blocksReadiness, renderCheck, SIGNALS, type Component, type FlushCounts } from './runtime/components.js';
+import { EventLoopWatchdog } from './runtime/event-loop.js';
+
+export interface ComponentContext {
+  config(): LoadedConfig;
+  logger: Logger;
+  registry: Registry;
+  events: EventHub;
+}
+
+export interface Wiring {
+  components: Component[];
+  routers: Router[];
+}
+
+export interface AgentDeps {
+  configPath: string;
+  logger?: Logger;
+  env?: Env;
+  prometheus?: PrometheusExporter;
+  wire?: (ctx: ComponentContext) => Wiring;
+  ssePingMs?: number;
+}
+
+type State = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+const FLUSH_TIMEOUT_MS = 10_000;
+
+export class Agent implements AgentControl {
+  readonly logger: Logger;
+  readonly prometheus: PrometheusExporter;
+  readonly events: EventHub;
+  readonly app: ReturnType<typeof createApp>;
+  private readonly components: Component[];
+  private readonly watchdog = new EventLoopWatchdog();
+  private loaded: LoadedConfig;
+  private state: State = 'created';
+  private server: RunningServer | undefined;
+  private readonly startedAt = performance.now();
+  private reloading: Promise<ReloadOutcome> | undefined;
+  private readonly reloads: Counter<'result'>;
+  private readonly lastReloadOk: Gauge;
+
+  constructor(
+    initial: LoadedConfig,
+    private readonly deps: AgentDeps,
+  ) {
+    this.loaded = initial;
+    const cfg = initial.config;
+    this.logger = deps.logger ?? createLogger({ level: cfg.logging.level, node: cfg.agent.node_name });
+    this.prometheus = deps.prometheus ?? new PrometheusExporter();
+    const registry = this.prometheus.registry;
+    this.events = new EventHub({ maxClients: cfg.self_telemetry.events.max_clients, bufferEvents: cfg.self_telemetry.events.buffer_events, registry });
+
+    const info = buildInfo();
+    new Gauge({ name: 'mtlens_build_info', help: 'Always 1; labels carry the build.', labelNames: ['version', 'commit', 'node_version'], registers: [registry] })
+      .set({ version: info.version, commit: info.commit, node_version: process.version }, 1);
+    this.reloads = new Counter({ name: 'mtlens_config_reloads_total', help: 'Config reload attempts (API, SIGHUP) by result.', labelNames: ['result'], registers: [registry] });
+    this.lastReloadOk = new Gauge({ name: 'mtlens_config_last_reload_successful', help: '1 when the last reload attempt succeeded (or none was made).', registers: [registry] });
+    this.lastReloadOk.set(1);
+    const readiness = () => this.readiness();
+    new Gauge({
+      name: 'mtlens_readiness_check',
+      help: '1 when a readiness check is ok or disabled, 0 when it failed.',
+      labelNames: ['check'],
+      registers: [registry],
+      collect() {
+        for (const [check, text] of Object.entries(readiness().checks)) this.set({ check }, text.startsWith('failed') ? 0 : 1);
+      },
+    });
+
+    const wiring = deps.wire?.({ config: () => this.loaded, logger: this.logger, registry, events: this.events }) ?? { components: [], routers: [] };
+    this.components = wiring.components;
+    this.app = createApp({
+      agent: this,
+      logger: this.logger,
+      prometheus: this.prometheus,
+      events: this.events,
+      routers: wiring.routers,
+      ...(deps.ssePingMs !== undefined ? { ssePingMs: deps.ssePingMs } : {}),
+    });
+  }
+
+  config(): LoadedConfig {
+    return this.loaded;
+  }
+
+  uptimeSeconds(): number {
+    return (performance.now() - this.startedAt) / 1000;
+  }
+
+  get address(): string | undefined {
+    return this.server?.address;
+  }
+
+  readiness() {
+    const checks: Record<string, string> = { agent: this.state === 'running' ? 'ok' : `failed: ${this.state}` };
+    let ready = this.state === 'running';
+    for (const c of this.components) {
+      const check = c.readiness?.();
+      if (!check) continue;
+      checks[c.name] = renderCheck(check);
+      if (blocksReadiness(check)) ready = false;
+    }
+    return { ready, checks };
+  }
+
+  liveness() {
+    const limit = this.loaded.config.self_telemetry.health.max_event_loop_lag_ms;
+    const lag = this.watchdog.maxLagMs();
+    return lag > limit ? { ok: false as const, reason: `event loop lag ${Math.round(lag)} ms exceeds ${limit} ms` } : { ok: true as const };
+  }
+
+  componentStatus(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const c of this.components) if (c.status) out[c.name] = c.status();
+    return out;
+  }
+
+  /** Serves the API first, so probes answer (not ready) while components start. */
+  async start(): Promise<void> {
+    this.state = 'starting';
+    this.watchdog.start();
+    // Only HTTP/1.1 servers are created, so the bindings are always HttpBindings.
+    this.server = await startServer((req, env) => this.app.fetch(req, env as HttpBindings), this.loaded.config.self_telemetry);
+    this.logger.info({ address: this.server.address, tls: this.server.tls, revision: this.loaded.revision, ...buildInfo() }, 'control API listening');
+    try {
+      for (const c of this.components) await c.start();
+    } catch (err) {
+      this.logger.fatal({ err }, 'a required component failed to start');
+      await this.stop('startup failure');
+      throw err;
+    }
+    this.state = 'running';
+    this.events.publish('agent.start', { revision: this.loaded.revision });
+    this.logger.info({ components: this.components.map((c) => c.name) }, 'agent started');
+  }
+
+  /** Re-reads the config file. Invalid: nothing changes. Concurrent calls share one reload. */
+  reload(): Promise<ReloadOutcome> {
+    this.reloading ??= this.doReload().finally(() => {
+      this.reloading = undefined;
+    });
+    return this.reloading;
+  }
+
+  private async doReload(): Promise<ReloadOutcome> {
+    const result = await loadConfigFile(this.deps.configPath, this.deps.env ?? process.env);
+    if (!result.ok) {
+      this.reloads.inc({ result: 'failure' });
+      this.lastReloadOk.set(0);
+      this.logger.error({ errors: result.errors }, 'config reload rejected; running config unchanged');
+      return { ok: false, kind: 'invalid', errors: result.errors, revision: this.loaded.revision };
+    }
+    const next = result.loaded;
+    const changed = changedPaths(this.loaded.config, next.config);
+    const restartRequired = changed.filter((p) => RESTART_REQUIRED.some((pattern) => matchesPattern(p, pattern)));
+    this.loaded = next;
+    this.logger.level = next.config.logging.level;
+    this.events.configure({ maxClients: next.config.self_telemetry.events.max_clients, bufferEvents: next.config.self_telemetry.events.buffer_events });
+    for (const c of this.components) {
+      try {
+        await c.reload(next, changed);
+      } catch (err) {
+        this.reloads.inc({ result: 'failure' });
+        this.lastReloadOk.set(0);
+        this.logger.error({ err, component: c.name }, 'component failed to apply the reloaded config');
+        return { ok: false, kind: 'failed', component: c.name, revision: next.revision };
+      }
+    }
+    this.reloads.inc({ result: 'success' });
+    this.lastReloadOk.set(1);
+    this.events.publish('agent.reload', { revision: next.revision, changed });
+    this.logger.info({ revision: next.revision, changed, restart_required: restartRequired }, 'config reloaded');
+    return { ok: true, revision: next.revision, changed, restart_required: restartRequired };
+  }
+
+  async flush(deadline = Date.now() + FLUSH_TIMEOUT_MS): Promise<FlushCounts> {
+    const total: FlushCounts = { traces: 0, metrics: 0, logs: 0 };
+    const results = await Promise.all(this.components.map((c): Promise<Partial<FlushCounts>> => c.flush?.(deadline) ?? Promise.resolve({})));
+    for (const r of results) for (const s of SIGNALS) total[s] += r[s] ?? 0;
+    return total;
+  }
+
+  /** Stops accepting, flushes and stops components, all before `deadline`. */
+  async stop(reason: string, deadline = Date.now() + 9_000): Promise<void> {
+    if (this.state === 'stopping' || this.state === 'stopped') return;
+    this.state = 'stopping';
+    this.logger.info({ reason }, 'agent stopping');
+    this.events.publish('agent.stop', { reason });
+    this.events.closeAll();
+    const closing = this.server?.close(deadline);
+    for (const c of [...this.components].reverse()) {
+      try {
+        await c.stop(deadline);
+      } catch (err) {
+        this.logger.error({ err, component: c.name }, 'component failed to stop cleanly');
+      }
+    }
+    await closing;
+    this.watchdog.stop();
+    this.state = 'stopped';
+    this.logger.info('agent stopped');
+  }
+}

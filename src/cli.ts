@@ -1,0 +1,155 @@
+// mtlens command line: run | check-config | version | token hash | token generate
+import { randomBytes } from 'node:crypto';
+import { text } from 'node:stream/consumers';
+import { parseArgs } from 'node:util';
+import { Agent } from './agent.js';
+import { formatError } from './config/errors.js';
+import { loadConfigFile } from './config/load.js';
+import { sha256Hex } from './config/revision.js';
+import { buildInfo } from './runtime/build-info.js';
+import { productionWiring } from './wiring.js';
+
+const USAGE = `usage: mtlens <command> [options]
+
+commands:
+  run [--config PATH]            start the agent (default config: ./config.yaml)
+  check-config [--config PATH]   validate a config file; exit 1 listing every error
+  version                        print version, commit and build time
+  token hash                     read a token on stdin, print the SHA-256 for
+                                 self_telemetry.auth.bearer_token_sha256
+  token generate                 print a new random token and its SHA-256
+`;
+
+const STOP_BUDGET_MS = 10_000;
+
+function configPath(args: string[]): string {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c', default: './config.yaml' } }, strict: true });
+  return values.config!;
+}
+
+async function checkConfig(args: string[]): Promise<number> {
+  const path = configPath(args);
+  const result = await loadConfigFile(path);
+  if (!result.ok) {
+    process.stderr.write(`${path}: ${result.errors.length} error(s)\n`);
+    for (const e of result.errors) process.stderr.write(`  ${formatError(e)}\n`);
+    return 1;
+  }
+  process.stdout.write(`${path}: ok (revision ${result.loaded.revision})\n`);
+  return 0;
+}
+
+async function run(args: string[]): Promise<number> {
+  const path = configPath(args);
+  const result = await loadConfigFile(path);
+  if (!result.ok) {
+    process.stderr.write(`mtlens: invalid config ${path}:\n`);
+    for (const e of result.errors) process.stderr.write(`  ${formatError(e)}\n`);
+    return 1;
+  }
+  const agent = new Agent(result.loaded, { configPath: path, wire: productionWiring });
+  const log = agent.logger;
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception; exiting');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (err) => {
+    log.fatal({ err }, 'unhandled promise rejection; exiting');
+    process.exit(1);
+  });
+
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal; exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    const hardStop = setTimeout(() => {
+      log.error('graceful stop took too long; exiting');
+      process.exit(1);
+    }, STOP_BUDGET_MS);
+    hardStop.unref();
+    agent.stop(signal, Date.now() + STOP_BUDGET_MS - 1000).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+  process.on('SIGHUP', () => {
+    void agent.reload().then((outcome) => {
+      if (!outcome.ok) log.warn({ outcome: outcome.kind }, 'SIGHUP reload did not apply');
+    });
+  });
+
+  try {
+    await agent.start();
+  } catch (err) {
+    process.stderr.write(`mtlens: ${(err as Error).message}\n`);
+    return 1;
+  }
+  return new Promise<number>(() => {
+    // Runs until a signal stops it.
+  });
+}
+
+async function token(args: string[]): Promise<number> {
+  switch (args[0]) {
+    case 'hash': {
+      const input = (await text(process.stdin)).replace(/\r?\n$/, '');
+      if (input === '') {
+        process.stderr.write('mtlens token hash: no token on stdin\n');
+        return 1;
+      }
+      process.stdout.write(`${sha256Hex(input)}\n`);
+      return 0;
+    }
+    case 'generate': {
+      const t = randomBytes(32).toString('base64url');
+      process.stdout.write(`token:  ${t}\nsha256: ${sha256Hex(t)}\n`);
+      return 0;
+    }
+    default:
+      process.stderr.write(USAGE);
+      return 2;
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'run':
+        return await run(rest);
+      case 'check-config':
+        return await checkConfig(rest);
+      case 'version': {
+        const b = buildInfo();
+        process.stdout.write(`mtlens ${b.version} (commit ${b.commit}, built ${b.built}, node ${process.version})\n`);
+        return 0;
+      }
+      case 'token':
+        return await token(rest);
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return 0;
+      default:
+        process.stderr.write(command ? `mtlens: unknown command "${command}"\n${USAGE}` : USAGE);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`mtlens: ${err.message}\n${USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

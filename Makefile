@@ -43,8 +43,9 @@ run: build
 test: build
 	node --test --test-concurrency=1 --test-reporter=spec $(TESTS)
 
+# BENCH=name runs only dist/bench/<name>.bench.js.
 bench: build
-	node dist/bench/run.js
+	@set -e; for f in $$(find dist/bench -name '$(if $(BENCH),$(BENCH),*).bench.js' | sort); do echo "== $$f"; node $$f; done
 
 clean:
 	rm -rf dist

@@ -16,6 +16,18 @@ export interface LoadedConfig {
   /** The effective config with secrets redacted. */
   readonly sanitized: unknown;
   readonly source: string;
+  /** Dotted paths the file sets itself (with their parents), as opposed to defaults: `ebpf`, `ebpf.watch`, `ebpf.watch.ports`. */
+  readonly explicit: ReadonlySet<string>;
+}
+
+function presentPaths(value: unknown, prefix = '', out = new Set<string>()): Set<string> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return out;
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    const path = prefix ? `${prefix}.${k}` : k;
+    out.add(path);
+    presentPaths(v, path, out);
+  }
+  return out;
 }
 
 export type LoadResult = { ok: true; loaded: LoadedConfig } | { ok: false; errors: ConfigError[] };
@@ -39,7 +51,10 @@ export function parseConfigText(text: string, env: Env, source = '<inline>'): Lo
   const errors = [...substitutionErrors, ...validationErrors.filter((e) => !substitutedPaths.has(e.path))];
   if (!parsed.success || errors.length > 0) return { ok: false, errors };
   const config = parsed.data;
-  return { ok: true, loaded: { config, revision: configRevision(config), sanitized: redactConfig(config), source } };
+  return {
+    ok: true,
+    loaded: { config, revision: configRevision(config), sanitized: redactConfig(config), source, explicit: presentPaths(substituted.value) },
+  };
 }
 
 async function unreadable(path: string): Promise<string | undefined> {

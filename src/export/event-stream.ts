@@ -4,6 +4,10 @@
 // fill is disconnected and counted, so a slow reader can never slow the collectors. With no
 // client attached, publish() returns before doing any work.
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { AgentEventMap, AgentEventType } from '../model/events.js';
+
+/** In-process consumers (the OTLP pipeline) get every event synchronously and must not block. */
+export type EventListener = <K extends AgentEventType>(type: K, data: AgentEventMap[K]) => void;
 
 export interface StreamEvent {
   readonly id: number;
@@ -32,9 +36,9 @@ export class Subscription {
     private readonly onClose: (sub: Subscription, reason: string) => void,
   ) {}
 
-  accepts(type: string, data: Record<string, unknown>): boolean {
+  accepts(type: string, data: object): boolean {
     const { types, role } = this.filter;
-    if (role !== undefined && data['role'] !== role) return false;
+    if (role !== undefined && (data as { role?: unknown }).role !== role) return false;
     if (types.length === 0) return true;
     return types.some((t) => (t.endsWith('.*') ? type.startsWith(t.slice(0, -1)) : t === type));
   }
@@ -97,6 +101,8 @@ export class EventHub {
   private readonly published: Counter<'type'>;
   private readonly dropped: Counter<'reason'>;
   private readonly rejected: Counter<'reason'>;
+  private readonly listenerErrors: Counter;
+  private readonly listeners = new Set<EventListener>();
 
   constructor(private opts: EventHubOptions) {
     const registers = [opts.registry];
@@ -104,6 +110,13 @@ export class EventHub {
     this.published = new Counter({ name: 'mtlens_sse_events_total', help: 'Events delivered to /events clients, by event type.', labelNames: ['type'], registers });
     this.dropped = new Counter({ name: 'mtlens_sse_clients_dropped_total', help: '/events clients disconnected by the agent, by reason (slow_client: buffer full).', labelNames: ['reason'], registers });
     this.rejected = new Counter({ name: 'mtlens_sse_clients_rejected_total', help: '/events connections refused, by reason (max_clients).', labelNames: ['reason'], registers });
+    this.listenerErrors = new Counter({ name: 'mtlens_event_listener_errors_total', help: 'Exceptions thrown by in-process event consumers (the event was still delivered elsewhere).', registers });
+  }
+
+  /** Registers an in-process consumer; returns the function that removes it. */
+  onEvent(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   configure(limits: { maxClients: number; bufferEvents: number }): void {
@@ -129,7 +142,14 @@ export class EventHub {
     return sub;
   }
 
-  publish(type: string, data: Record<string, unknown>): void {
+  publish<K extends AgentEventType>(type: K, data: AgentEventMap[K]): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(type, data);
+      } catch {
+        this.listenerErrors.inc();
+      }
+    }
     if (this.subs.size === 0) return;
     let event: StreamEvent | undefined;
     for (const sub of this.subs) {

@@ -1,0 +1,61 @@
+// The events that flow from collectors to exporters (SSE /events, OTLP logs and spans).
+// One map of event type -> payload, so publishers and consumers agree at compile time.
+
+export type Role = 'client' | 'upstream_dc' | 'upstream_other';
+export const ROLES: readonly Role[] = ['client', 'upstream_dc', 'upstream_other'];
+
+export type CloseKind = 'fin' | 'rst';
+
+/** A TCP connection as the kernel saw it. Directions are from this host's side: rx received, tx sent. */
+export interface ConnectionEventData {
+  /** Socket cookie (u64, decimal): unique per socket for the kernel's lifetime. */
+  cookie: string;
+  role: Role;
+  family: 4 | 6;
+  peer_address: string;
+  peer_port: number;
+  local_address: string;
+  local_port: number;
+  /** telemt user joined by peer IP: a username, `~ambiguous` or `~unknown`; absent for upstreams. */
+  user?: string;
+  /** Wall-clock epoch milliseconds, converted from the kernel's monotonic clock. */
+  opened_at_ms: number;
+  closed_at_ms?: number;
+  /** Application payload bytes (SYN/FIN sequence space removed). */
+  rx_bytes: number;
+  tx_bytes: number;
+  srtt_us: number;
+  min_rtt_us: number;
+  retransmits: number;
+  lost: number;
+  segs_in: number;
+  segs_out: number;
+  close?: CloseKind;
+  stalled: boolean;
+}
+
+export interface TelemtChangeData {
+  url: string;
+  previous?: string;
+  current?: string;
+  detail?: string;
+}
+
+export interface AgentEventMap {
+  'connection.open': ConnectionEventData;
+  'connection.close': ConnectionEventData;
+  'connection.stall': ConnectionEventData;
+  'telemt.revision_changed': TelemtChangeData;
+  'telemt.restart_detected': TelemtChangeData;
+  'telemt.generation_reload': TelemtChangeData;
+  'telemt.route_mode_changed': TelemtChangeData;
+  'telemt.not_ready': TelemtChangeData;
+  'telemt.ready': TelemtChangeData;
+  'telemt.unreachable': TelemtChangeData;
+  'telemt.reachable': TelemtChangeData;
+  'agent.start': { revision: string };
+  'agent.reload': { revision: string; changed: string[] };
+  'agent.stop': { reason: string };
+}
+
+export type AgentEventType = keyof AgentEventMap;

@@ -1,0 +1,95 @@
+// Builds the real agent and control API for tests: a real config file on disk, a logger
+// whose lines the test can read, and in-process requests from any peer address.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent, type AgentDeps } from '../../src/agent.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import type { Env } from '../../src/config/substitute.js';
+import { createLogger, type Logger } from '../../src/log.js';
+
+/** The repository root (tests run from dist/test/...). */
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+
+export interface CapturedLog {
+  logger: Logger;
+  lines: Array<Record<string, unknown>>;
+  text(): string;
+}
+
+export function captureLog(level = 'info'): CapturedLog {
+  const raw: string[] = [];
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = createLogger({
+    level,
+    node: 'test-node',
+    destination: {
+      write(chunk: string) {
+        raw.push(chunk);
+        lines.push(JSON.parse(chunk) as Record<string, unknown>);
+      },
+    },
+  });
+  return { logger, lines, text: () => raw.join('') };
+}
+
+export async function tempDir(prefix = 'mtlens-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export interface TestAgent {
+  agent: Agent;
+  app: Agent['app'];
+  log: CapturedLog;
+  configPath: string;
+  dir: string;
+  /** Rewrites the config file (for reload tests). */
+  rewrite(yaml: string): Promise<void>;
+  /** An in-process request as if it came over TCP from `ip`. */
+  request(path: string, init?: RequestInit, ip?: string): Promise<Response>;
+  cleanup(): Promise<void>;
+}
+
+/** Minimal config for tests: eBPF and telemt off unless the test turns them on. */
+export const BASE_CONFIG = `
+self_telemetry:
+  listen: 127.0.0.1:0
+ebpf:
+  enabled: false
+telemt:
+  enabled: false
+`;
+
+export async function buildAgent(
+  yaml: string = BASE_CONFIG,
+  opts: { env?: Env; wire?: AgentDeps['wire']; ssePingMs?: number; logLevel?: string } = {},
+): Promise<TestAgent> {
+  const dir = await tempDir();
+  const configPath = join(dir, 'config.yaml');
+  await writeFile(configPath, yaml);
+  const env = opts.env ?? {};
+  const result = await loadConfigFile(configPath, env);
+  if (!result.ok) throw new Error(`test config invalid: ${JSON.stringify(result.errors)}`);
+  const log = captureLog(opts.logLevel);
+  const agent = new Agent(result.loaded, {
+    configPath,
+    env,
+    logger: log.logger,
+    ...(opts.wire ? { wire: opts.wire } : {}),
+    ...(opts.ssePingMs !== undefined ? { ssePingMs: opts.ssePingMs } : {}),
+  });
+  return {
+    agent,
+    app: agent.app,
+    log,
+    configPath,
+    dir,
+    rewrite: (text) => writeFile(configPath, text),
+    request: (path, init, ip = '127.0.0.1') => Promise.resolve(agent.app.request(path, init, { incoming: { socket: { remoteAddress: ip } } })),
+    cleanup: async () => {
+      await agent.stop('test cleanup');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -111,7 +111,7 @@ export class Agent implements AgentControl {
   }
 
   readiness() {
-    const checks: Record<string, string> = { agent: this.state === 'running' ? 'ok' : `failed: ${this.state}` };
+    const checks: Record<string, string> = { agent: this.state === 'running' ? 'ok' : `failed: ${this.state === 'created' ? 'not started' : this.state}` };
     let ready = this.state === 'running';
     for (const c of this.components) {
       const check = c.readiness?.();
@@ -173,7 +173,6 @@ export class Agent implements AgentControl {
     const changed = changedPaths(this.loaded.config, next.config);
     const restartRequired = changed.filter((p) => RESTART_REQUIRED.some((pattern) => matchesPattern(p, pattern)));
     this.loaded = next;
-    this.logger.level = next.config.logging.level;
     this.events.configure({ maxClients: next.config.self_telemetry.events.max_clients, bufferEvents: next.config.self_telemetry.events.buffer_events });
     for (const c of this.components) {
       try {
@@ -188,7 +187,9 @@ export class Agent implements AgentControl {
     this.reloads.inc({ result: 'success' });
     this.lastReloadOk.set(1);
     this.events.publish('agent.reload', { revision: next.revision, changed });
+    // Logged before the new level applies, so raising the level does not hide its own reload.
     this.logger.info({ revision: next.revision, changed, restart_required: restartRequired }, 'config reloaded');
+    this.logger.level = next.config.logging.level;
     return { ok: true, revision: next.revision, changed, restart_required: restartRequired };
   }
 

@@ -48,8 +48,11 @@ export async function startServer(fetch: Fetch, settings: Config['self_telemetry
     close: (deadline) =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => http.closeAllConnections(), Math.max(0, deadline - Date.now()));
+        // Keep-alive sockets of requests that finish during shutdown turn idle later: close them as they do.
+        const idle = setInterval(() => http.closeIdleConnections(), 50);
         http.close(() => {
           clearTimeout(force);
+          clearInterval(idle);
           resolve();
         });
         http.closeIdleConnections();

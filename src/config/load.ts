@@ -35,8 +35,10 @@ export type LoadResult = { ok: true; loaded: LoadedConfig } | { ok: false; error
 export function parseConfigText(text: string, env: Env, source = '<inline>'): LoadResult {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
+    // Only the first: after a syntax error the parser's further complaints are cascades of it.
     // Pretty errors end their first line with "at line L, column C:" and follow it with a code frame.
-    return { ok: false, errors: doc.errors.map((e) => ({ path: '', message: `invalid YAML: ${e.message.split('\n')[0]!.replace(/:$/, '')}` })) };
+    const first = doc.errors[0]!.message.split('\n')[0]!.replace(/:$/, '');
+    return { ok: false, errors: [{ path: '', message: `invalid YAML: ${first}` }] };
   }
   const raw: unknown = doc.toJS() ?? {};
   if (typeof raw !== 'object' || Array.isArray(raw)) {

@@ -77,10 +77,11 @@ export class Subscription {
     });
   }
 
+  /** Ends the subscription; on shutdown what is queued is still delivered, a slow client's backlog is not. */
   close(reason = 'client_closed'): void {
     if (this.closedReason) return;
     this.closedReason = reason;
-    this.queue.length = 0;
+    if (reason === 'slow_client') this.queue.length = 0;
     const w = this.waiter;
     this.waiter = undefined;
     w?.(null);

@@ -14,6 +14,8 @@ export const OPENMETRICS_CONTENT_TYPE = 'application/openmetrics-text; version=1
 
 export type MetricsFormat = 'prometheus' | 'openmetrics';
 
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 /** Picks OpenMetrics only when the scraper asks for it, as Prometheus does with its Accept header. */
 export function negotiateFormat(accept: string | undefined): MetricsFormat {
   return accept?.includes('application/openmetrics-text') ? 'openmetrics' : 'prometheus';
@@ -48,7 +50,11 @@ export class PrometheusExporter {
   private inflight: Promise<string> | undefined;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
-    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 20 });
+    if (!(opts.defaultMetrics ?? true)) return;
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 20 });
+    // Gauges named like counters fail `promtool check metrics`; the per-type families
+    // (nodejs_active_handles{type}, ...) carry the same numbers.
+    for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
   }
 
   private renderText(): Promise<string> {

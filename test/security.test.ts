@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { buildAgent, type TestAgent } from './helpers/agent.js';
+
+const TOKEN = 'test-token-0123456789abcdef';
+const bearer = (token = TOKEN) => ({ headers: { Authorization: `Bearer ${token}` } });
+
+function config(selfTelemetry: string): string {
+  return `self_telemetry:\n  listen: 127.0.0.1:0\n${selfTelemetry.replace(/^/gm, '  ')}\nebpf: { enabled: false }\ntelemt: { enabled: false }\n`;
+}
+
+async function withAgent(yaml: string, fn: (t: TestAgent) => Promise<void>, env: Record<string, string> = { TOKEN }) {
+  const t = await buildAgent(yaml, { env });
+  try {
+    await fn(t);
+  } finally {
+    await t.cleanup();
+  }
+}
+
+const errorOf = async (res: Response) => ((await res.json()) as { error: string }).error;
+
+describe('bearer token', () => {
+  const yaml = config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}');
+
+  it('protects every non-public path and leaves the probes open', () =>
+    withAgent(yaml, async (t) => {
+      for (const path of ['/status', '/metrics', '/config', '/openapi.json', '/nope']) {
+        const res = await t.request(path);
+        assert.equal(res.status, 401, path);
+        assert.equal(await errorOf(res), 'unauthorized');
+        assert.equal(res.headers.get('www-authenticate'), 'Bearer realm=""');
+      }
+      for (const path of ['/healthz', '/ready', '/readyz']) assert.notEqual((await t.request(path)).status, 401, path);
+      assert.equal((await t.request('/status', bearer())).status, 200);
+      const wrong = await t.request('/status', bearer('wrong-token-0123456789abcdef'));
+      assert.equal(wrong.status, 401);
+      assert.equal(wrong.headers.get('www-authenticate'), 'Bearer error="invalid_token"');
+      const malformed = await t.request('/status', { headers: { Authorization: 'Bearer not a token' } });
+      assert.equal(malformed.status, 400);
+      assert.equal(await errorOf(malformed), 'invalid_request');
+    }));
+
+  it('accepts a token when the config holds only its SHA-256', () => {
+    const hash = createHash('sha256').update(TOKEN).digest('hex');
+    return withAgent(config(`auth:\n  enabled: true\n  bearer_token_sha256: ${hash}`), async (t) => {
+      assert.equal((await t.request('/status', bearer())).status, 200);
+      assert.equal((await t.request('/status', bearer(`${TOKEN}x`))).status, 401);
+    });
+  });
+
+  it('public_paths decide what stays open', () =>
+    withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\n  public_paths: [/healthz, /metrics]'), async (t) => {
+      assert.equal((await t.request('/metrics')).status, 200);
+      assert.equal((await t.request('/ready')).status, 401);
+    }));
+
+  it('a reload that turns auth on applies to the next request', () =>
+    withAgent(config(''), async (t) => {
+      assert.equal((await t.request('/status')).status, 200);
+      await t.rewrite(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}'));
+      assert.equal((await t.request('/admin/reload', { method: 'POST' })).status, 200);
+      assert.equal((await t.request('/status')).status, 401);
+      assert.equal((await t.request('/status', bearer())).status, 200);
+    }));
+});
+
+describe('source address allowlist', () => {
+  it('allows listed IPv4/IPv6 CIDRs and IPv4-mapped peers, refuses others with 403, never the probes', () =>
+    withAgent(config('allowed_ips: [10.0.0.0/8, "2001:db8::/32", 192.168.7.7]'), async (t) => {
+      for (const ip of ['10.1.2.3', '::ffff:10.9.9.9', '2001:db8::5', '192.168.7.7']) assert.equal((await t.request('/status', {}, ip)).status, 200, ip);
+      for (const ip of ['192.168.1.1', '2001:db9::1', '::ffff:11.0.0.1', '127.0.0.1']) {
+        const res = await t.request('/status', {}, ip);
+        assert.equal(res.status, 403, ip);
+        assert.equal(await errorOf(res), 'forbidden');
+      }
+      assert.equal((await t.request('/healthz', {}, '192.168.1.1')).status, 200);
+    }));
+});
+
+describe('brute-force guard', () => {
+  it('blocks an address after repeated failures with 429 + Retry-After, even for the right token, and only that address', () =>
+    withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\n  brute_force: { max_failures: 3, window_seconds: 60, block_seconds: 30 }'), async (t) => {
+      const attacker = '203.0.113.9';
+      for (let i = 0; i < 3; i++) assert.equal((await t.request('/status', bearer('guess-0123456789abcdef'), attacker)).status, 401);
+      const blocked = await t.request('/status', bearer(), attacker);
+      assert.equal(blocked.status, 429);
+      assert.equal(await errorOf(blocked), 'rate_limited');
+      const retry = Number(blocked.headers.get('retry-after'));
+      assert.ok(retry > 0 && retry <= 30, `Retry-After ${retry}`);
+      assert.equal((await t.request('/status', bearer(), '203.0.113.10')).status, 200);
+      const metrics = await (await t.request('/metrics', bearer())).text();
+      assert.match(metrics, /mtlens_http_rejected_total\{reason="unauthorized"\} 3/);
+      assert.match(metrics, /mtlens_http_rejected_total\{reason="brute_force_blocked"\} 1/);
+    }));
+
+  it('a success resets the count', () =>
+    withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\n  brute_force: { max_failures: 3, window_seconds: 60, block_seconds: 30 }'), async (t) => {
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 2; i++) assert.equal((await t.request('/status', bearer('guess-0123456789abcdef'))).status, 401);
+        assert.equal((await t.request('/status', bearer())).status, 200);
+      }
+    }));
+});
+
+describe('rate limit', () => {
+  it('refuses requests beyond the burst with 429 + Retry-After, per address, never on probes', () =>
+    withAgent(config('rate_limit: { enabled: true, requests_per_second: 1, burst: 3 }'), async (t) => {
+      for (let i = 0; i < 3; i++) assert.equal((await t.request('/status')).status, 200);
+      const limited = await t.request('/status');
+      assert.equal(limited.status, 429);
+      assert.equal(await errorOf(limited), 'rate_limited');
+      assert.equal(limited.headers.get('retry-after'), '1');
+      assert.equal((await t.request('/status', {}, '10.0.0.2')).status, 200, 'another address has its own bucket');
+      for (let i = 0; i < 10; i++) assert.equal((await t.request('/healthz')).status, 200);
+    }));
+
+  it('is off when disabled', () =>
+    withAgent(config('rate_limit: { enabled: false, requests_per_second: 1, burst: 1 }'), async (t) => {
+      for (let i = 0; i < 20; i++) assert.equal((await t.request('/status')).status, 200);
+    }));
+});
+
+describe('read-only and body limit', () => {
+  it('read_only refuses admin mutations with 403 read_only and leaves reads alone', () =>
+    withAgent(config('read_only: true'), async (t) => {
+      for (const path of ['/admin/reload', '/admin/flush']) {
+        const res = await t.request(path, { method: 'POST' });
+        assert.equal(res.status, 403, path);
+        assert.equal(await errorOf(res), 'read_only');
+      }
+      assert.equal((await t.request('/status')).status, 200);
+    }));
+
+  it('a body over request_body_limit_bytes gets 413', () =>
+    withAgent(config('request_body_limit_bytes: 16'), async (t) => {
+      const res = await t.request('/admin/flush', { method: 'POST', body: 'x'.repeat(100), headers: { 'Content-Type': 'text/plain' } });
+      assert.equal(res.status, 413);
+      assert.equal(await errorOf(res), 'payload_too_large');
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff', 'early errors carry the security headers too');
+      assert.equal((await t.request('/admin/flush', { method: 'POST', body: 'small' })).status, 200);
+    }));
+});
+
+describe('CORS', () => {
+  it('answers allowed origins only, including preflight', () =>
+    withAgent(config('cors: { enabled: true, allowed_origins: ["https://grafana.example.com"] }'), async (t) => {
+      const ok = await t.request('/status', { headers: { Origin: 'https://grafana.example.com' } });
+      assert.equal(ok.headers.get('access-control-allow-origin'), 'https://grafana.example.com');
+      const other = await t.request('/status', { headers: { Origin: 'https://evil.example.com' } });
+      assert.equal(other.headers.get('access-control-allow-origin'), null);
+      const preflight = await t.request('/admin/reload', {
+        method: 'OPTIONS',
+        headers: { Origin: 'https://grafana.example.com', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization' },
+      });
+      assert.equal(preflight.status, 204);
+      assert.match(preflight.headers.get('access-control-allow-methods') ?? '', /POST/);
+      assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /Authorization/i);
+    }));
+
+  it('sends no CORS headers when disabled', () =>
+    withAgent(config(''), async (t) => {
+      const res = await t.request('/status', { headers: { Origin: 'https://grafana.example.com' } });
+      assert.equal(res.headers.get('access-control-allow-origin'), null);
+    }));
+});
+
+describe('audit log', () => {
+  it('logs every mutation and every 401/403/429 with who and what, never the token', () =>
+    withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\nallowed_ips: [127.0.0.0/8]\nrate_limit: { requests_per_second: 1, burst: 2 }'), async (t) => {
+      await t.request('/admin/flush', { method: 'POST', ...bearer() }, '127.0.0.5');
+      await t.request('/status', bearer('nope-0123456789abcdefgh'), '127.0.0.6');
+      await t.request('/status', bearer(), '10.0.0.1');
+      for (let i = 0; i < 3; i++) await t.request('/status', bearer(), '127.0.0.7');
+      await t.request('/status', bearer(), '127.0.0.8');
+
+      const audit = t.log.lines.filter((l) => l['audit'] === true);
+      const byEvent = (e: string) => audit.filter((l) => l['event'] === e);
+      const mutation = byEvent('api_mutation')[0]!;
+      assert.equal(mutation['method'], 'POST');
+      assert.equal(mutation['route'], '/admin/flush');
+      assert.equal(mutation['status'], 200);
+      assert.equal(mutation['source_ip'], '127.0.0.5');
+      assert.match(String(mutation['key_id']), /^key-[0-9a-f]{12}$/);
+      assert.match(String(mutation['request_id']), /^[0-9a-f-]{36}$/);
+      assert.equal(typeof mutation['duration_ms'], 'number');
+      assert.equal(byEvent('auth_failed')[0]!['source_ip'], '127.0.0.6');
+      assert.equal(byEvent('forbidden')[0]!['source_ip'], '10.0.0.1');
+      assert.equal(byEvent('rate_limited')[0]!['source_ip'], '127.0.0.7');
+      assert.equal(audit.filter((l) => l['source_ip'] === '127.0.0.8').length, 0, 'a plain successful read is not audited');
+      assert.ok(!t.log.text().includes(TOKEN), 'the token never reaches the log');
+    }));
+});

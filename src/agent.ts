@@ -66,6 +66,7 @@ export class Agent implements AgentControl {
     const cfg = initial.config;
     this.logger = deps.logger ?? createLogger({ level: cfg.logging.level, node: cfg.agent.node_name });
     this.prometheus = deps.prometheus ?? new PrometheusExporter();
+    this.prometheus.maxAgeMs = cfg.self_telemetry.metrics_max_age_ms;
     const registry = this.prometheus.registry;
     this.events = new EventHub({ maxClients: cfg.self_telemetry.events.max_clients, bufferEvents: cfg.self_telemetry.events.buffer_events, registry });
 
@@ -173,6 +174,7 @@ export class Agent implements AgentControl {
     const changed = changedPaths(this.loaded.config, next.config);
     const restartRequired = changed.filter((p) => RESTART_REQUIRED.some((pattern) => matchesPattern(p, pattern)));
     this.loaded = next;
+    this.prometheus.maxAgeMs = next.config.self_telemetry.metrics_max_age_ms;
     this.events.configure({ maxClients: next.config.self_telemetry.events.max_clients, bufferEvents: next.config.self_telemetry.events.buffer_events });
     for (const c of this.components) {
       try {

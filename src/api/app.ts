@@ -12,7 +12,6 @@ import { cors } from 'hono/cors';
 import { HTTPException } from 'hono/http-exception';
 import { methodNotAllowed } from 'hono/method-not-allowed';
 import { requestId } from 'hono/request-id';
-import { secureHeaders } from 'hono/secure-headers';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Config } from '../config/schema.js';
 import { buildInfo } from '../runtime/build-info.js';
@@ -21,6 +20,7 @@ import { audit } from './middleware/audit.js';
 import { credentialsOf, verifyToken, type Credential } from './middleware/auth.js';
 import { BruteForceGuard } from './middleware/brute-force.js';
 import { clientIp } from './middleware/client-ip.js';
+import { securityHeaders } from './middleware/security-headers.js';
 import { httpMetrics } from './middleware/http-metrics.js';
 import { TokenBuckets } from './middleware/rate-limit.js';
 import { Rejections } from './middleware/rejections.js';
@@ -35,6 +35,7 @@ import { statusRoutes } from './routes/status.js';
 import type { ApiDeps, AppEnv } from './types.js';
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const HEADERS_KEPT_ON_ERROR = ['WWW-Authenticate', 'Retry-After', 'Allow'];
 
@@ -72,14 +73,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   app.use('*', requestId({ limitLength: 128 }));
   app.use('*', httpMetrics(registry));
   app.use('*', audit(deps.logger, MUTATING));
-  app.use(
-    '*',
-    secureHeaders({ xFrameOptions: 'DENY', xXssProtection: false, crossOriginResourcePolicy: false }),
-    async (c, next) => {
-      await next();
-      c.header('Cache-Control', 'no-store');
-    },
-  );
+  app.use('*', securityHeaders(() => settings().tls.enabled));
   app.use('*', methodNotAllowed({ app, onMethodNotAllowed: (c, methods) => problem(c, 405, 'method_not_allowed', `${c.req.method} is not allowed here`, { allow: methods }, { Allow: methods.join(', ') }) }));
 
   const corsMiddleware = cors({
@@ -94,8 +88,10 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   });
   app.use('*', (c, next) => (settings().cors.enabled ? corsMiddleware(c, next) : next()));
 
+  // Only methods that carry a body: bodyLimit reads c.req.raw.body, which makes node-server
+  // build a full Request (with an AbortController) for every GET.
   app.use('*', (c, next) =>
-    bodyLimit({
+    BODYLESS.has(c.req.method) ? next() : bodyLimit({
       maxSize: settings().request_body_limit_bytes,
       onError: (ctx) => {
         rejections.count('payload_too_large');

@@ -1,18 +1,16 @@
-// The Prometheus registry and its two text encodings.
-//
-// prom-client's own OpenMetrics mode renames counter objects in place (it strips `_total`
-// from `metric.name` on every render), which would corrupt the next Prometheus-format
-// scrape of the same registry. So the registry always renders the 0.0.4 text format, and
-// OpenMetrics is derived from that text.
+// The Prometheus registry, rendered by PromTextRenderer in either text encoding.
 //
 // Every collect() in this process reads a snapshot synchronously, so rendering never waits
-// on the pipeline; concurrent scrapes of the same format share one render.
+// on the pipeline. Because a render runs to completion before the next socket is read,
+// concurrent scrapes cannot share one; instead a rendering is served, encoded once, to every
+// scrape within `maxAgeMs` (a scrape storm costs one render per window, not one per request).
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { PromTextRenderer, type TextFormat } from './prom-text.js';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 export const OPENMETRICS_CONTENT_TYPE = 'application/openmetrics-text; version=1.0.0; charset=utf-8';
 
-export type MetricsFormat = 'prometheus' | 'openmetrics';
+export type MetricsFormat = TextFormat;
 
 const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
@@ -21,33 +19,19 @@ export function negotiateFormat(accept: string | undefined): MetricsFormat {
   return accept?.includes('application/openmetrics-text') ? 'openmetrics' : 'prometheus';
 }
 
-/** Converts 0.0.4 text into OpenMetrics 1.0: counter families lose `_total`, blank lines go, `# EOF` ends it. */
-export function toOpenMetrics(text: string): string {
-  const lines = text.split('\n');
-  const counters = new Set<string>();
-  for (const line of lines) {
-    const m = /^# TYPE (\S+) counter$/.exec(line);
-    if (m && m[1]!.endsWith('_total')) counters.add(m[1]!);
-  }
-  const out: string[] = [];
-  for (const line of lines) {
-    if (line === '') continue;
-    const meta = /^# (HELP|TYPE) (\S+)( .*)?$/.exec(line);
-    if (meta && counters.has(meta[2]!)) {
-      out.push(`# ${meta[1]} ${meta[2]!.slice(0, -'_total'.length)}${meta[3] ?? ''}`);
-    } else if (meta?.[1] === 'TYPE' && meta[3] === ' untyped') {
-      out.push(`# TYPE ${meta[2]} unknown`);
-    } else {
-      out.push(line);
-    }
-  }
-  out.push('# EOF', '');
-  return out.join('\n');
+const encoder = new TextEncoder();
+
+interface Rendering {
+  body: Uint8Array<ArrayBuffer>;
+  at: number;
 }
 
 export class PrometheusExporter {
   readonly registry = new Registry();
-  private inflight: Promise<string> | undefined;
+  private readonly renderer = new PromTextRenderer(this.registry);
+  private readonly cache: Partial<Record<MetricsFormat, Promise<Rendering>>> = {};
+  /** How long one rendering is served; 0 renders every scrape. */
+  maxAgeMs = 0;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (!(opts.defaultMetrics ?? true)) return;
@@ -57,17 +41,18 @@ export class PrometheusExporter {
     for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
   }
 
-  private renderText(): Promise<string> {
-    this.inflight ??= this.registry.metrics().finally(() => {
-      this.inflight = undefined;
+  async render(format: MetricsFormat): Promise<{ body: Uint8Array<ArrayBuffer>; contentType: string }> {
+    const contentType = format === 'openmetrics' ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE;
+    const cached = this.cache[format];
+    if (cached) {
+      const r = await cached;
+      if (performance.now() - r.at < this.maxAgeMs) return { body: r.body, contentType };
+    }
+    const fresh = this.renderer.render(format).then((text) => ({ body: encoder.encode(text), at: performance.now() }));
+    this.cache[format] = fresh;
+    fresh.catch(() => {
+      if (this.cache[format] === fresh) delete this.cache[format];
     });
-    return this.inflight;
-  }
-
-  async render(format: MetricsFormat): Promise<{ body: string; contentType: string }> {
-    const text = await this.renderText();
-    return format === 'openmetrics'
-      ? { body: toOpenMetrics(text), contentType: OPENMETRICS_CONTENT_TYPE }
-      : { body: text, contentType: PROMETHEUS_CONTENT_TYPE };
+    return { body: (await fresh).body, contentType };
   }
 }

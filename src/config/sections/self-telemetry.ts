@@ -92,6 +92,8 @@ export const selfTelemetrySection = z
       .prefault({}),
     tls,
     debug: bool().default(false),
+    // One /metrics rendering is served to every scrape within this window (0: render each scrape).
+    metrics_max_age_ms: int(0, 60_000).default(1000),
     health: z
       .strictObject({
         max_event_loop_lag_ms: int(10, 600_000).default(2000),

@@ -1,0 +1,53 @@
+// Control API throughput and latency at 64 concurrent connections: mtlens (the real agent
+// and app, /metrics with 10k series) against a bare node:http server answering the same
+// payloads, measured in the same run. Servers are pinned to CPU 0, wrk to CPU 1.
+//   make bench BENCH=api            (BENCH_SECONDS=8 per run, BENCH_ROUNDS=3)
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startTarget } from './lib/proc.js';
+import { median, wrk, type WrkResult } from './lib/wrk.js';
+
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 8);
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
+const SERIES = 10_000;
+const CONNECTIONS = 64;
+const target = fileURLToPath(new URL('./fixtures/api-target.js', import.meta.url));
+
+const mtlens = await startTarget(target, ['mtlens', String(SERIES)], 0);
+const metricsText = await (await fetch(`${mtlens.url}/metrics`)).text();
+const seriesCount = metricsText.split('\n').filter((l) => l && !l.startsWith('#')).length;
+const metricsFile = join(tmpdir(), `mtlens-bench-metrics-${process.pid}.txt`);
+await writeFile(metricsFile, metricsText);
+const reference = await startTarget(target, ['reference', metricsFile], 0);
+
+const results: Record<string, Record<'reference' | 'mtlens', WrkResult[]>> = {};
+try {
+  for (const t of [reference, mtlens]) for (const path of ['/healthz', '/metrics']) await wrk(`${t.url}${path}`, { connections: CONNECTIONS, seconds: 2, cpu: 1 });
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const path of ['/healthz', '/metrics']) {
+      for (const [name, t] of [['reference', reference], ['mtlens', mtlens]] as const) {
+        const r = await wrk(`${t.url}${path}`, { connections: CONNECTIONS, seconds: SECONDS, cpu: 1 });
+        if (r.non2xx > 0) throw new Error(`${name} ${path}: ${r.non2xx} non-2xx responses`);
+        ((results[path] ??= { reference: [], mtlens: [] })[name]).push(r);
+      }
+    }
+  }
+} finally {
+  await mtlens.stop();
+  await reference.stop();
+}
+
+const fmt = (n: number, d = 0) => n.toFixed(d);
+const sum = (rs: WrkResult[]) => rs.reduce((a, r) => a + r.errors, 0);
+console.log(`\n/metrics payload: ${seriesCount} samples, ${(metricsText.length / 1024).toFixed(0)} KiB; ${CONNECTIONS} connections; ${ROUNDS} rounds x ${SECONDS}s; medians\n`);
+console.log('| endpoint | reference req/s | mtlens req/s | mtlens / reference | reference p99 | mtlens p99 | timeouts (ref / mtlens) |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
+for (const [path, r] of Object.entries(results)) {
+  const refRps = median(r.reference.map((x) => x.requestsPerSec));
+  const rps = median(r.mtlens.map((x) => x.requestsPerSec));
+  console.log(
+    `| \`${path}\` | ${fmt(refRps)} | ${fmt(rps)} | ${fmt((100 * rps) / refRps, 1)}% | ${fmt(median(r.reference.map((x) => x.p99Ms)), 2)} ms | ${fmt(median(r.mtlens.map((x) => x.p99Ms)), 2)} ms | ${sum(r.reference)} / ${sum(r.mtlens)} |`,
+  );
+}

@@ -6,16 +6,11 @@ import { get as httpsGet } from 'node:https';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { tempDir } from './helpers/agent.js';
+import { configFile, tempDir } from './helpers/agent.js';
 import { runCli, startCli } from './helpers/cli.js';
 
 const MINIMAL = 'self_telemetry:\n  listen: 127.0.0.1:0\nebpf: { enabled: false }\ntelemt: { enabled: false }\n';
 
-async function configFile(text: string): Promise<string> {
-  const path = join(await tempDir(), 'config.yaml');
-  await writeFile(path, text);
-  return path;
-}
 
 describe('mtlens CLI commands', () => {
   it('version prints version, commit and build time', async () => {

@@ -1,15 +1,9 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { buildAgent, repoRoot, tempDir } from './helpers/agent.js';
+import { buildAgent, configFile, repoRoot } from './helpers/agent.js';
 import { runCli } from './helpers/cli.js';
 
-async function configFile(text: string): Promise<string> {
-  const path = join(await tempDir(), 'config.yaml');
-  await writeFile(path, text);
-  return path;
-}
 
 describe('mtlens check-config', () => {
   it('accepts the documented config.yaml and prints its revision', async () => {

@@ -38,6 +38,13 @@ export async function tempDir(prefix = 'mtlens-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
 
+/** Writes `text` as config.yaml in a fresh temporary directory and returns its path. */
+export async function configFile(text: string): Promise<string> {
+  const path = join(await tempDir(), 'config.yaml');
+  await writeFile(path, text);
+  return path;
+}
+
 export interface TestAgent {
   agent: Agent;
   app: Agent['app'];

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { after, before, describe, it } from 'node:test';
+import { Summary } from 'prom-client';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
 import type { TestAgent } from './helpers/agent.js';
 import { closedConnection, flush, json, otlpYaml, startOtlpAgent, waitUntil } from './helpers/otlp-agent.js';
@@ -139,6 +140,23 @@ describe('OTLP signals', () => {
     assert.equal(metrics[0]?.resource['service.name'], 'mtlens');
   });
 
+  it('maps summaries to quantile gauges plus _sum and _count sums', async () => {
+    const summary = new Summary({ name: 'otlp_test_rtt_seconds', help: 'test summary', labelNames: ['role'], percentiles: [0.5, 0.9], registers: [t.agent.prometheus.registry] });
+    summary.observe({ role: 'client' }, 0.2);
+    summary.observe({ role: 'client' }, 0.4);
+    const before = receiver.metrics.length;
+    await flush(t);
+    const byName = new Map(receiver.metrics.slice(before).map((m) => [m.name, m]));
+    const quantiles = byName.get('otlp_test_rtt_seconds')?.gauge?.dataPoints ?? [];
+    assert.deepEqual(quantiles.map((p) => attrs(p.attributes)).sort((a, b) => a['quantile']!.localeCompare(b['quantile']!)), [
+      { quantile: '0.5', role: 'client' },
+      { quantile: '0.9', role: 'client' },
+    ]);
+    assert.ok(Math.abs(byName.get('otlp_test_rtt_seconds_sum')!.sum!.dataPoints![0]!.asDouble! - 0.6) < 1e-9);
+    assert.equal(byName.get('otlp_test_rtt_seconds_count')?.sum?.dataPoints?.[0]?.asDouble, 2);
+    assert.equal(byName.get('otlp_test_rtt_seconds_count')?.sum?.isMonotonic, true);
+  });
+
   it('reports the /status/export contract and an ok readiness check', async () => {
     const body = await json<Record<string, unknown>>(t.request('/status/export'));
     assert.deepEqual(Object.keys(body).sort(), ['compression', 'connected', 'endpoint', 'last_error', 'last_export', 'protocol', 'queues', 'tls']);
@@ -157,6 +175,8 @@ describe('OTLP signals', () => {
     assert.deepEqual(Object.keys(status['otlp'] as object).sort(), Object.keys(body).sort(), '/status carries the same block');
     const ready = await json<{ checks: Record<string, string> }>(t.request('/ready'));
     assert.equal(ready.checks['otlp'], 'ok');
+    const spec = await json<{ paths: Record<string, { get?: { responses: Record<string, unknown> } }> }>(t.request('/openapi.json'));
+    assert.ok(spec.paths['/status/export']?.get?.responses['200'], '/status/export is in the OpenAPI description');
   });
 
   it('compresses with gzip when configured', () => {

@@ -65,6 +65,8 @@ describe('OTLP configuration', () => {
       assert.deepEqual(moved.changed, ['otlp.compression', 'otlp.endpoint']);
       assert.deepEqual(moved.restart_required, []);
       await waitUntil('the queued spans to reach the new collector', () => second.spans.length === 5);
+      // The receiver records a request before the agent has read its answer.
+      await waitUntil('the agent to count them', async () => (await json<{ queues: { traces: { exported: number } } }>(t.request('/status/export'))).queues.traces.exported === 6);
       assert.deepEqual(second.spans.map((s) => s.attributes['mtlens.bytes.received']), [100, 101, 102, 103, 104]);
       for (const r of second.requests) assert.equal(r.encoding, 'identity', 'compression none sends uncompressed messages');
       const status = await json<{ endpoint: string; compression: string; queues: { traces: { dropped: number; exported: number } } }>(t.request('/status/export'));

@@ -51,6 +51,8 @@ describe('OTLP export failures', () => {
         'the oldest 20, in order, and nothing else',
       );
       await waitUntil('/ready to recover', async () => (await t.request('/ready')).status === 200);
+      // The receiver records a request before the agent has read its answer.
+      await waitUntil('the agent to count the last batch', async () => (await json<ExportStatusBody>(t.request('/status/export'))).queues.traces.exported === 20);
       const back = await json<ExportStatusBody>(t.request('/status/export'));
       assert.equal(back.connected, true);
       assert.equal(back.last_error, null);

@@ -110,6 +110,23 @@ describe('OTLP export failures', () => {
     }
   });
 
+  it('logs a partial-success answer as a warning (the OTel exporter counts the request as exported)', async () => {
+    const receiver = await OtlpReceiver.start();
+    const t = await startOtlpAgent(receiver.endpoint);
+    try {
+      receiver.rejectSpansOnce(1, 'span too large');
+      t.agent.events.publish('connection.close', closedConnection());
+      assert.equal((await flush(t)).traces, 1);
+      const warning = t.log.lines.find((l) => typeof l['msg'] === 'string' && l['msg'].includes('Partial Success'));
+      assert.ok(warning, 'a partial-success warning was logged');
+      assert.equal(warning['level'], 'warn');
+      assert.match(String(warning['otel']), /span too large/);
+    } finally {
+      await t.cleanup();
+      await receiver.stop();
+    }
+  });
+
   it('gives a batch up after otlp.retry.max_elapsed_ms and counts it as retries_exhausted', async () => {
     const receiver = await OtlpReceiver.start();
     const t = await startOtlpAgent(receiver.endpoint, { retry: { initial_backoff_ms: 10, max_backoff_ms: 20, max_elapsed_ms: 150 } });

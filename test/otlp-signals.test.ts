@@ -28,8 +28,9 @@ describe('OTLP signals', () => {
     t.agent.events.publish('connection.close', closedConnection({ cookie: 'c-stall', user: '~ambiguous', stalled: true, family: 6, peer_address: '2001:db8::7' }));
     t.agent.events.publish('connection.open', closedConnection({ cookie: 'c-open-only' }));
 
-    const flushed = await flush(t);
-    assert.equal(flushed.traces, 3, 'flush reports the spans it exported');
+    const res = await fetch(`http://${t.agent.address}/admin/flush`, { method: 'POST' });
+    const flushed = (await json<{ status: string; flushed: { traces: number } }>(res)).flushed;
+    assert.equal(flushed.traces, 3, 'POST /admin/flush reports the spans it exported');
     const spans = receiver.spans.slice(before);
     assert.equal(spans.length, 3);
     for (const s of spans) {
@@ -158,7 +159,9 @@ describe('OTLP signals', () => {
   });
 
   it('reports the /status/export contract and an ok readiness check', async () => {
-    const body = await json<Record<string, unknown>>(t.request('/status/export'));
+    const res = await fetch(`http://${t.agent.address}/status/export`);
+    assert.equal(res.status, 200);
+    const body = await json<Record<string, unknown>>(res);
     assert.deepEqual(Object.keys(body).sort(), ['compression', 'connected', 'endpoint', 'last_error', 'last_export', 'protocol', 'queues', 'tls']);
     assert.equal(body['endpoint'], receiver.endpoint);
     assert.equal(body['protocol'], 'grpc');

@@ -41,6 +41,11 @@ export interface TelemtChangeData {
   detail?: string;
 }
 
+/**
+ * Event type -> payload. A published payload belongs to its consumers from then on: publishers
+ * pass a fresh object per event and never mutate or reuse it (the OTLP pipeline keeps payloads
+ * by reference in its queues until they are exported).
+ */
 export interface AgentEventMap {
   'connection.open': ConnectionEventData;
   'connection.close': ConnectionEventData;

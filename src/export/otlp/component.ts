@@ -1,0 +1,284 @@
+// The OTLP exporter as an agent component: agent events in, OTLP/gRPC traces, metrics and
+// logs out, through one bounded pipeline per signal.
+//
+// Keep it first in the wiring: components stop in reverse order, so it then stops last and
+// still exports what the collectors publish while they stop.
+import { api } from '@opentelemetry/sdk-node';
+import type { ComponentContext } from '../../agent.js';
+import type { LoadedConfig } from '../../config/load.js';
+import type { OtlpConfig } from '../../config/sections/otlp.js';
+import type { ConnectionEventData } from '../../model/events.js';
+import type { AttemptResult } from '../../pipeline/outcome.js';
+import { untilDeadline } from '../../pipeline/deadline.js';
+import { SignalPipeline, type PipelineSettings } from '../../pipeline/signal-pipeline.js';
+import { SIGNALS, type Component, type FlushCounts, type ReadinessCheck, type Signal } from '../../runtime/components.js';
+import type { EventListener } from '../event-stream.js';
+import { ConnectionSpanFactory, connectionError } from './connection-spans.js';
+import { ExportMetrics, type PipelineCounts } from './export-metrics.js';
+import { buildGrpcExporters, exportOnce, shutdownGrpcExporters, type GrpcExporters } from './grpc-exporters.js';
+import { isLoggedEvent, LogRecordFactory, type QueuedLog } from './log-records.js';
+import { MetricsCollection, toResourceMetrics, type QueuedMetric } from './metrics-collection.js';
+import { PrometheusMetricProducer } from './prometheus-producer.js';
+import { agentResource, agentScope, type Resource } from './resource.js';
+
+export interface QueueStatus {
+  size: number;
+  capacity: number;
+  exported: number;
+  dropped: number;
+}
+
+/** The `/status/export` contract. */
+export interface ExportStatus {
+  endpoint: string;
+  protocol: 'grpc';
+  tls: boolean;
+  compression: 'gzip' | 'none';
+  connected: boolean;
+  last_export: string | null;
+  last_error: string | null;
+  queues: Record<Signal, QueueStatus>;
+}
+
+/** Keys whose change needs new gRPC channels; queued items carry over to them. */
+const CHANNEL_KEYS = ['endpoint', 'insecure', 'ca_file', 'headers', 'compression', 'timeout_ms'].map((k) => `otlp.${k}`);
+
+const DISABLED: AttemptResult = { ok: false, retryable: false, error: 'otlp export is disabled' };
+
+function pipelineSettings(cfg: OtlpConfig, signal: Signal): PipelineSettings {
+  return {
+    capacity: cfg.queues[signal],
+    maxBatch: cfg.batch.max_size,
+    maxDelayMs: cfg.batch.max_delay_ms,
+    initialBackoffMs: cfg.retry.initial_backoff_ms,
+    maxBackoffMs: cfg.retry.max_backoff_ms,
+    maxElapsedMs: cfg.retry.max_elapsed_ms,
+  };
+}
+
+/** What the exported data says about this agent; rebuilt when agent.node_name changes. */
+class Identity {
+  readonly resource: Resource;
+  readonly spans: ConnectionSpanFactory;
+  readonly logs: LogRecordFactory;
+
+  constructor(readonly nodeName: string) {
+    this.resource = agentResource(nodeName);
+    const scope = agentScope();
+    this.spans = new ConnectionSpanFactory(this.resource, scope);
+    this.logs = new LogRecordFactory(this.resource, scope);
+  }
+}
+
+export class OtlpComponent implements Component {
+  readonly name = 'otlp';
+  private cfg: OtlpConfig;
+  private identity: Identity;
+  private readonly pipelines: {
+    traces: SignalPipeline<ConnectionEventData>;
+    metrics: SignalPipeline<QueuedMetric>;
+    logs: SignalPipeline<QueuedLog>;
+  };
+  private exporters: GrpcExporters | undefined;
+  private collection: MetricsCollection | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private active = false;
+  private sampledOut = 0;
+  private connected = false;
+  private lastExport: Date | null = null;
+  private lastError: string | null = null;
+  private consecutiveFailures = 0;
+  private readonly exportMetrics: ExportMetrics;
+
+  constructor(private readonly ctx: ComponentContext) {
+    const loaded = ctx.config().config;
+    this.cfg = loaded.otlp;
+    this.identity = new Identity(loaded.agent.node_name);
+    this.pipelines = {
+      traces: new SignalPipeline<ConnectionEventData>(
+        pipelineSettings(this.cfg, 'traces'),
+        (batch) => this.send((e, id) => exportOnce(e.traces, batch.map((c) => id.spans.build(c)))),
+        this.observer('traces'),
+      ),
+      metrics: new SignalPipeline<QueuedMetric>(
+        pipelineSettings(this.cfg, 'metrics'),
+        (batch) => this.send((e, id) => exportOnce(e.metrics, toResourceMetrics(id.resource, batch))),
+        this.observer('metrics'),
+      ),
+      logs: new SignalPipeline<QueuedLog>(
+        pipelineSettings(this.cfg, 'logs'),
+        (batch) => this.send((e, id) => exportOnce(e.logs, batch.map((q) => id.logs.build(q)))),
+        this.observer('logs'),
+      ),
+    };
+    this.exportMetrics = new ExportMetrics(ctx.registry, () => this.counts(), () => this.sampledOut);
+  }
+
+  async start(): Promise<void> {
+    this.unsubscribe = this.ctx.events.onEvent(this.onEvent);
+    if (this.cfg.enabled) this.enable();
+  }
+
+  async reload(next: LoadedConfig, changed: readonly string[]): Promise<void> {
+    const wasEnabled = this.cfg.enabled;
+    this.cfg = next.config.otlp;
+    for (const s of SIGNALS) this.pipelines[s].configure(pipelineSettings(this.cfg, s));
+    const identityChanged = next.config.agent.node_name !== this.identity.nodeName;
+    if (identityChanged) this.identity = new Identity(next.config.agent.node_name);
+    if (!this.cfg.enabled) {
+      if (wasEnabled) await this.disable(Date.now() + this.cfg.timeout_ms, 'disabled');
+      return;
+    }
+    if (!wasEnabled) {
+      this.enable();
+      return;
+    }
+    if (changed.some((p) => CHANNEL_KEYS.some((k) => p === k || p.startsWith(`${k}.`)))) {
+      // Exports in flight finish on the old channels; the pipelines' next attempt uses the new ones.
+      const old = this.exporters;
+      this.exporters = buildGrpcExporters(this.cfg);
+      if (old) void shutdownGrpcExporters(old);
+      this.consecutiveFailures = 0;
+    }
+    if (identityChanged || changed.includes('otlp.metrics_interval_ms')) {
+      void this.collection?.shutdown();
+      this.collection = this.newCollection();
+    }
+  }
+
+  async stop(deadline: number): Promise<void> {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    await this.disable(deadline, 'shutdown');
+  }
+
+  async flush(deadline: number): Promise<FlushCounts> {
+    if (!this.active) return { traces: 0, metrics: 0, logs: 0 };
+    await this.collection?.collectNow();
+    const [traces, metrics, logs] = await Promise.all(SIGNALS.map((s) => this.pipelines[s].flush(deadline)));
+    return { traces: traces!, metrics: metrics!, logs: logs! };
+  }
+
+  readiness(): ReadinessCheck {
+    if (!this.cfg.enabled) return { state: 'disabled' };
+    if (this.consecutiveFailures >= this.cfg.failure_threshold) {
+      return { state: 'failed', reason: this.lastError ?? 'export failing', optional: !this.cfg.readiness_required };
+    }
+    return { state: 'ok' };
+  }
+
+  status(): ExportStatus {
+    const queues = {} as Record<Signal, QueueStatus>;
+    for (const s of SIGNALS) {
+      const p = this.pipelines[s];
+      queues[s] = { size: p.size, capacity: p.capacity, exported: p.exported, dropped: p.lostTotal };
+    }
+    return {
+      endpoint: this.cfg.endpoint,
+      protocol: 'grpc',
+      tls: !this.cfg.insecure,
+      compression: this.cfg.compression,
+      connected: this.cfg.enabled && this.connected,
+      last_export: this.lastExport?.toISOString() ?? null,
+      last_error: this.lastError,
+      queues,
+    };
+  }
+
+  // Runs synchronously inside EventHub.publish: only sampling and a queue push happen here.
+  private readonly onEvent: EventListener = (type, data) => {
+    if (!this.active) return;
+    if (type === 'connection.close') {
+      this.offerSpan(data as ConnectionEventData);
+    } else if (isLoggedEvent(type)) {
+      // `type` narrows but `data` cannot follow a generic key; the hub guarantees they match.
+      this.pipelines.logs.offer({ type, data, timeMs: Date.now() } as QueuedLog);
+    }
+  };
+
+  private offerSpan(c: ConnectionEventData): void {
+    const ratio = this.cfg.traces.sample_ratio;
+    if (ratio < 1 && Math.random() >= ratio && connectionError(c) === undefined) {
+      this.sampledOut++;
+      return;
+    }
+    this.pipelines.traces.offer(c);
+  }
+
+  private send(exportWith: (e: GrpcExporters, id: Identity) => Promise<AttemptResult>): Promise<AttemptResult> {
+    return this.exporters ? exportWith(this.exporters, this.identity) : Promise.resolve(DISABLED);
+  }
+
+  private observer(signal: Signal) {
+    return (result: AttemptResult, seconds: number): void => {
+      this.exportMetrics.duration.observe({ signal }, seconds);
+      if (result.ok) {
+        if (this.consecutiveFailures > 0) this.ctx.logger.info({ signal }, 'OTLP export recovered');
+        this.connected = true;
+        this.lastExport = new Date();
+        this.lastError = null;
+        this.consecutiveFailures = 0;
+        return;
+      }
+      this.connected = false;
+      this.lastError = result.error;
+      this.consecutiveFailures++;
+      // Once per failing streak; the streak's size is in mtlens_export_retries_total and the drop counters.
+      if (this.consecutiveFailures === 1) this.ctx.logger.warn({ signal, error: result.error, retryable: result.retryable }, 'OTLP export failed');
+    };
+  }
+
+  private counts(): Record<Signal, PipelineCounts> {
+    const out = {} as Record<Signal, PipelineCounts>;
+    for (const s of SIGNALS) {
+      const p = this.pipelines[s];
+      out[s] = { size: p.size, capacity: p.capacity, exported: p.exported, retries: p.retries, lost: p.lost };
+    }
+    return out;
+  }
+
+  private newCollection(): MetricsCollection {
+    const producer = new PrometheusMetricProducer(this.ctx.registry, this.identity.resource, agentScope());
+    return new MetricsCollection(this.identity.resource, producer, this.cfg.metrics_interval_ms, (m) => this.pipelines.metrics.offer(m));
+  }
+
+  private enable(): void {
+    routeOtelDiagnostics(this.ctx.logger);
+    this.exporters = buildGrpcExporters(this.cfg);
+    for (const s of SIGNALS) this.pipelines[s].reopen();
+    this.collection = this.newCollection();
+    this.connected = false;
+    this.consecutiveFailures = 0;
+    this.active = true;
+  }
+
+  /** Stops intake, takes a last metrics snapshot, flushes until `deadline`, then closes the channels. */
+  private async disable(deadline: number, reason: 'shutdown' | 'disabled'): Promise<void> {
+    if (!this.active) return;
+    this.active = false;
+    const collection = this.collection;
+    this.collection = undefined;
+    // The reader's shutdown runs one last collection, handed to the metrics pipeline.
+    await untilDeadline(collection?.shutdown(), deadline);
+    await Promise.all(SIGNALS.map((s) => this.pipelines[s].close(deadline, reason)));
+    const exporters = this.exporters;
+    this.exporters = undefined;
+    if (exporters) await untilDeadline(shutdownGrpcExporters(exporters), deadline);
+    api.diag.disable();
+  }
+}
+
+/** OTel's own warnings (partial success, bad responses) go to the agent log, never at debug level (it dumps payloads). */
+function routeOtelDiagnostics(logger: ComponentContext['logger']): void {
+  const text = (args: unknown[]) => args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ').slice(0, 500);
+  api.diag.setLogger(
+    {
+      error: (message, ...args) => logger.warn({ otel: text(args) }, `OpenTelemetry: ${message}`),
+      warn: (message, ...args) => logger.warn({ otel: text(args) }, `OpenTelemetry: ${message}`),
+      info: () => undefined,
+      debug: () => undefined,
+      verbose: () => undefined,
+    },
+    { logLevel: api.DiagLogLevel.WARN, suppressOverrideMessage: true },
+  );
+}

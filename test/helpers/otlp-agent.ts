@@ -1,0 +1,105 @@
+// Shared by the OTLP suites: the real agent wired for production, pointed at a test receiver,
+// with fast batching and retries so tests do not wait on production defaults.
+import { stringify } from 'yaml';
+import type { ConnectionEventData } from '../../src/model/events.js';
+import { productionWiring } from '../../src/wiring.js';
+import { buildAgent, type TestAgent } from './agent.js';
+
+export type OtlpOverrides = Record<string, unknown>;
+
+function merge(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(extra)) {
+    const b = out[k];
+    const isMap = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+    out[k] = isMap(b) && isMap(v) ? merge(b, v) : v;
+  }
+  return out;
+}
+
+/** A config with the otlp section pointed at `endpoint`; `sections` adds or overrides top-level sections. */
+export function otlpYaml(endpoint: string, overrides: OtlpOverrides = {}, sections: Record<string, unknown> = {}): string {
+  const otlp = merge(
+    {
+      enabled: true,
+      endpoint,
+      compression: 'gzip',
+      timeout_ms: 2000,
+      batch: { max_size: 50, max_delay_ms: 50 },
+      retry: { initial_backoff_ms: 20, max_backoff_ms: 200, max_elapsed_ms: 60_000 },
+      failure_threshold: 2,
+      metrics_interval_ms: 60_000,
+    },
+    overrides,
+  );
+  return stringify(merge({ self_telemetry: { listen: '127.0.0.1:0', rate_limit: { enabled: false } }, ebpf: { enabled: false }, telemt: { enabled: false }, otlp }, sections));
+}
+
+/** The real agent with production wiring, started (its control API listens on an ephemeral port). */
+export async function startOtlpAgent(endpoint: string, overrides: OtlpOverrides = {}, sections: Record<string, unknown> = {}): Promise<TestAgent> {
+  const t = await buildAgent(otlpYaml(endpoint, overrides, sections), { wire: productionWiring });
+  await t.agent.start();
+  return t;
+}
+
+let cookie = 1000;
+
+/** A closed connection as the eBPF collector publishes it. */
+export function closedConnection(overrides: Partial<ConnectionEventData> = {}): ConnectionEventData {
+  return {
+    cookie: String(cookie++),
+    role: 'client',
+    family: 4,
+    peer_address: '203.0.113.7',
+    peer_port: 51234,
+    local_address: '198.51.100.1',
+    local_port: 443,
+    user: 'alice',
+    // Binary fractions, so the epoch-ms doubles convert to exact nanoseconds.
+    opened_at_ms: 1_700_000_000_123.5,
+    closed_at_ms: 1_700_000_005_678.25,
+    rx_bytes: 12_345,
+    tx_bytes: 67_890,
+    srtt_us: 2_500,
+    min_rtt_us: 900,
+    retransmits: 3,
+    lost: 0,
+    segs_in: 40,
+    segs_out: 55,
+    close: 'fin',
+    stalled: false,
+    ...overrides,
+  };
+}
+
+export async function json<T>(res: Response | Promise<Response>): Promise<T> {
+  return (await (await res).json()) as T;
+}
+
+export async function flush(t: TestAgent): Promise<{ traces: number; metrics: number; logs: number }> {
+  const res = await t.request('/admin/flush', { method: 'POST' });
+  if (res.status !== 200) throw new Error(`flush answered ${res.status}`);
+  return (await json<{ flushed: { traces: number; metrics: number; logs: number } }>(res)).flushed;
+}
+
+/** The value of one series in Prometheus text, or undefined when absent. */
+export async function metricValue(t: TestAgent, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const text = await (await t.request('/metrics')).text();
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = (m[2] ?? '').split(',').filter(Boolean);
+    if (wanted.every((w) => have.includes(w)) && have.length === wanted.length) return Number(m[3]);
+  }
+  return undefined;
+}
+
+export async function waitUntil(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,10 +1,11 @@
 // The Prometheus registry, rendered by PromTextRenderer in either text encoding.
 //
 // Every collect() in this process reads a snapshot synchronously, so rendering never waits
-// on the pipeline. Because a render runs to completion before the next socket is read,
-// concurrent scrapes cannot share one; instead a rendering is served, encoded once, to every
-// scrape within `maxAgeMs` (a scrape storm costs one render per window, not one per request).
-import { collectDefaultMetrics, Registry } from 'prom-client';
+// on the pipeline. A render runs to completion before the next socket is read, so concurrent
+// scrapes cannot share one; instead a rendering is reused for up to RENDER_BUDGET times its
+// own render time (and never beyond `maxAgeMs`): a scrape storm then spends at most about a
+// tenth of a core on rendering, while a scrape still sees values a few milliseconds old.
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 import { PromTextRenderer, type TextFormat } from './prom-text.js';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -20,20 +21,34 @@ export function negotiateFormat(accept: string | undefined): MetricsFormat {
 }
 
 const encoder = new TextEncoder();
+const RENDER_BUDGET = 10;
 
 interface Rendering {
   body: Uint8Array<ArrayBuffer>;
   at: number;
+  /** Reused until this age (ms). */
+  reuseMs: number;
 }
 
 export class PrometheusExporter {
   readonly registry = new Registry();
   private readonly renderer = new PromTextRenderer(this.registry);
   private readonly cache: Partial<Record<MetricsFormat, Promise<Rendering>>> = {};
-  /** How long one rendering is served; 0 renders every scrape. */
+  /** The longest a rendering is reused; 0 renders every scrape. */
   maxAgeMs = 0;
+  private readonly renders: Counter<'format'>;
+  private readonly renderSeconds: Histogram<'format'>;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.renders = new Counter({ name: 'mtlens_metrics_renders_total', help: 'Renderings of /metrics, by format (a rendering may serve several scrapes).', labelNames: ['format'], registers });
+    this.renderSeconds = new Histogram({
+      name: 'mtlens_metrics_render_seconds',
+      help: 'Time to render /metrics, by format.',
+      labelNames: ['format'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers,
+    });
     if (!(opts.defaultMetrics ?? true)) return;
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 20 });
     // Gauges named like counters fail `promtool check metrics`; the per-type families
@@ -46,9 +61,16 @@ export class PrometheusExporter {
     const cached = this.cache[format];
     if (cached) {
       const r = await cached;
-      if (performance.now() - r.at < this.maxAgeMs) return { body: r.body, contentType };
+      if (performance.now() - r.at < r.reuseMs) return { body: r.body, contentType };
     }
-    const fresh = this.renderer.render(format).then((text) => ({ body: encoder.encode(text), at: performance.now() }));
+    const started = performance.now();
+    const fresh = this.renderer.render(format).then((text) => {
+      const body = encoder.encode(text);
+      const at = performance.now();
+      this.renders.inc({ format });
+      this.renderSeconds.observe({ format }, (at - started) / 1000);
+      return { body, at, reuseMs: Math.min(this.maxAgeMs, RENDER_BUDGET * (at - started)) };
+    });
     this.cache[format] = fresh;
     fresh.catch(() => {
       if (this.cache[format] === fresh) delete this.cache[format];

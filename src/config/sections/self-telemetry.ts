@@ -92,7 +92,8 @@ export const selfTelemetrySection = z
       .prefault({}),
     tls,
     debug: bool().default(false),
-    // One /metrics rendering is served to every scrape within this window (0: render each scrape).
+    // Upper bound on how long a /metrics rendering is reused (it is reused for at most 10x its
+    // render time); 0 renders every scrape.
     metrics_max_age_ms: int(0, 60_000).default(1000),
     health: z
       .strictObject({

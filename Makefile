@@ -4,8 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # clang/llvm/libbpf-dev/bpftool/libelf-dev/zlib1g-dev: eBPF programs and the native shim;
-# prometheus: promtool (metrics lint in tests); libbpf-tools: tcplife and wrk: benchmark baselines.
-DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus libbpf-tools wrk
+# prometheus: promtool (metrics lint in tests); openssl: test certificates; libbpf-tools: tcplife
+# and wrk: benchmark baselines.
+DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl libbpf-tools wrk
 CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)

@@ -114,6 +114,11 @@ export class TelemtComponent implements Component {
     await slow.runNow();
   }
 
+  /** One fast and one slow batch now, queued behind any in flight (the next ones are rescheduled). */
+  async pollNow(): Promise<void> {
+    for (const c of this.cadences) await c.runNow();
+  }
+
   async reload(next: LoadedConfig, changed: readonly string[]): Promise<void> {
     if (!changed.some((p) => p === 'telemt' || p.startsWith('telemt.'))) return;
     const previous = this.settings;

@@ -184,7 +184,7 @@ export class TelemtCollector {
   /** Tells a restart from a generation reload when a generation uptime says the instance changed. */
   private async identify(generationUptime: number, atMs: number): Promise<void> {
     const c = this.d.continuity;
-    if (!c.needsIdentification(generationUptime, atMs)) return;
+    if (!c.observeUptime(generationUptime, atMs)) return;
     const info = await this.fetch('systemInfo');
     if (!info) return;
     this.version = info.version;

@@ -51,6 +51,8 @@ export class Continuity {
   private processStartedAt: number | undefined;
   private generation = 0;
   private generationStartedAtMs: number | undefined;
+  private lastUptime: number | undefined;
+  private resetPending = false;
   readonly resets = zeroResets();
   private readonly core = new Map<string, Track>();
   private readonly users = new Map<string, UserTrack>();
@@ -85,47 +87,50 @@ export class Continuity {
   }
 
   get epoch(): string | undefined {
-    return this.processStartedAt === undefined ? undefined : `${this.processStartedAt}/${this.generation}`;
+    return this.processStartedAt === undefined || this.resetPending ? undefined : `${this.processStartedAt}/${this.generation}`;
   }
 
   get identity(): { process_started_at_epoch_secs?: number; generation: number } {
     return { ...(this.processStartedAt !== undefined ? { process_started_at_epoch_secs: this.processStartedAt } : {}), generation: this.generation };
   }
 
-  /** True when `uptimeSeconds` (summary or zero/all core) says a new generation or process started, or none is known yet. */
-  needsIdentification(uptimeSeconds: number, nowMs: number): boolean {
+  /**
+   * Feeds a generation uptime (summary or zero/all core). True when /v1/system/info must now
+   * tell what happened: nothing is known yet, or the uptime went backwards, or it says the
+   * generation started later than known (a reset while nobody looked, e.g. during an agent
+   * restart). Until `identify` runs, `epoch` is undefined so no counter is applied.
+   */
+  observeUptime(uptimeSeconds: number, nowMs: number): boolean {
+    const previous = this.lastUptime;
+    this.lastUptime = uptimeSeconds;
     if (this.processStartedAt === undefined || this.generationStartedAtMs === undefined) return true;
-    return nowMs - uptimeSeconds * 1000 > this.generationStartedAtMs + GENERATION_TOLERANCE_MS;
+    const wentBack = previous !== undefined && uptimeSeconds < previous;
+    const startedLater = nowMs - uptimeSeconds * 1000 > this.generationStartedAtMs + GENERATION_TOLERANCE_MS;
+    if (wentBack || startedLater) this.resetPending = true;
+    return this.resetPending;
   }
 
-  /** Classifies the instance from /v1/system/info plus a generation uptime read just before. */
+  /** Classifies the instance from /v1/system/info, after `observeUptime` asked for it. */
   identify(processStartedAt: number, generationUptimeSeconds: number, nowMs: number): EpochChange {
     const generationStart = nowMs - generationUptimeSeconds * 1000;
-    if (this.processStartedAt === undefined) {
-      this.processStartedAt = processStartedAt;
+    const pending = this.resetPending;
+    this.resetPending = false;
+    const previous = this.processStartedAt;
+    this.generationStartedAtMs = generationStart;
+    this.processStartedAt = processStartedAt;
+    if (previous === undefined) {
       this.generation = 0;
-      this.generationStartedAtMs = generationStart;
       return { kind: 'first' };
     }
-    if (processStartedAt !== this.processStartedAt) {
-      const previous = this.processStartedAt;
-      this.processStartedAt = processStartedAt;
+    if (processStartedAt !== previous) {
       this.generation = 0;
-      this.generationStartedAtMs = generationStart;
       this.resets.restart++;
       return { kind: 'restart', previous, current: processStartedAt };
     }
-    if (this.generationStartedAtMs === undefined) {
-      this.generationStartedAtMs = generationStart;
-      return { kind: 'same' };
-    }
-    if (generationStart > this.generationStartedAtMs + GENERATION_TOLERANCE_MS) {
-      this.generation++;
-      this.generationStartedAtMs = generationStart;
-      this.resets.generation_reload++;
-      return { kind: 'generation_reload', generation: this.generation };
-    }
-    return { kind: 'same' };
+    if (!pending) return { kind: 'same' };
+    this.generation++;
+    this.resets.generation_reload++;
+    return { kind: 'generation_reload', generation: this.generation };
   }
 
   /** Feeds a raw core counter read in the current epoch; returns its continuous total. */

@@ -39,7 +39,7 @@ export interface CollectorDeps {
   publish: Publish;
   logger: Logger;
   /** Called after a batch that may have changed DCs, writers, upstreams or telemt's config. */
-  onTopologyChange(): void;
+  onTopologyChange(): Promise<void>;
 }
 
 /** Thrown inside a batch when telemt cannot be reached at all: the rest of the batch is skipped. */
@@ -115,7 +115,7 @@ export class TelemtCollector {
         this.applyUsers(users, quota ?? this.snapshotData<UserQuota>('quota'), sameEpoch);
       } else failures++;
       for (const key of ['dcs', 'meWriters', 'minimal', 'upstreams'] as const) if ((await this.fetch(key)) === undefined && this.snapshots.get(key).supported) failures++;
-      this.d.onTopologyChange();
+      await this.d.onTopologyChange();
       if (this.revisionDue) await this.revisionEndpoints();
       return failures === 0;
     });
@@ -132,7 +132,7 @@ export class TelemtCollector {
     if (info) this.version = info.version;
     const posture = await this.fetch('posture');
     const limits = await this.fetch('limits');
-    this.d.onTopologyChange();
+    await this.d.onTopologyChange();
     const ok = info !== undefined && posture !== undefined && limits !== undefined;
     if (!ok) this.revisionDue = true;
     return ok;

@@ -84,7 +84,7 @@ export class TelemtComponent implements Component {
       directory: this.users,
       publish: (type, data) => this.ctx.events.publish(type, data),
       logger: this.ctx.logger,
-      onTopologyChange: () => void this.refreshDiscovery(),
+      onTopologyChange: () => this.refreshDiscovery(),
     });
   }
 

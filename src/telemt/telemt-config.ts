@@ -2,7 +2,7 @@
 // the ports to exclude (Control API, Prometheus), PROXY protocol, `dc_overrides`, the masking
 // host. Only keys telemt 3.4.x really reads (src/config/load.rs); defaults as telemt's.
 import { isIP } from 'node:net';
-import { parse } from 'smol-toml';
+import { parse, TomlError } from 'smol-toml';
 
 export interface TelemtFileFacts {
   listeners: Array<{ address: string; port: number }>;
@@ -30,9 +30,18 @@ function endpoint(host: string, port: number): string {
   return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Parses config.toml text; throws with the TOML parser's message (line and column) when invalid. */
+function parseToml(text: string): Table {
+  try {
+    return parse(text) as Table;
+  } catch (err) {
+    if (err instanceof TomlError) throw new Error(`invalid TOML at line ${err.line}, column ${err.column}: ${err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '')}`);
+    throw err;
+  }
+}
+
+/** Parses config.toml text; throws with the line and column when it is not valid TOML. */
 export function readTelemtConfig(text: string): TelemtFileFacts {
-  const doc = parse(text) as Table;
+  const doc = parseToml(text);
   const server = table(doc.server);
   const serverPort = portOf(server.port) ?? 443;
   const listeners: TelemtFileFacts['listeners'] = [];

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { exchange } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
-import { sample, telemtHarness } from './helpers/telemt.js';
+import { sample, telemtHarness, type TelemtHarness } from './helpers/telemt.js';
 
 const secret = (name: string) => DEFAULT_USERS.find((u) => u.name === name)!.secret;
 
@@ -17,9 +17,16 @@ async function send(sim: TelemtSim, user: string, bytes: number, localAddress = 
 const octets = (text: string, user: string) => sample(text, `mtlens_telemt_user_octets_total{user="${user}"}`);
 const resets = (text: string, cause: string) => sample(text, `mtlens_telemt_counter_resets_total{cause="${cause}"}`);
 
-/** Waits until the simulator has seen `n` connections end (its counters are then final). */
+/** Waits until the simulator's connections have ended (its counters are then final). */
 async function settled(sim: TelemtSim) {
   for (let i = 0; i < 200 && sim.live.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+/** One exchange of `bytes` by `user`, then one agent poll. */
+async function sendAndPoll(h: TelemtHarness, user: string, bytes: number) {
+  await send(h.sim, user, bytes);
+  await settled(h.sim);
+  await h.telemt.pollNow();
 }
 
 describe('telemt counters and continuity', () => {
@@ -91,13 +98,9 @@ describe('telemt counters and continuity', () => {
   it('keeps octets and core counters monotonic across a telemt restart, and says so', async () => {
     const h = await telemtHarness();
     try {
-      await send(h.sim, 'alice', 1000);
-      await settled(h.sim);
-      await h.telemt.pollNow();
+      await sendAndPoll(h, 'alice', 1000);
       h.sim.restart();
-      await send(h.sim, 'alice', 300);
-      await settled(h.sim);
-      await h.telemt.pollNow();
+      await sendAndPoll(h, 'alice', 300);
       const m = await h.metrics();
       assert.equal(h.sim.octets('alice'), 600, 'telemt itself restarted at 0');
       assert.equal(octets(m, 'alice'), 2000 + 600);
@@ -118,13 +121,9 @@ describe('telemt counters and continuity', () => {
   it('keeps counters monotonic across a generation reload (uptime going backwards)', async () => {
     const h = await telemtHarness();
     try {
-      await send(h.sim, 'bob', 700);
-      await settled(h.sim);
-      await h.telemt.pollNow();
+      await sendAndPoll(h, 'bob', 700);
       h.sim.reloadGeneration();
-      await send(h.sim, 'bob', 100);
-      await settled(h.sim);
-      await h.telemt.pollNow();
+      await sendAndPoll(h, 'bob', 100);
       const m = await h.metrics();
       assert.equal(octets(m, 'bob'), 1400 + 200);
       assert.equal(sample(m, 'mtlens_telemt_connections_total'), 2);
@@ -141,13 +140,9 @@ describe('telemt counters and continuity', () => {
   it('keeps a user\'s octets monotonic across telemt\'s per-user eviction', async () => {
     const h = await telemtHarness();
     try {
-      await send(h.sim, 'carol', 400);
-      await settled(h.sim);
-      await h.telemt.pollNow();
+      await sendAndPoll(h, 'carol', 400);
       assert.equal(h.sim.evict('carol'), true);
-      await send(h.sim, 'carol', 50);
-      await settled(h.sim);
-      await h.telemt.pollNow();
+      await sendAndPoll(h, 'carol', 50);
       const m = await h.metrics();
       assert.equal(octets(m, 'carol'), 800 + 100);
       assert.equal(resets(m, 'user_eviction'), 1);

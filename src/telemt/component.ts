@@ -221,10 +221,13 @@ export class TelemtComponent implements Component {
     return health.state === 'ok' ? { state: 'ok', optional: true } : { state: 'failed', reason: health.reason, optional: true };
   }
 
-  /** The /status block: a summary; /status/telemt has the details. */
-  status(): unknown {
-    const now = Date.now();
-    const s = this.collector?.state;
+  private current(): TelemtCollector | undefined {
+    return this.collector ?? this.idle;
+  }
+
+  /** What /status and /status/telemt both start with. */
+  private identity(now: number) {
+    const s = this.current()?.state;
     return {
       enabled: this.settings.enabled,
       url: this.settings.api_url,
@@ -234,14 +237,18 @@ export class TelemtComponent implements Component {
       revision: s?.revision ?? null,
       route_mode: s?.routeMode ?? null,
       last_reachable_age_seconds: ageSeconds(s?.lastReachableAtMs, now),
-      counter_resets: { ...this.continuity.resets },
     };
+  }
+
+  /** The /status block: a summary; /status/telemt has the details. */
+  status(): unknown {
+    return { ...this.identity(Date.now()), counter_resets: { ...this.continuity.resets } };
   }
 
   /** GET /status/telemt: every endpoint's latest snapshot with its age and last error. */
   detailedStatus(): unknown {
     const now = Date.now();
-    const collector = this.collector ?? this.idle;
+    const collector = this.current();
     const s = collector?.state;
     const endpoints: Record<string, unknown> = {};
     for (const [, r] of collector?.snapshots.entries() ?? []) {
@@ -271,17 +278,10 @@ export class TelemtComponent implements Component {
     const readiness = this.readiness();
     const series = collector?.seriesUsers();
     return {
-      enabled: this.settings.enabled,
-      url: this.settings.api_url,
-      reachable: s?.reachable ?? false,
+      ...this.identity(now),
       up: s?.up ?? false,
-      ready: s?.ready ?? null,
       check: readiness.state === 'failed' ? `failed: ${readiness.reason}` : readiness.state,
-      version: s?.version ?? null,
-      revision: s?.revision ?? null,
-      route_mode: s?.routeMode ?? null,
       last_reachable_at: iso(s?.lastReachableAtMs),
-      last_reachable_age_seconds: ageSeconds(s?.lastReachableAtMs, now),
       cadences,
       endpoints,
       continuity: {
@@ -299,7 +299,7 @@ export class TelemtComponent implements Component {
 
   /** GET /status/discovery. */
   discoveryStatus(): unknown {
-    const collector = this.collector ?? this.idle;
+    const collector = this.current();
     const s = collector?.state;
     const topo = collector?.topology();
     const posture = collector?.snapshots.get('posture').data as { api_read_only?: boolean; proxy_protocol_enabled?: boolean } | undefined;

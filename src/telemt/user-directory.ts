@@ -18,8 +18,12 @@ export function normalizeIp(ip: string): string {
 export class ActiveIpDirectory implements UserDirectory {
   private byIp = new Map<string, string>();
 
+  /** On the eBPF side's per-connection path: an address already in normal form costs one lookup and no allocation. */
   userFor(ip: string): string {
-    return this.byIp.get(normalizeIp(ip)) ?? UNKNOWN_USER;
+    const hit = this.byIp.get(ip);
+    if (hit !== undefined) return hit;
+    const normal = normalizeIp(ip);
+    return normal === ip ? UNKNOWN_USER : (this.byIp.get(normal) ?? UNKNOWN_USER);
   }
 
   /** Replaces the whole table (a consistent snapshot, never half-updated). */

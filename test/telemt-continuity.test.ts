@@ -152,6 +152,23 @@ describe('telemt counters and continuity', () => {
     }
   });
 
+  it('does not take user telemetry switched off (octets reported as 0) for evictions', async () => {
+    const h = await telemtHarness();
+    try {
+      await sendAndPoll(h, 'dave', 100);
+      h.sim.configure({ userTelemetry: false });
+      await sendAndPoll(h, 'dave', 10);
+      assert.equal(octets(await h.metrics(), 'dave'), 200, 'kept while telemt reports 0');
+      h.sim.configure({ userTelemetry: true });
+      await h.telemt.pollNow();
+      const m = await h.metrics();
+      assert.equal(octets(m, 'dave'), 220);
+      assert.equal(resets(m, 'user_eviction'), 0);
+    } finally {
+      await h.cleanup();
+    }
+  });
+
   it('continues from the state file after an agent restart, and across a telemt restart while the agent was down', async () => {
     const sim = await new TelemtSim().start();
     try {

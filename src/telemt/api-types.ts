@@ -33,6 +33,7 @@ export const ZeroAllData = z.looseObject({
     connections_total: count,
     connections_bad_total: count,
     handshake_timeouts_total: count,
+    telemetry_user_enabled: z.boolean().optional(),
   }),
   upstream: z.looseObject({
     connect_attempt_total: count,

@@ -65,6 +65,8 @@ export class TelemtCollector {
   private series: UserSeries = emptyUserSeries();
   private knownUsers = new Set<string>();
   private revisionDue = true;
+  /** With `[general.telemetry] user_enabled = false` telemt reports every user's octets as 0: not a reset. */
+  private userTelemetry = true;
   private dirty = false;
 
   constructor(private readonly d: CollectorDeps) {}
@@ -84,6 +86,7 @@ export class TelemtCollector {
       const ready = await this.fetch('ready');
       const zero = await this.fetch('zero');
       if (zero) {
+        this.userTelemetry = zero.core.telemetry_user_enabled !== false;
         await this.identify(zero.core.uptime_seconds, Date.now());
         if (this.d.continuity.epoch !== undefined) this.applyCounters(zero);
       }
@@ -112,7 +115,7 @@ export class TelemtCollector {
       if (users) {
         // Octets read across a restart or reload belong to neither epoch for sure: skip them once.
         const sameEpoch = epochBefore !== undefined && after !== undefined && this.d.continuity.epoch === epochBefore;
-        this.applyUsers(users, quota ?? this.snapshotData<UserQuota>('quota'), sameEpoch);
+        this.applyUsers(users, quota ?? this.snapshotData<UserQuota>('quota'), sameEpoch && this.userTelemetry);
       } else failures++;
       for (const key of ['dcs', 'meWriters', 'minimal', 'upstreams'] as const) if ((await this.fetch(key)) === undefined && this.snapshots.get(key).supported) failures++;
       await this.d.onTopologyChange();

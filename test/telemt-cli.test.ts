@@ -73,6 +73,22 @@ telemt:
       while (Date.now() < deadline && sample(await (await fetch(`${base}/metrics`)).text(), 'mtlens_telemt_user_octets_total{user="alice"}') !== 8392) await new Promise((r) => setTimeout(r, 100));
       assert.equal(sample(await (await fetch(`${base}/metrics`)).text(), 'mtlens_telemt_user_octets_total{user="alice"}'), 8392);
 
+      // A telemt restart reaches /events subscribers as telemt.restart_detected; counters stay monotonic.
+      const sse = new AbortController();
+      const events = await fetch(`${base}/events?type=telemt.*`, { signal: sse.signal });
+      const reader2 = events.body!.getReader();
+      let text = '';
+      const read = async (until: string) => {
+        const end = Date.now() + 15_000;
+        while (!text.includes(until) && Date.now() < end) text += new TextDecoder().decode((await reader2.read()).value);
+      };
+      await read('event: hello');
+      sim.restart();
+      await read('event: telemt.restart_detected');
+      sse.abort();
+      assert.match(text, new RegExp(`event: telemt.restart_detected\ndata: \\{"url":"${sim.apiUrl}","previous":"\\d+","current":"${sim.processStartedAtSecs}"\\}`));
+      assert.equal(sample(await (await fetch(`${base}/metrics`)).text(), 'mtlens_telemt_user_octets_total{user="alice"}'), 8392);
+
       child.kill('SIGTERM');
       const [code] = (await once(child, 'exit')) as [number];
       assert.equal(code, 0);

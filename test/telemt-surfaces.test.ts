@@ -278,6 +278,23 @@ describe('telemt surfaces', () => {
     }
   });
 
+  it('stops at once while a request to a hung telemt is in flight, recording nothing about it', async () => {
+    const h = await telemtHarness({ telemtYaml: ['timeout_ms: 30000'] });
+    try {
+      h.sim.configure({ delayMs: 60_000 });
+      const poll = h.telemt.pollNow();
+      await eventually(() => h.sim.requestId > 0 && h.sim.apiConnections > 0, 'a request in flight');
+      const before = h.events.length;
+      await h.t.agent.stop('test');
+      await poll;
+      assert.equal(h.events.slice(before).some((e) => e.type === 'telemt.unreachable'), false);
+      assert.equal(/mtlens_telemt_scrape_errors_total\{/.test(await h.metrics()), false);
+    } finally {
+      h.sim.configure({ delayMs: 0 });
+      await h.cleanup();
+    }
+  });
+
   it('reports disabled when telemt.enabled is false', async () => {
     const h = await telemtHarness({ telemtYaml: ['enabled: false'] });
     try {

@@ -36,6 +36,8 @@ export type TelemtFailure =
   /** The TCP connection closed before any HTTP reply: telemt's whitelist `gray_action = "drop"`. */
   | { kind: 'no_reply' }
   | { kind: 'network'; code: string }
+  /** The agent cancelled the request (stopping or reloading). */
+  | { kind: 'cancelled' }
   /** An error envelope: `{ok:false, error:{code, message}}`. */
   | { kind: 'api'; status: number; code: string; message: string }
   /** Not telemt's protocol: non-JSON, a wrong envelope, a truncated or oversized body, data of the wrong shape. */
@@ -47,7 +49,7 @@ export type TelemtResponse<T> =
 
 /** Failures that say telemt cannot be talked to at all (as opposed to one endpoint answering badly). */
 export function isTransportFailure(f: TelemtFailure): boolean {
-  return f.kind === 'refused' || f.kind === 'timeout' || f.kind === 'no_reply' || f.kind === 'network';
+  return f.kind === 'refused' || f.kind === 'timeout' || f.kind === 'no_reply' || f.kind === 'network' || f.kind === 'cancelled';
 }
 
 /** A bounded label value for `mtlens_telemt_scrape_errors_total{code}`. */
@@ -75,6 +77,8 @@ export function describeFailure(f: TelemtFailure): string {
       return "connection closed without a reply (is the agent's address in telemt's [server.api] whitelist?)";
     case 'network':
       return `network error ${f.code}`;
+    case 'cancelled':
+      return 'request cancelled (the agent is stopping)';
     case 'api':
       if (f.code === 'unauthorized') return 'unauthorized (check telemt.auth_header)';
       if (f.code === 'api_disabled') return 'api disabled (telemt [server.api] enabled = false)';
@@ -91,6 +95,8 @@ export interface ClientSettings {
   timeoutMs: number;
   /** Bodies larger than this are refused (bounded memory); /v1/users of a large node is the biggest. */
   maxBodyBytes?: number;
+  /** Aborts requests in flight (the agent stopping must not wait for a hung telemt). */
+  signal?: AbortSignal;
 }
 
 const DEFAULT_MAX_BODY = 64 * 1024 * 1024;
@@ -132,10 +138,13 @@ export class TelemtClient {
     return new Promise<RawResult>((resolve) => {
       let settled = false;
       let replied = false;
+      const signal = this.settings.signal;
+      const onAbort = () => finish({ ok: false, failure: { kind: 'cancelled' } });
       const finish = (result: RawResult) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         req.destroy();
         resolve(result);
       };
@@ -162,6 +171,8 @@ export class TelemtClient {
         if (code === 'HPE_INVALID_CONSTANT' || code.startsWith('HPE_')) return finish({ ok: false, failure: { kind: 'invalid', detail: `not HTTP (${code})` } });
         finish({ ok: false, failure: { kind: 'network', code } });
       });
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort);
       req.end();
     });
   }

@@ -49,6 +49,9 @@ class Unreachable extends Error {
   }
 }
 
+/** Thrown inside a batch when the agent cancelled it (stopping, reloading): nothing is recorded. */
+class Cancelled extends Error {}
+
 export type Health = { state: 'unknown' } | { state: 'ok' } | { state: 'failed'; reason: string };
 
 export class TelemtCollector {
@@ -130,15 +133,16 @@ export class TelemtCollector {
   }
 
   private async revisionEndpoints(): Promise<boolean> {
-    this.revisionDue = false;
     const info = await this.fetch('systemInfo');
     if (info) this.version = info.version;
     const posture = await this.fetch('posture');
     const limits = await this.fetch('limits');
     await this.d.onTopologyChange();
-    const ok = info !== undefined && posture !== undefined && limits !== undefined;
-    if (!ok) this.revisionDue = true;
-    return ok;
+    // Stays due (retried with the next batch) until all three answered (or are unsupported); an unreachable telemt
+    // throws out of here, leaving it due as well.
+    const missing = (key: EndpointKey, data: unknown) => data === undefined && this.snapshots.get(key).supported;
+    this.revisionDue = missing('systemInfo', info) || missing('posture', posture) || missing('limits', limits);
+    return !this.revisionDue;
   }
 
   private async batch(body: () => Promise<boolean>): Promise<boolean> {
@@ -147,6 +151,7 @@ export class TelemtCollector {
       this.setReachable(true);
       return ok;
     } catch (err) {
+      if (err instanceof Cancelled) return false;
       if (!(err instanceof Unreachable)) throw err;
       this.up = false;
       this.health = { state: 'failed', reason: describeFailure(err.failure) };
@@ -163,6 +168,7 @@ export class TelemtCollector {
     const endpoint = ENDPOINTS[key];
     const res = await this.d.client.get(endpoint.path, endpoint.schema as unknown as ZodType<EndpointData<K>>);
     const now = Date.now();
+    if (!res.ok && res.failure.kind === 'cancelled') throw new Cancelled();
     if (!res.ok) {
       this.d.metrics.observe(endpoint.path, res.durationMs / 1000, failureCode(res.failure));
       this.snapshots.failure(key, res.failure, now);

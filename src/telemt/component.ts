@@ -49,6 +49,7 @@ export class TelemtComponent implements Component {
   private continuity: Continuity;
   private collector: TelemtCollector | undefined;
   private cadences: Cadence[] = [];
+  private polling: AbortController | undefined;
   private listeners: ListenerDiscovery = { source: 'none', listeners: [], excludedPorts: [], dcOverrides: [], notes: ['not discovered yet'] };
   private discovered: DiscoveryUpdate | undefined;
   private discoveredAtMs: number | undefined;
@@ -75,9 +76,9 @@ export class TelemtComponent implements Component {
     return this.idle;
   }
 
-  private newCollector(): TelemtCollector {
+  private newCollector(signal?: AbortSignal): TelemtCollector {
     return new TelemtCollector({
-      client: new TelemtClient({ apiUrl: this.settings.api_url, authHeader: this.settings.auth_header, timeoutMs: this.settings.timeout_ms }),
+      client: new TelemtClient({ apiUrl: this.settings.api_url, authHeader: this.settings.auth_header, timeoutMs: this.settings.timeout_ms, ...(signal ? { signal } : {}) }),
       continuity: this.continuity,
       metrics: this.metrics,
       budget: this.deps.userSeries,
@@ -96,7 +97,8 @@ export class TelemtComponent implements Component {
 
   private async startPolling(): Promise<void> {
     this.deps.userSeries.resize(this.settings.max_user_series);
-    const collector = this.newCollector();
+    this.polling = new AbortController();
+    const collector = this.newCollector(this.polling.signal);
     this.collector = collector;
     const queue = new SerialQueue();
     const afterBatch = (run: () => Promise<boolean>) => async () => {
@@ -141,6 +143,7 @@ export class TelemtComponent implements Component {
   }
 
   private async stopPolling(): Promise<void> {
+    this.polling?.abort();
     await Promise.all(this.cadences.map((c) => c.stop()));
     this.cadences = [];
     if (this.collector) {

@@ -7,6 +7,8 @@ const MAPPED_V4 = '::ffff:';
 
 /** Folds IPv4-mapped IPv6 (`::ffff:1.2.3.4`) to IPv4 and lower-cases IPv6, so both sides agree. */
 export function normalizeIp(ip: string): string {
+  // The form the kernel side and Node print: no lower-casing needed.
+  if (ip.startsWith(MAPPED_V4) && ip.indexOf('.', MAPPED_V4.length) > 0) return ip.slice(MAPPED_V4.length);
   if (ip.length > MAPPED_V4.length && ip.charCodeAt(0) === 58 /* : */) {
     const lower = ip.toLowerCase();
     if (lower.startsWith(MAPPED_V4) && lower.indexOf('.') > 0) return lower.slice(MAPPED_V4.length);

@@ -111,18 +111,12 @@ export const SecurityPostureData = z.looseObject({
 
 export const LimitsData = z.looseObject({});
 
-export type Summary = z.infer<typeof SummaryData>;
-export type ZeroAll = z.infer<typeof ZeroAllData>;
 export type Users = z.infer<typeof UsersData>;
 export type DcStatus = z.infer<typeof DcStatusData>;
 export type MeWriters = z.infer<typeof MeWritersData>;
 export type Upstreams = z.infer<typeof UpstreamsData>;
 export type UserQuota = z.infer<typeof UserQuotaData>;
-export type SystemInfo = z.infer<typeof SystemInfoData>;
 export type HealthReady = z.infer<typeof HealthReadyData>;
-export type RuntimeGates = z.infer<typeof RuntimeGatesData>;
-export type SecurityPosture = z.infer<typeof SecurityPostureData>;
-export type ActiveIps = z.infer<typeof ActiveIpsData>;
 
 /** Every endpoint the agent polls, by cadence. */
 export const ENDPOINTS = {

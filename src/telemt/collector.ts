@@ -127,11 +127,7 @@ export class TelemtCollector {
     });
   }
 
-  /** /v1/system/info, /v1/security/posture, /v1/limits/effective: at start and when the revision changes. */
-  revisionBatch(): Promise<boolean> {
-    return this.batch(() => this.revisionEndpoints());
-  }
-
+  /** /v1/system/info, /v1/security/posture, /v1/limits/effective: at start, after a restart, when the revision changes. */
   private async revisionEndpoints(): Promise<boolean> {
     const info = await this.fetch('systemInfo');
     if (info) this.version = info.version;

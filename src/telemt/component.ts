@@ -48,6 +48,7 @@ export class TelemtComponent implements Component {
   private settings: Settings;
   private continuity: Continuity;
   private collector: TelemtCollector | undefined;
+  private idle: TelemtCollector | undefined;
   private cadences: Cadence[] = [];
   private polling: AbortController | undefined;
   private listeners: ListenerDiscovery = { source: 'none', listeners: [], excludedPorts: [], dcOverrides: [], notes: ['not discovered yet'] };
@@ -69,8 +70,7 @@ export class TelemtComponent implements Component {
     this.metrics = new TelemtMetrics(ctx.registry, () => (this.collector ?? this.idleCollector()).metricsView());
   }
 
-  // The metrics view of a disabled component: nothing known, counters as persisted.
-  private idle: TelemtCollector | undefined;
+  /** A stopped or disabled component's view: the last collector's snapshots, counters as persisted. */
   private idleCollector(): TelemtCollector {
     this.idle ??= this.newCollector();
     return this.idle;
@@ -111,9 +111,10 @@ export class TelemtComponent implements Component {
     this.cadences = [fast, slow];
     await this.refreshListeners();
     // The first round is awaited so readiness and /status are meaningful once the agent is up;
-    // a telemt that is down costs at most one timeout here.
+    // an unreachable telemt costs at most one timeout here (the slow batch then runs later).
     await fast.runNow();
-    await slow.runNow();
+    if (collector.state.reachable) await slow.runNow();
+    else void slow.runNow();
   }
 
   /** One fast and one slow batch now, queued behind any in flight (the next ones are rescheduled). */

@@ -1,6 +1,7 @@
 // What the agent shows of telemt through its public surfaces (/status/telemt, /ready,
 // /metrics, events, logs, the state file), healthy and in every failure mode.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -98,6 +99,22 @@ describe('telemt surfaces', () => {
         assert.ok(!text.includes('9f8e7d6c5b4a'), `auth_header leaked into ${where}`);
         assert.ok(!text.includes('tg://proxy'), `a link leaked into ${where}`);
       }
+    } finally {
+      await h.cleanup();
+    }
+  });
+
+  it('exports telemt metrics that promtool accepts (the one name the issue fixes aside)', async () => {
+    const h = await telemtHarness({ telemtYaml: ['max_user_series: 2'] });
+    try {
+      await traffic(h.sim);
+      await h.telemt.pollNow();
+      const text = (await h.metrics()).split('\n').filter((l) => /mtlens_(telemt_|user_series_overflow)/.test(l)).join('\n');
+      const lint = spawnSync('promtool', ['check', 'metrics'], { input: `${text}\n`, encoding: 'utf8' });
+      assert.equal(lint.error, undefined, 'promtool is installed by make (Debian package prometheus)');
+      // mtlens_telemt_counter_resets_total is the name the issue fixes; promtool dislikes "counter" in a counter's name.
+      const problems = `${lint.stdout}${lint.stderr}`.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('mtlens_telemt_counter_resets_total metric name should not include type'));
+      assert.deepEqual(problems, []);
     } finally {
       await h.cleanup();
     }

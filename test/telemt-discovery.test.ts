@@ -42,6 +42,7 @@ describe('telemt discovery', () => {
       assert.deepEqual(d.users, ['alice', 'bob', 'carol', 'dave']);
       assert.deepEqual(d.upstreams.map((u) => [u.kind, u.address]), [['direct', 'direct'], ['socks5', '127.0.0.1:1080']]);
       const last = h.discoveries.at(-1)!;
+      assert.deepEqual(h.telemt.lastDiscovery, last);
       assert.deepEqual(d.feed.listenerPorts, last.listenerPorts);
       assert.deepEqual(last.listenerPorts, [h.sim.proxyPort]);
       assert.ok(last.telegramEndpoints.includes(h.sim.dcAddress));

@@ -204,6 +204,11 @@ export class TelemtComponent implements Component {
     this.listeners = await discoverListeners(this.settings.config_path, apiPort(this.settings.api_url), this.deps.procRoot);
   }
 
+  /** The last discovery sent to the sink, for a consumer that starts after it was sent. */
+  get lastDiscovery(): DiscoveryUpdate | undefined {
+    return this.discovered;
+  }
+
   private async refreshDiscovery(): Promise<void> {
     await this.refreshListeners();
     const topo = (this.collector ?? this.idleCollector()).topology();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { exchange } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
-import { sample, telemtHarness, type TelemtHarness } from './helpers/telemt.js';
+import { sample, telemtHarness, withTelemt, type TelemtHarness } from './helpers/telemt.js';
 
 const secret = (name: string) => DEFAULT_USERS.find((u) => u.name === name)!.secret;
 
@@ -31,8 +31,7 @@ async function sendAndPoll(h: TelemtHarness, user: string, bytes: number) {
 
 describe('telemt counters and continuity', () => {
   it('exports exact octets and core counters for known traffic', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       await send(h.sim, 'alice', 1000);
       await send(h.sim, 'alice', 234);
       await send(h.sim, 'bob', 500);
@@ -60,14 +59,11 @@ describe('telemt counters and continuity', () => {
       assert.equal(sample(m, 'mtlens_telemt_user_quota_used_ratio{user="alice"}'), 2468 / (50 * 1024 * 1024));
       assert.ok(sample(m, 'mtlens_telemt_scrape_duration_seconds{endpoint="/v1/users"}')! > 0);
       for (const cause of ['restart', 'generation_reload', 'user_eviction', 'unexplained']) assert.equal(resets(m, cause), 0, cause);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('exports live connections, unique IPs, DCs and writers while clients are connected', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       const open = await Promise.all([
         exchange({ host: '127.0.0.1', port: h.sim.proxyPort, secret: secret('alice'), bytes: 10, keepOpen: true, localAddress: '127.0.0.2' }),
         exchange({ host: '127.0.0.1', port: h.sim.proxyPort, secret: secret('alice'), bytes: 10, keepOpen: true, localAddress: '127.0.0.3' }),
@@ -90,14 +86,11 @@ describe('telemt counters and continuity', () => {
       assert.equal(h.telemt.users.userFor('127.0.0.3'), '~ambiguous');
       assert.equal(h.telemt.users.userFor('127.0.0.9'), '~unknown');
       for (const s of open) s?.destroy();
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('keeps octets and core counters monotonic across a telemt restart, and says so', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       await sendAndPoll(h, 'alice', 1000);
       h.sim.restart();
       await sendAndPoll(h, 'alice', 300);
@@ -113,14 +106,11 @@ describe('telemt counters and continuity', () => {
       // A poll without a reset changes nothing.
       await h.telemt.pollNow();
       assert.equal(octets(await h.metrics(), 'alice'), 2600);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('keeps counters monotonic across a generation reload (uptime going backwards)', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       await sendAndPoll(h, 'bob', 700);
       h.sim.reloadGeneration();
       await sendAndPoll(h, 'bob', 100);
@@ -132,14 +122,11 @@ describe('telemt counters and continuity', () => {
       assert.ok(h.events.some((e) => e.type === 'telemt.generation_reload'));
       const status = await h.json<{ continuity: { generation: number } }>('/status/telemt');
       assert.equal(status.continuity.generation, 1);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('keeps a user\'s octets monotonic across telemt\'s per-user eviction', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       await sendAndPoll(h, 'carol', 400);
       assert.equal(h.sim.evict('carol'), true);
       await sendAndPoll(h, 'carol', 50);
@@ -147,14 +134,11 @@ describe('telemt counters and continuity', () => {
       assert.equal(octets(m, 'carol'), 800 + 100);
       assert.equal(resets(m, 'user_eviction'), 1);
       assert.equal(resets(m, 'restart'), 0);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('does not take user telemetry switched off (octets reported as 0) for evictions', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       await sendAndPoll(h, 'dave', 100);
       h.sim.configure({ userTelemetry: false });
       await sendAndPoll(h, 'dave', 10);
@@ -164,9 +148,7 @@ describe('telemt counters and continuity', () => {
       const m = await h.metrics();
       assert.equal(octets(m, 'dave'), 220);
       assert.equal(resets(m, 'user_eviction'), 0);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('continues from the state file after an agent restart, and across a telemt restart while the agent was down', async () => {

@@ -13,7 +13,7 @@ import { readTelemtConfig } from '../src/telemt/telemt-config.js';
 import { parseListenTable } from '../src/telemt/proc-listeners.js';
 import { TelemtSim } from './fixtures/telemt-sim.js';
 import { repoRoot, tempDir } from './helpers/agent.js';
-import { telemtHarness } from './helpers/telemt.js';
+import { withTelemt } from './helpers/telemt.js';
 
 type DiscoveryBody = {
   telemt: { url: string; reachable: boolean; version: string; route_mode: string; listeners: Array<{ address: string; port: number }>; proxy_protocol: boolean | null; api_read_only: boolean | null };
@@ -31,8 +31,7 @@ describe('telemt discovery', () => {
   it('reads listeners from telemt.config_path and feeds the eBPF side with listeners, Telegram endpoints and other upstreams', async () => {
     const dir = await tempDir();
     const configPath = join(dir, 'telemt.toml');
-    const h = await telemtHarness({ sim: { configPath, upstreams: [{ kind: 'socks5', address: '127.0.0.1:1080' }] }, telemtYaml: [`config_path: ${configPath}`] });
-    try {
+    await withTelemt({ sim: { configPath, upstreams: [{ kind: 'socks5', address: '127.0.0.1:1080' }] }, telemtYaml: [`config_path: ${configPath}`] }, async (h) => {
       const d = await h.json<DiscoveryBody>('/status/discovery');
       assert.equal(d.listeners_source, 'config');
       assert.deepEqual(d.telemt.listeners, [{ address: '127.0.0.1', port: h.sim.proxyPort }]);
@@ -56,9 +55,7 @@ describe('telemt discovery', () => {
       await h.telemt.pollNow();
       assert.deepEqual(h.discoveries.at(-1)!.otherUpstreams, ['127.0.0.1:1080', '[::1]:8388']);
       assert.ok(h.t.log.lines.some((l) => l.msg === 'telemt discovery changed'));
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('parses telemt\'s TOML as telemt does: explicit listeners, API and metrics ports excluded, dc_overrides, mask host', () => {
@@ -137,8 +134,7 @@ mask_host = "203.0.113.7"
       const proxyPort = Number(addrs.proxy.split(':').at(-1));
       const apiPort = Number(new URL(addrs.api).port);
       const sim = { apiUrl: addrs.api } as TelemtSim;
-      const h = await telemtHarness({ reuseSim: sim, telemtYaml: [`config_path: ${join(dir, 'missing.toml')}`] });
-      try {
+      await withTelemt({ reuseSim: sim, telemtYaml: [`config_path: ${join(dir, 'missing.toml')}`] }, async (h) => {
         const d = await h.json<DiscoveryBody>('/status/discovery');
         assert.equal(d.listeners_source, 'proc');
         // Other processes named telemt (other suites on this machine) may add listeners of their own.
@@ -147,9 +143,7 @@ mask_host = "203.0.113.7"
         assert.deepEqual(d.excluded_ports, [apiPort]);
         assert.match(d.notes.join(' '), /missing\.toml: ENOENT/);
         assert.ok(h.discoveries.at(-1)!.listenerPorts.includes(proxyPort));
-      } finally {
-        await h.t.cleanup();
-      }
+      });
     } finally {
       child.kill('SIGTERM');
       await once(child, 'exit');
@@ -160,14 +154,11 @@ mask_host = "203.0.113.7"
   it('reports none, with the reason, when neither the config file nor a telemt process is there', async () => {
     const proc = await tempDir();
     await writeFile(join(proc, 'placeholder'), '');
-    const h = await telemtHarness({ procRoot: proc });
-    try {
+    await withTelemt({ procRoot: proc }, async (h) => {
       const d = await h.json<DiscoveryBody>('/status/discovery');
       assert.equal(d.listeners_source, 'none');
       assert.deepEqual(d.telemt.listeners, []);
       assert.match(d.notes.join(' | '), /ENOENT.*\| no listening socket of a process named "telemt"/);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { exchange } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
-import { agentYaml, sample, telemtHarness, type TelemtHarness } from './helpers/telemt.js';
+import { agentYaml, sample, telemtHarness, withTelemt, type TelemtHarness } from './helpers/telemt.js';
 
 type Snapshot = { supported: boolean; age_seconds: number | null; consecutive_failures: number; last_error: { code: string; message: string } | null; data: unknown; revision: string | null };
 type TelemtStatus = { reachable: boolean; up: boolean; ready: boolean | null; check: string; version: string | null; revision: string | null; route_mode: string | null; endpoints: Record<string, Snapshot>; cadences: Record<string, { consecutive_failures: number; next_run_in_ms: number | null; last_run_at: string | null }> };
@@ -30,8 +30,7 @@ async function eventually(check: () => Promise<boolean> | boolean, what: string,
 
 describe('telemt surfaces', () => {
   it('serves every endpoint\'s latest snapshot with its age and revision; links are redacted', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       await traffic(h.sim);
       await h.telemt.pollNow();
       const s = await h.json<TelemtStatus>('/status/telemt');
@@ -68,15 +67,12 @@ describe('telemt surfaces', () => {
       assert.deepEqual([component.reachable, component.version], [true, '3.4.25']);
       const spec = await h.json<{ paths: Record<string, unknown> }>('/openapi.json');
       assert.ok(spec.paths['/status/telemt'] && spec.paths['/status/discovery']);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('never lets a user secret or auth_header out: status, metrics, discovery, events, logs, state file', async () => {
     const auth = 'Telemt-Token 9f8e7d6c5b4a';
-    const h = await telemtHarness({ sim: { authHeader: auth }, telemtYaml: [`auth_header: "${auth}"`], logLevel: 'trace' });
-    try {
+    await withTelemt({ sim: { authHeader: auth }, telemtYaml: [`auth_header: "${auth}"`], logLevel: 'trace' }, async (h) => {
       await traffic(h.sim);
       await h.telemt.pollNow();
       h.sim.restart();
@@ -99,14 +95,11 @@ describe('telemt surfaces', () => {
         assert.ok(!text.includes('9f8e7d6c5b4a'), `auth_header leaked into ${where}`);
         assert.ok(!text.includes('tg://proxy'), `a link leaked into ${where}`);
       }
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('exports telemt metrics that promtool accepts (the one name the issue fixes aside)', async () => {
-    const h = await telemtHarness({ telemtYaml: ['max_user_series: 2'] });
-    try {
+    await withTelemt({ telemtYaml: ['max_user_series: 2'] }, async (h) => {
       await traffic(h.sim);
       await h.telemt.pollNow();
       const text = (await h.metrics()).split('\n').filter((l) => /mtlens_(telemt_|user_series_overflow)/.test(l)).join('\n');
@@ -115,14 +108,11 @@ describe('telemt surfaces', () => {
       // mtlens_telemt_counter_resets_total is the name the issue fixes; promtool dislikes "counter" in a counter's name.
       const problems = `${lint.stdout}${lint.stderr}`.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('mtlens_telemt_counter_resets_total metric name should not include type'));
       assert.deepEqual(problems, []);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('readiness: ok, then failed with the reason telemt gives, events on each transition', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       assert.equal(await checkOf(h), 'ok');
       h.sim.configure({ ready: false, notReadyReason: 'admission_closed' });
       await h.telemt.pollNow();
@@ -160,14 +150,11 @@ describe('telemt surfaces', () => {
       // Both batches (fast, slow) start with /v1/stats/summary and stop at the first silent drop.
       assert.equal(sample(m, 'mtlens_telemt_scrape_errors_total{endpoint="/v1/stats/summary",code="no_reply"}'), 2);
       assert.equal(sample(m, 'mtlens_telemt_scrape_errors_total{endpoint="/v1/users",code="no_reply"}'), undefined);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('keeps serving the last good snapshot with its age while telemt is down, slow or returns garbage', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       await traffic(h.sim);
       await h.telemt.pollNow();
       const good = (await h.json<TelemtStatus>('/status/telemt')).endpoints['/v1/users']!.data;
@@ -201,14 +188,11 @@ describe('telemt surfaces', () => {
       assert.equal(sample(await h.metrics(), 'mtlens_telemt_up'), 0);
       assert.ok(h.events.some((e) => e.type === 'telemt.unreachable' && (e.data as { detail: string }).detail === 'connection refused'));
       assert.ok(h.t.log.lines.some((l) => l.msg === 'telemt Control API unreachable; serving the last good snapshot'));
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('backs off while telemt fails and recovers by itself (real cadences)', async () => {
-    const h = await telemtHarness({ telemtYaml: ['poll:\n    fast_ms: 500\n    slow_ms: 700'] });
-    try {
+    await withTelemt({ telemtYaml: ['poll:\n    fast_ms: 500\n    slow_ms: 700'] }, async (h) => {
       h.sim.configure({ apiEnabled: false });
       await eventually(async () => (await h.json<TelemtStatus>('/status/telemt')).cadences.fast!.consecutive_failures >= 2, 'two failed fast polls');
       const s = await h.json<TelemtStatus>('/status/telemt');
@@ -216,14 +200,11 @@ describe('telemt surfaces', () => {
       h.sim.configure({ apiEnabled: true });
       await eventually(async () => (await checkOf(h)) === 'ok', 'recovery', 20_000);
       assert.equal((await h.json<TelemtStatus>('/status/telemt')).cadences.fast!.consecutive_failures, 0);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('detects features by 404 not_found and probes again when telemt\'s config revision changes', async () => {
-    const h = await telemtHarness({ sim: { missingRoutes: ['/v1/stats/users/quota'] } });
-    try {
+    await withTelemt({ sim: { missingRoutes: ['/v1/stats/users/quota'] } }, async (h) => {
       await h.telemt.pollNow();
       const s = await h.json<TelemtStatus>('/status/telemt');
       assert.equal(s.endpoints['/v1/stats/users/quota']!.supported, false);
@@ -242,27 +223,21 @@ describe('telemt surfaces', () => {
       assert.equal(after.revision, h.sim.revision());
       const changed = h.events.find((e) => e.type === 'telemt.revision_changed');
       assert.deepEqual(changed?.data, { url: h.sim.apiUrl, previous: oldRevision, current: h.sim.revision() });
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('publishes route mode changes', async () => {
-    const h = await telemtHarness();
-    try {
+    await withTelemt({}, async (h) => {
       h.sim.configure({ routeMode: 'direct' });
       await h.telemt.pollNow();
       assert.deepEqual(h.events.find((e) => e.type === 'telemt.route_mode_changed')?.data, { url: h.sim.apiUrl, previous: 'middle', current: 'direct' });
       const dcs = (await h.json<TelemtStatus>('/status/telemt')).endpoints['/v1/stats/dcs']!.data as { middle_proxy_enabled: boolean; reason: string };
       assert.deepEqual([dcs.middle_proxy_enabled, dcs.reason], [false, 'source_unavailable']);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('caps per-user series at telemt.max_user_series, aggregating the rest under ~other and counting it', async () => {
-    const h = await telemtHarness({ telemtYaml: ['max_user_series: 2'] });
-    try {
+    await withTelemt({ telemtYaml: ['max_user_series: 2'] }, async (h) => {
       await traffic(h.sim);
       await h.telemt.pollNow();
       const m = await h.metrics();
@@ -276,23 +251,18 @@ describe('telemt surfaces', () => {
       assert.ok(sample(m, 'mtlens_user_series_overflow_total{metric="mtlens_telemt_user_octets_total"}')! >= 2);
       const s = await h.json<{ user_series: { overflow: boolean; budget_used: number } }>('/status/telemt');
       assert.deepEqual([s.user_series.overflow, s.user_series.budget_used], [true, 2]);
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('applies a reloaded telemt section (auth_header fixed via POST /admin/reload)', async () => {
-    const h = await telemtHarness({ sim: { authHeader: 'right-value' }, telemtYaml: ['auth_header: wrong-value'] });
-    try {
+    await withTelemt({ sim: { authHeader: 'right-value' }, telemtYaml: ['auth_header: wrong-value'] }, async (h) => {
       assert.equal(await checkOf(h), 'failed: unauthorized (check telemt.auth_header)');
       await h.t.rewrite(agentYaml(h.sim.apiUrl, h.stateDir, ['auth_header: right-value']));
       const res = await h.t.request('/admin/reload', { method: 'POST' });
       assert.equal(res.status, 200);
       assert.deepEqual(((await res.json()) as { changed: string[] }).changed, ['telemt.auth_header']);
       assert.equal(await checkOf(h), 'ok');
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 
   it('stops at once while a request to a hung telemt is in flight, recording nothing about it', async () => {
@@ -313,13 +283,10 @@ describe('telemt surfaces', () => {
   });
 
   it('reports disabled when telemt.enabled is false', async () => {
-    const h = await telemtHarness({ telemtYaml: ['enabled: false'] });
-    try {
+    await withTelemt({ telemtYaml: ['enabled: false'] }, async (h) => {
       assert.equal(await checkOf(h), 'disabled');
       assert.equal(sample(await h.metrics(), 'mtlens_telemt_up'), 0);
       assert.equal(h.sim.requestId, 0, 'a disabled component sends nothing');
-    } finally {
-      await h.cleanup();
-    }
+    });
   });
 });

@@ -98,3 +98,13 @@ export function sample(text: string, series: string): number | undefined {
   }
   return undefined;
 }
+
+/** Runs `body` with a harness and always cleans it up. */
+export async function withTelemt(opts: HarnessOptions, body: (h: TelemtHarness) => Promise<void>): Promise<void> {
+  const h = await telemtHarness(opts);
+  try {
+    await body(h);
+  } finally {
+    await h.cleanup();
+  }
+}

@@ -154,7 +154,7 @@ describe('telemt surfaces', () => {
   });
 
   it('keeps serving the last good snapshot with its age while telemt is down, slow or returns garbage', async () => {
-    await withTelemt({}, async (h) => {
+    await withTelemt({ telemtYaml: ['timeout_ms: 1000'] }, async (h) => {
       await traffic(h.sim);
       await h.telemt.pollNow();
       const good = (await h.json<TelemtStatus>('/status/telemt')).endpoints['/v1/users']!.data;

@@ -36,7 +36,7 @@ export function agentYaml(apiUrl: string, stateDir: string, telemtLines: string[
   const keys = new Set(telemtLines.map((l) => l.trim().split(':')[0]));
   const defaults = [
     `api_url: ${apiUrl}`,
-    'timeout_ms: 1000',
+    'timeout_ms: 5000',
     'config_path: /nonexistent/telemt.toml',
     'poll:\n    fast_ms: 3600000\n    slow_ms: 3600000',
   ].filter((l) => !keys.has(l.split(':')[0]));

@@ -11,7 +11,7 @@ CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: deps system-deps build ts run test bench clean
+.PHONY: deps system-deps build ts run test bench demo clean
 
 system-deps:
 	@missing=""; \
@@ -43,6 +43,10 @@ run: build
 
 test: build
 	node --test --test-concurrency=1 --test-reporter=spec $(TESTS)
+
+# A simulated telemt, a traffic generator and the agent watching them, until Ctrl-C.
+demo: build
+	bash scripts/demo.sh
 
 # BENCH=name runs only dist/bench/<name>.bench.js.
 bench: build

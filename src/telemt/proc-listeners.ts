@@ -1,0 +1,89 @@
+// Listening TCP sockets of the telemt process, from /proc: when telemt's config file cannot be
+// read, these are its proxy listeners (minus the API and metrics ports). Processes are found
+// by `comm`; their sockets by the inodes behind /proc/<pid>/fd, matched against the LISTEN
+// rows of /proc/net/tcp and tcp6 (reading another user's fds needs root or CAP_SYS_PTRACE).
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const TCP_LISTEN = '0A';
+
+export interface ProcListener {
+  pid: number;
+  address: string;
+  port: number;
+}
+
+export async function pidsByComm(comm: string, procRoot = '/proc'): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir(procRoot)) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if ((await readFile(join(procRoot, entry, 'comm'), 'utf8')).trim() === comm) pids.push(Number(entry));
+    } catch {
+      // The process exited while we looked.
+    }
+  }
+  return pids;
+}
+
+async function socketInodes(pid: number, procRoot: string): Promise<Set<string>> {
+  const inodes = new Set<string>();
+  const fdDir = join(procRoot, String(pid), 'fd');
+  for (const fd of await readdir(fdDir)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(await readlink(join(fdDir, fd)));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      // fd closed meanwhile
+    }
+  }
+  return inodes;
+}
+
+function decodeAddress(hex: string): string {
+  if (hex.length === 8) {
+    const n = Number.parseInt(hex, 16);
+    return [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24].join('.');
+  }
+  // IPv6: four little-endian 32-bit words.
+  const groups: string[] = [];
+  for (let w = 0; w < 4; w++) {
+    const word = hex.slice(w * 8, w * 8 + 8).match(/../g)!.reverse().join('');
+    groups.push(word.slice(0, 4), word.slice(4));
+  }
+  // The URL parser prints IPv6 in its canonical compressed form.
+  return new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
+}
+
+/** LISTEN sockets in a /proc/net/tcp{,6} table, by inode. */
+export function parseListenTable(text: string): Map<string, { address: string; port: number }> {
+  const out = new Map<string, { address: string; port: number }>();
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || f[3] !== TCP_LISTEN) continue;
+    const [addr, port] = f[1]!.split(':');
+    out.set(f[9]!, { address: decodeAddress(addr!), port: Number.parseInt(port!, 16) });
+  }
+  return out;
+}
+
+export async function listenersOf(comm: string, procRoot = '/proc'): Promise<ProcListener[]> {
+  const pids = await pidsByComm(comm, procRoot);
+  if (pids.length === 0) return [];
+  const tables = new Map<string, { address: string; port: number }>();
+  for (const name of ['tcp', 'tcp6']) {
+    try {
+      for (const [inode, row] of parseListenTable(await readFile(join(procRoot, 'net', name), 'utf8'))) tables.set(inode, row);
+    } catch {
+      // No IPv6 in this kernel.
+    }
+  }
+  const out: ProcListener[] = [];
+  for (const pid of pids) {
+    for (const inode of await socketInodes(pid, procRoot)) {
+      const row = tables.get(inode);
+      if (row) out.push({ pid, ...row });
+    }
+  }
+  return out;
+}

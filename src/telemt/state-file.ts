@@ -1,0 +1,44 @@
+// JSON state that must survive agent restarts, written atomically: a crash mid-write leaves
+// the previous file intact (write a temporary file, fsync it, rename over, fsync the folder).
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+export type StateRead = { kind: 'missing' } | { kind: 'ok'; value: unknown } | { kind: 'corrupt'; movedTo: string; error: string };
+
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const file = await open(tmp, 'w', 0o600);
+  try {
+    await file.writeFile(`${JSON.stringify(value)}\n`);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await rename(tmp, path);
+  const folder = await open(dir, 'r');
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
+  }
+}
+
+/** Reads a state file; an unparsable one is moved aside (kept for inspection, never overwritten). */
+export async function readJsonState(path: string): Promise<StateRead> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
+    throw err;
+  }
+  try {
+    return { kind: 'ok', value: JSON.parse(text) as unknown };
+  } catch (err) {
+    const movedTo = `${path}.corrupt-${Date.now()}`;
+    await rename(path, movedTo);
+    return { kind: 'corrupt', movedTo, error: (err as Error).message };
+  }
+}

@@ -3,7 +3,8 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { get as httpsGet } from 'node:https';
-import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { configFile, tempDir } from './helpers/agent.js';
@@ -109,6 +110,22 @@ describe('mtlens run (end to end over real HTTP)', () => {
     const { code } = await stopping;
     assert.equal(code, 0);
     assert.ok(cli.logs.some((l) => l['msg'] === 'agent stopped'));
+  });
+
+  it('a connection that never sends a request does not hold up the stop', async () => {
+    const cli = await startCli(['--config', await configFile(MINIMAL)]);
+    const { hostname, port } = new URL(cli.url);
+    const silent = connect(Number(port), hostname);
+    await once(silent, 'connect');
+    try {
+      await fetch(`${cli.url}/healthz`);
+      const { code, ms } = await cli.stop('SIGTERM');
+      assert.equal(code, 0);
+      // Without closing it, the server would wait for the 9 s deadline and then force it.
+      assert.ok(ms < 5000, `stopped after ${ms} ms`);
+    } finally {
+      silent.destroy();
+    }
   });
 
   it('serves HTTPS with the configured certificate and key', async () => {

@@ -1,10 +1,12 @@
 // Serves the control API over HTTP or HTTPS and stops gracefully: no new connections,
-// in-flight requests finish, idle keep-alive sockets close, stragglers are cut at the deadline.
+// in-flight requests finish, every other connection closes at once, stragglers are cut at
+// the deadline.
 import { createAdaptorServer, type ServerType } from '@hono/node-server';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { parseHostPort } from '../config/fields.js';
 import type { Config } from '../config/schema.js';
 
@@ -30,6 +32,7 @@ export async function startServer(fetch: Fetch, settings: Config['self_telemetry
     : createAdaptorServer({ fetch });
   const http = server as Server;
   http.maxConnections = 1024;
+  const connections = trackConnections(http, tls ? 'secureConnection' : 'connection');
 
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
@@ -48,14 +51,41 @@ export async function startServer(fetch: Fetch, settings: Config['self_telemetry
     close: (deadline) =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => http.closeAllConnections(), Math.max(0, deadline - Date.now()));
-        // Keep-alive sockets of requests that finish during shutdown turn idle later: close them as they do.
-        const idle = setInterval(() => http.closeIdleConnections(), 50);
         http.close(() => {
           clearTimeout(force);
-          clearInterval(idle);
           resolve();
         });
-        http.closeIdleConnections();
+        connections.drain();
       }),
+  };
+}
+
+/**
+ * Knows which connections have a request in flight. Node's closeIdleConnections() skips a
+ * connection that never sent a request (it counts as waiting for headers), so a client that
+ * keeps such a socket open would hold the shutdown until its own timeout (undici: 4 s).
+ */
+function trackConnections(server: Server, event: 'connection' | 'secureConnection'): { drain(): void } {
+  const inflight = new Map<Socket, number>();
+  let draining = false;
+  server.on(event, (socket: Socket) => {
+    inflight.set(socket, 0);
+    socket.once('close', () => inflight.delete(socket));
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    inflight.set(socket, (inflight.get(socket) ?? 0) + 1);
+    if (draining) res.setHeader('Connection', 'close');
+    res.once('close', () => {
+      const left = (inflight.get(socket) ?? 1) - 1;
+      inflight.set(socket, left);
+      if (draining && left === 0) socket.destroy();
+    });
+  });
+  return {
+    drain() {
+      draining = true;
+      for (const [socket, n] of inflight) if (n === 0) socket.destroy();
+    },
   };
 }

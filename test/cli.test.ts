@@ -75,6 +75,15 @@ describe('mtlens run (end to end over real HTTP)', () => {
       const health = await fetch(`${cli.url}/healthz`);
       assert.equal(health.status, 200);
       assert.deepEqual(await health.json(), { status: 'ok' });
+      // Over a real socket these headers take node-server's direct path, not Hono's.
+      assert.equal(health.headers.get('x-content-type-options'), 'nosniff');
+      assert.equal(health.headers.get('x-frame-options'), 'DENY');
+      assert.equal(health.headers.get('cache-control'), 'no-store');
+      assert.match(health.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+      const echoed = await fetch(`${cli.url}/nope`, { headers: { 'X-Request-Id': 'trace-42' } });
+      assert.equal(echoed.headers.get('x-request-id'), 'trace-42');
+      assert.equal(((await echoed.json()) as { request_id: string }).request_id, 'trace-42');
+      assert.equal(echoed.headers.get('content-type'), 'application/json');
       const ready = (await (await fetch(`${cli.url}/ready`)).json()) as { status: string; checks: Record<string, string> };
       assert.equal(ready.status, 'ready');
       assert.equal(ready.checks['agent'], 'ok');

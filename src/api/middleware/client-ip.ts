@@ -1,7 +1,6 @@
 import { getConnInfo } from '@hono/node-server/conninfo';
-import type { MiddlewareHandler } from 'hono';
+import type { Context } from 'hono';
 import { isIPv4 } from 'node:net';
-import type { AppEnv } from '../types.js';
 
 /** Folds IPv4-mapped IPv6 (`::ffff:10.0.0.5`) to plain IPv4 so one client has one key. */
 export function normalizeIp(addr: string): string {
@@ -9,14 +8,12 @@ export function normalizeIp(addr: string): string {
   return lower.startsWith('::ffff:') && isIPv4(lower.slice(7)) ? lower.slice(7) : lower;
 }
 
-/** The direct TCP peer only: forwarding headers are client-controlled and never trusted. */
-export const clientIp: MiddlewareHandler<AppEnv> = async (c, next) => {
-  let addr = '';
+/** The direct TCP peer only: forwarding headers are client-controlled and never trusted. '' when unknown. */
+export function clientIpOf(c: Context): string {
   try {
-    addr = getConnInfo(c).remote.address ?? '';
+    return normalizeIp(getConnInfo(c).remote.address ?? '');
   } catch {
     // No socket behind this request (an in-process app.request without bindings).
+    return '';
   }
-  c.set('clientIp', normalizeIp(addr));
-  await next();
-};
+}

@@ -1,0 +1,88 @@
+// The policy chain protected paths pass through: source allowlist -> brute-force guard ->
+// bearer token -> per-address rate limit. Paths in auth.public_paths (the probes) skip it
+// with a single check. Every setting is read per request, so a reload applies at once.
+import type { Context, MiddlewareHandler, Next } from 'hono';
+import { bearerAuth } from 'hono/bearer-auth';
+import { every } from 'hono/combine';
+import { HTTPException } from 'hono/http-exception';
+import type { Config } from '../../config/schema.js';
+import type { Logger } from '../../log.js';
+import { problem } from '../problem.js';
+import type { AppEnv } from '../types.js';
+import { allowlist } from './allowlist.js';
+import { credentialsOf, verifyToken, type Credential } from './auth.js';
+import { BruteForceGuard } from './brute-force.js';
+import { TokenBuckets } from './rate-limit.js';
+import type { Rejections } from './rejections.js';
+
+type Settings = Config['self_telemetry'];
+
+export function guard(settings: () => Settings, logger: Logger, rejections: Rejections): MiddlewareHandler<AppEnv> {
+  const bruteForce = new BruteForceGuard();
+  const buckets = new TokenBuckets();
+
+  // Hashing the configured token once per config, not per request.
+  let credentials: { auth: Settings['auth']; list: Credential[] } | undefined;
+  const currentCredentials = () => {
+    const auth = settings().auth;
+    if (credentials?.auth !== auth) credentials = { auth, list: credentialsOf(auth) };
+    return credentials.list;
+  };
+
+  const denyIp = (c: Context<AppEnv>) => {
+    rejections.count('ip_not_allowed');
+    return problem(c, 403, 'forbidden', 'source address is not in self_telemetry.allowed_ips');
+  };
+
+  // bearerAuth is typed for the default Env; it only reads the Authorization header.
+  const bearer = bearerAuth({
+    verifyToken: (token, c) => {
+      const match = verifyToken(token, currentCredentials());
+      if (match) (c as Context<AppEnv>).set('keyId', match.keyId);
+      return match !== undefined;
+    },
+  }) as unknown as MiddlewareHandler<AppEnv>;
+
+  const authenticate: MiddlewareHandler<AppEnv> = async (c, next: Next) => {
+    const auth = settings().auth;
+    if (!auth.enabled) return next();
+    const ip = c.get('clientIp');
+    const wait = bruteForce.retryAfter(ip);
+    if (wait > 0) {
+      rejections.count('brute_force_blocked');
+      return problem(c, 429, 'rate_limited', 'too many failed authentication attempts from this address', { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
+    }
+    try {
+      await bearer(c, next);
+    } catch (err) {
+      if (err instanceof HTTPException && err.status === 401) {
+        rejections.count('unauthorized');
+        if (bruteForce.fail(ip, auth.brute_force)) logger.warn({ source_ip: ip, block_seconds: auth.brute_force.block_seconds }, 'blocking source address after repeated authentication failures');
+      }
+      throw err;
+    }
+    bruteForce.succeed(ip);
+  };
+
+  const rateLimit: MiddlewareHandler<AppEnv> = async (c, next) => {
+    const rl = settings().rate_limit;
+    if (!rl.enabled) return next();
+    const wait = buckets.take(c.get('clientIp') || 'unknown', rl.requests_per_second, rl.burst);
+    if (wait === 0) return next();
+    rejections.count('rate_limited');
+    return problem(c, 429, 'rate_limited', `rate limit of ${rl.requests_per_second} requests/s exceeded`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
+  };
+
+  // every() is typed for the default Env; it only sequences the handlers it is given.
+  const chain = every(allowlist(() => settings().allowed_ips, denyIp), authenticate, rateLimit) as unknown as MiddlewareHandler<AppEnv>;
+  return (c, next) => (settings().auth.public_paths.includes(c.req.path) ? next() : chain(c, next));
+}
+
+/** Refuses mutations with 403 read_only while self_telemetry.read_only is set. */
+export function readOnly(settings: () => Settings, rejections: Rejections): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (c.req.method === 'GET' || c.req.method === 'HEAD' || !settings().read_only) return next();
+    rejections.count('read_only');
+    return problem(c, 403, 'read_only', 'the control API is read-only (self_telemetry.read_only)');
+  };
+}

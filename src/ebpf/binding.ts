@@ -48,14 +48,14 @@ export interface Shim {
 }
 
 const cache = new Map<string, Shim>();
+// koffi type names are process-wide: declared once, shared by every loaded copy of the shim.
+const objPtr = koffi.pointer(koffi.opaque('shim_obj'));
 
 /** Loads the shim once per path. Throws (with the dlopen error) when the library is missing. */
 export function loadShim(path: string = DEFAULT_ARTIFACTS.library): Shim {
   const cached = cache.get(path);
   if (cached) return cached;
   const lib = koffi.load(path);
-  const obj = koffi.opaque('shim_obj');
-  const objPtr = koffi.pointer(obj);
   const f = <A extends unknown[], R>(name: string, result: string, args: Array<string | TypeObject | ReturnType<typeof koffi.out>>): Fn<A, R> =>
     lib.func(name, result, args) as Fn<A, R>;
   const shim: Shim = {

@@ -179,7 +179,10 @@ export class KernelCollector {
     if (loaded < 0) {
       const log = readLog(shim, obj);
       const prog = /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(log)?.[1];
-      const what = prog ? `loading ${prog}` : /map '([^']+)'/.exec(log)?.[1] ? `creating map ${/map '([^']+)'/.exec(log)![1]}` : 'loading the BPF object';
+      const map = /map '([^']+)'/.exec(log)?.[1];
+      // Without a named culprit the kernel refused BPF as such (libbpf's probe program failed
+      // first): the first program, the one the agent cannot do without, is what could not load.
+      const what = prog ? `loading ${prog}` : map ? `creating map ${map}` : `loading ${REQUIRED_PROGRAM}`;
       fail(`${errnoName(loaded)} ${what}${permissionHint(loaded)}`, log);
     }
 

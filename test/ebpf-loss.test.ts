@@ -1,0 +1,61 @@
+// Loss accounting: a ring too small for a burst drops records in the kernel, and every drop is
+// counted: seen = delivered + dropped, visible in /metrics and /status/ebpf.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ebpfAgent, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
+
+interface Ring {
+  events_seen: number;
+  events_submitted: number;
+  events_received: number;
+  events_lost: number;
+  occupancy: number;
+  drops: { ringbuf_full: number };
+}
+
+test('a tiny ring flooded with connections: seen = delivered + dropped, drops in /metrics and /status/ebpf', { timeout: 120_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const srv = await SizedServer.listen('127.0.0.1');
+  const a = await ebpfAgent(`
+self_telemetry:
+  listen: 127.0.0.1:0
+  rate_limit:
+    enabled: false
+telemt:
+  enabled: false
+ebpf:
+  watch:
+    ports: [${srv.port}]
+  ringbuf_bytes: 65536
+  drain_interval_ms: 1000
+  snapshot_interval_ms: 3600000
+`);
+  t.after(async () => {
+    await a.cleanup();
+    await srv.close();
+  });
+  const ring = async () => (await a.json<{ ringbuf: Ring }>('/status/ebpf')).ringbuf;
+
+  // 64 KiB holds ~480 records of 136 bytes; bursts of 400 connections (800 records) between two
+  // drains overflow it. Keep going until the kernel reports drops (bounded).
+  let made = 0;
+  for (let round = 0; round < 20 && (await ring()).events_lost === 0; round++) {
+    await Promise.all(Array.from({ length: 400 }, async () => finish(await exchange('127.0.0.1', srv.port, 1, 1))));
+    made += 400;
+  }
+  const r = await waitFor('ring drained', async () => {
+    const now = await ring();
+    return now.occupancy === 0 && now.events_received === now.events_submitted ? now : undefined;
+  });
+  assert.ok(r.events_lost > 0, `no drops after ${made} connections`);
+  assert.equal(r.events_seen, r.events_received + r.events_lost, 'seen = delivered + dropped');
+  assert.equal(r.drops.ringbuf_full, r.events_lost);
+  assert.equal(r.events_seen, 2 * made, 'one open and one close record per connection');
+  const m = await a.metrics();
+  assert.equal(sample(m, 'mtlens_ebpf_events_lost_total{program="conn_lifecycle"}'), r.events_lost);
+  assert.equal(sample(m, 'mtlens_ebpf_events_total{program="conn_lifecycle"}'), r.events_submitted);
+  // What was delivered is still accounted: every close record is counted, with or without its open.
+  const closed = sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}');
+  assert.equal(closed, a.closes.length);
+  assert.ok(closed > 0 && closed <= made);
+});

@@ -2,7 +2,6 @@
 // step with config and telemt discovery, drains the ring and applies snapshots into the
 // connection tracker, and reports itself in /ready, /status and /metrics. When the kernel side
 // cannot load and ebpf.required is false, the agent runs on without it and says why.
-import { Counter } from 'prom-client';
 import type { ComponentContext } from '../agent.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -14,6 +13,7 @@ import type { Role } from '../model/events.js';
 import type { Component, ReadinessCheck } from '../runtime/components.js';
 import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
 import { MonotonicClock } from './clock.js';
+import { registerCollected } from './collected-metric.js';
 import { RecordReader } from './decode.js';
 import { RingDrain } from './drain.js';
 import { EbpfLoadError, KernelCollector, type KernelCounters, type KernelOptions, type ProgramInfo } from './kernel.js';
@@ -43,7 +43,8 @@ export class EbpfComponent implements Component, DiscoverySink {
   private failure: string | undefined;
   private readonly clock = new MonotonicClock();
   private readonly trackerInstance: ConnectionTracker;
-  private readonly userBytes: Counter<'user' | 'direction'>;
+  /** Per-user label (bounded by the shared UserSeriesBudget) -> [rx, tx]. */
+  private readonly userBytes = new Map<string, Float64Array>();
   private readonly counters: KernelCounters = {
     stats: new Float64Array(STAT_PROGRAMS.length * STAT_NR),
     health: new Float64Array(NR_ROLES * HEALTH_NR),
@@ -64,12 +65,16 @@ export class EbpfComponent implements Component, DiscoverySink {
     const loaded = ctx.config();
     this.settings = loaded.config.ebpf;
     this.explicitPorts = loaded.explicit.has('ebpf.watch.ports');
-    this.userBytes = new Counter({
-      name: USER_BYTES_METRIC,
-      help: 'Application payload bytes of client connections by telemt user (joined by peer IP; ~ambiguous, ~unknown, ~other past telemt.max_user_series) and direction.',
-      labelNames: ['user', 'direction'],
-      registers: [ctx.registry],
-    });
+    registerCollected(
+      ctx.registry,
+      USER_BYTES_METRIC,
+      'Application payload bytes of client connections by telemt user (joined by peer IP; ~ambiguous, ~unknown, ~other past telemt.max_user_series) and direction.',
+      'counter',
+      () => [...this.userBytes].flatMap(([user, t]) => [
+        { labels: { user, direction: 'rx' }, value: t[0]! },
+        { labels: { user, direction: 'tx' }, value: t[1]! },
+      ]),
+    );
     this.trackerInstance = new ConnectionTracker({
       capacity: this.settings.max_tracked_connections,
       stallAfterMs: this.settings.stall_after_seconds * 1000,
@@ -78,8 +83,10 @@ export class EbpfComponent implements Component, DiscoverySink {
       publish: (type, data) => ctx.events.publish(type, data),
       onUserBytes: (user, rx, tx) => {
         const label = links.userSeries.label(user, USER_BYTES_METRIC);
-        if (rx > 0) this.userBytes.inc({ user: label, direction: 'rx' }, rx);
-        if (tx > 0) this.userBytes.inc({ user: label, direction: 'tx' }, tx);
+        let totals = this.userBytes.get(label);
+        if (!totals) this.userBytes.set(label, (totals = new Float64Array(2)));
+        totals[0] = totals[0]! + rx;
+        totals[1] = totals[1]! + tx;
       },
     });
     registerEbpfMetrics(ctx.registry, {

@@ -8,12 +8,15 @@
 import { CLOSE_RST, NR_ROLES, REC_CLOSE, REC_OPEN, ROLE_CLIENT } from '../ebpf/abi.js';
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
+import { CookieIndex } from './cookie-index.js';
 import type { AgentEventMap, ConnectionEventData, Role } from './events.js';
 import type { UserDirectory } from './links.js';
 import { roleName } from './roles.js';
 
 /** Upper bounds (seconds) of mtlens_tcp_connection_duration_seconds. */
 export const DURATION_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400] as const;
+
+const V4_TEXT_CACHE = 4096;
 
 export type ConnectionPublisher = <K extends 'connection.open' | 'connection.close' | 'connection.stall'>(type: K, data: AgentEventMap[K]) => void;
 
@@ -66,7 +69,12 @@ export class ConnectionTracker {
   recordsIngested = 0;
   snapshotsApplied = 0;
 
-  private readonly index = new Map<number, number>();
+  private readonly index: CookieIndex;
+  /** Slots in open order (oldest first), for eviction and iteration; -1 ends the list. */
+  private readonly older: Int32Array;
+  private readonly newer: Int32Array;
+  private oldest = -1;
+  private newest = -1;
   private readonly free: Int32Array;
   private freeTop: number;
   private readonly cookie: Float64Array;
@@ -85,12 +93,18 @@ export class ConnectionTracker {
   private readonly stalled: Uint8Array;
   private readonly seenGen: Uint32Array;
   private readonly peerText: Array<string | undefined>;
+  private readonly localText: Array<string | undefined>;
+  /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
+  private readonly v4Text = new Map<number, string>();
   private gen = 1;
   private prevSnapshotNs = 0;
   private snapshotNs = 0;
 
   constructor(private opts: TrackerOptions) {
     const n = opts.capacity;
+    this.index = new CookieIndex(n);
+    this.older = new Int32Array(n);
+    this.newer = new Int32Array(n);
     this.free = new Int32Array(n);
     for (let i = 0; i < n; i++) this.free[i] = n - 1 - i;
     this.freeTop = n;
@@ -109,6 +123,7 @@ export class ConnectionTracker {
     this.stalled = new Uint8Array(n);
     this.seenGen = new Uint32Array(n);
     this.peerText = new Array<string | undefined>(n).fill(undefined);
+    this.localText = new Array<string | undefined>(n).fill(undefined);
   }
 
   get size(): number {
@@ -133,18 +148,29 @@ export class ConnectionTracker {
 
   private open(r: RecordReader, p: number): void {
     const cookie = r.cookie(p);
-    if (this.index.has(cookie)) return;
+    if (this.index.get(cookie) >= 0) return;
     if (this.freeTop === 0) this.evictOldest();
     const s = this.free[--this.freeTop]!;
     this.index.set(cookie, s);
+    this.older[s] = this.newest;
+    this.newer[s] = -1;
+    if (this.newest >= 0) this.newer[this.newest] = s;
+    else this.oldest = s;
+    this.newest = s;
     const role = r.role(p) < NR_ROLES ? r.role(p) : 2;
     this.cookie[s] = cookie;
     this.role[s] = role;
     this.family[s] = r.family(p);
     this.localPort[s] = r.localPort(p);
     this.peerPort[s] = r.peerPort(p);
-    this.addr.set(r.bytes.subarray(r.localAddrAt(p), r.localAddrAt(p) + 16), s * 32);
-    this.addr.set(r.bytes.subarray(r.peerAddrAt(p), r.peerAddrAt(p) + 16), s * 32 + 16);
+    const src = r.bytes;
+    const local = r.localAddrAt(p);
+    const peer = r.peerAddrAt(p);
+    const width = this.family[s] === 4 ? 4 : 16;
+    for (let i = 0; i < width; i++) {
+      this.addr[s * 32 + i] = src[local + i]!;
+      this.addr[s * 32 + 16 + i] = src[peer + i]!;
+    }
     this.openedNs[s] = r.openedNs(p);
     this.rx[s] = 0;
     this.tx[s] = 0;
@@ -152,6 +178,7 @@ export class ConnectionTracker {
     this.stalled[s] = 0;
     this.seenGen[s] = this.gen;
     this.peerText[s] = undefined;
+    this.localText[s] = undefined;
     this.opened[role]++;
     this.active[role]++;
     this.update(s, r, p);
@@ -161,12 +188,12 @@ export class ConnectionTracker {
   private close(r: RecordReader, p: number): void {
     const cookie = r.cookie(p);
     let s = this.index.get(cookie);
-    if (s === undefined) {
+    if (s < 0) {
       // Its open record was lost or its entry evicted: account it from the close record alone.
       this.closedUntracked++;
       this.open(r, p);
       s = this.index.get(cookie);
-      if (s === undefined) return;
+      if (s < 0) return;
     }
     this.update(s, r, p);
     const role = this.role[s]!;
@@ -197,7 +224,7 @@ export class ConnectionTracker {
   snapshot(r: RecordReader, p: number): void {
     const s = this.index.get(r.cookie(p));
     // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
-    if (s === undefined) return;
+    if (s < 0) return;
     this.seenGen[s] = this.gen;
     this.update(s, r, p);
     if (this.role[s] !== ROLE_CLIENT) return;
@@ -221,13 +248,13 @@ export class ConnectionTracker {
    */
   endSnapshot(): void {
     if (this.prevSnapshotNs === 0) return;
-    const stale: number[] = [];
-    for (const s of this.index.values()) {
-      if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs) stale.push(s);
-    }
-    for (const s of stale) {
-      this.evictedStale++;
-      this.release(s);
+    for (let s = this.oldest; s >= 0; ) {
+      const next = this.newer[s]!;
+      if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs) {
+        this.evictedStale++;
+        this.release(s);
+      }
+      s = next;
     }
   }
 
@@ -257,24 +284,46 @@ export class ConnectionTracker {
   }
 
   private evictOldest(): void {
-    for (const s of this.index.values()) {
-      this.evictedFull++;
-      this.release(s);
-      return;
-    }
+    if (this.oldest < 0) return;
+    this.evictedFull++;
+    this.release(this.oldest);
   }
 
   private release(s: number): void {
     this.index.delete(this.cookie[s]!);
+    const older = this.older[s]!;
+    const newer = this.newer[s]!;
+    if (older >= 0) this.newer[older] = newer;
+    else this.oldest = newer;
+    if (newer >= 0) this.older[newer] = older;
+    else this.newest = older;
     this.active[this.role[s]!]--;
     this.peerText[s] = undefined;
+    this.localText[s] = undefined;
     this.free[this.freeTop++] = s;
   }
 
   private peer(s: number): string {
-    return (this.peerText[s] ??= formatAddress(this.addr, s * 32 + 16, this.family[s]!));
+    return (this.peerText[s] ??= this.addressText(s * 32 + 16, this.family[s]!));
   }
 
+  private local(s: number): string {
+    return (this.localText[s] ??= this.addressText(s * 32, this.family[s]!));
+  }
+
+  private addressText(at: number, family: number): string {
+    if (family !== 4) return formatAddress(this.addr, at, family);
+    const key = ((this.addr[at]! << 24) | (this.addr[at + 1]! << 16) | (this.addr[at + 2]! << 8) | this.addr[at + 3]!) >>> 0;
+    let text = this.v4Text.get(key);
+    if (text === undefined) {
+      if (this.v4Text.size >= V4_TEXT_CACHE) this.v4Text.clear();
+      text = formatAddress(this.addr, at, 4);
+      this.v4Text.set(key, text);
+    }
+    return text;
+  }
+
+  /** One object of one shape per event; `user` undefined (client-less) is left out by JSON. */
   private event(s: number, user: string | undefined): ConnectionEventData {
     return {
       cookie: String(this.cookie[s]),
@@ -282,9 +331,9 @@ export class ConnectionTracker {
       family: this.family[s] === 6 ? 6 : 4,
       peer_address: this.peer(s),
       peer_port: this.peerPort[s]!,
-      local_address: formatAddress(this.addr, s * 32, this.family[s]!),
+      local_address: this.local(s),
       local_port: this.localPort[s]!,
-      ...(user !== undefined ? { user } : {}),
+      user,
       opened_at_ms: this.opts.clock.toWallMs(this.openedNs[s]!),
       rx_bytes: this.rx[s]!,
       tx_bytes: this.tx[s]!,
@@ -302,7 +351,7 @@ export class ConnectionTracker {
   list(opts: { role?: Role; sort: SortKey; limit: number }): { total: number; connections: LiveConnection[]; top_peers: PeerTotal[] } {
     const nowMs = this.opts.clock.nowMonoMs();
     const slots: number[] = [];
-    for (const s of this.index.values()) if (opts.role === undefined || roleName(this.role[s]!) === opts.role) slots.push(s);
+    for (let s = this.oldest; s >= 0; s = this.newer[s]!) if (opts.role === undefined || roleName(this.role[s]!) === opts.role) slots.push(s);
     const key = (s: number): number => {
       switch (opts.sort) {
         case 'rx': return this.rx[s]!;
@@ -332,7 +381,7 @@ export class ConnectionTracker {
         family: this.family[s] === 6 ? (6 as const) : (4 as const),
         peer_address: this.peer(s),
         peer_port: this.peerPort[s]!,
-        local_address: formatAddress(this.addr, s * 32, this.family[s]!),
+        local_address: this.local(s),
         local_port: this.localPort[s]!,
         age_seconds: Math.max(0, Math.round((nowMs - this.openedNs[s]! / 1e6) / 100) / 10),
         rx_bytes: this.rx[s]!,

@@ -124,10 +124,10 @@ async function main() {
   await writeFile(script, WORKLOAD);
   const results: Record<string, unknown> = {};
 
-  // 1 and 2, twice, alternating, to average out a shared machine.
+  // 1 and 2, three times, alternating: on a shared machine only adjacent runs compare.
   const alone: number[] = [];
   const withAgent: number[] = [];
-  for (let round = 0; round < 2; round++) {
+  for (let round = 0; round < 3; round++) {
     alone.push((await runWorkload(script, await freePort())).per_s);
     const port = await freePort();
     const agent = await startAgent(dir, port);
@@ -143,8 +143,8 @@ async function main() {
     withAgent.push(w.per_s);
     results[`mtlens_round${round}`] = { connections: w.done, accounted, agent_cpu_s: +cpu.toFixed(2), bpf_s: +bpf.toFixed(4), cpu_s_per_100k: +(((cpu + bpf) / w.done) * 1e5).toFixed(3) };
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  results.throughput = { alone_per_s: Math.round(mean(alone)), with_mtlens_per_s: Math.round(mean(withAgent)), ratio: +(mean(withAgent) / mean(alone)).toFixed(3) };
+  const ratios = withAgent.map((w, i) => w / alone[i]!).sort((a, b) => a - b);
+  results.throughput = { alone_per_s: alone.map(Math.round), with_mtlens_per_s: withAgent.map(Math.round), median_ratio: +ratios[1]!.toFixed(3) };
 
   // 3. side by side with tcplife.
   const mounted = !existsSync('/sys/kernel/tracing/events');

@@ -11,10 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { STAT_DROPPED_RINGBUF_FULL, STAT_NR, STAT_SEEN, STAT_SUBMITTED } from '../src/ebpf/abi.js';
 import type { KernelCounters } from '../src/ebpf/kernel.js';
-import { MonotonicClock } from '../src/ebpf/clock.js';
 import { EbpfComponent } from '../src/ebpf/component.js';
-import { RingDrain } from '../src/ebpf/drain.js';
-import { ConnectionTracker } from '../src/model/tracker.js';
 import { NO_USER_DIRECTORY } from '../src/model/links.js';
 import { UserSeriesBudget } from '../src/model/user-series.js';
 import { buildAgent } from '../test/helpers/agent.js';
@@ -104,23 +101,17 @@ async function main() {
     return r;
   }
 
-  // The same path with event publication switched off: what building connection events costs.
-  const quietTracker = new ConnectionTracker({ capacity: 65536, stallAfterMs: 30_000, clock: new MonotonicClock(), users: NO_USER_DIRECTORY, publish: () => undefined, onUserBytes: () => undefined });
-  const quietDrain = new RingDrain(kernel, quietTracker, 10);
-
   const checksum = new BigUint64Array(1);
-  const runs: Array<{ base: number; full: number; quiet: number }> = [];
+  const runs: Array<{ base: number; full: number }> = [];
   for (let i = 0; i < 3; i++) {
     const base = await phase('c-baseline', () => kernel.consumeBaseline(4096, checksum));
     const full = await phase('mtlens-full', () => drain.drainOnce());
-    const quiet = await phase('mtlens-no-events', () => quietDrain.drainOnce());
-    runs.push({ base: base.ns_per_record, full: full.ns_per_record, quiet: quiet.ns_per_record });
+    runs.push({ base: base.ns_per_record, full: full.ns_per_record });
   }
   const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const b = median(runs.map((r) => r.base));
   const f = median(runs.map((r) => r.full));
-  const q = median(runs.map((r) => r.quiet));
-  console.log(`ebpf-ingest: median ns/record c-baseline ${b}, mtlens full path ${f} (${(f / b).toFixed(1)}x), without event objects ${q} (${(q / b).toFixed(1)}x); events delivered in-process ${events}`);
+  console.log(`ebpf-ingest: median ns/record c-baseline ${b}, mtlens full path ${f} (${(f / b).toFixed(1)}x); events delivered in-process ${events}`);
   await t.cleanup();
   await rm(dir, { recursive: true, force: true });
 }

@@ -270,30 +270,14 @@ int shim_enable_stats(struct shim_obj *o)
 
 /* ---- programs and maps ----------------------------------------------------------------- */
 
-int shim_prog_count(struct shim_obj *o)
-{
-	struct bpf_program *p;
-	int n = 0;
-	bpf_object__for_each_program(p, o->obj) n++;
-	return n;
-}
-
+/* "name section" of the i-th program, or -ENOENT past the last one. */
 int shim_prog_name(struct shim_obj *o, int i, char *buf, int cap)
 {
 	struct bpf_program *p = nth_prog(o, i);
 	if (!p)
 		return -ENOENT;
-	return snprintf(buf, cap, "%s", bpf_program__name(p));
-}
-
-int shim_prog_type_name(struct shim_obj *o, int i, char *buf, int cap)
-{
-	struct bpf_program *p = nth_prog(o, i);
-	if (!p)
-		return -ENOENT;
-	const char *t = libbpf_bpf_prog_type_str(bpf_program__type(p));
 	const char *sec = bpf_program__section_name(p);
-	return snprintf(buf, cap, "%s", sec ? sec : (t ? t : "unknown"));
+	return snprintf(buf, cap, "%s %s", bpf_program__name(p), sec ? sec : "unknown");
 }
 
 /* out[0..7]: loaded, attached, attach_err, id, run_cnt, run_time_ns, recursion_misses, verified_insns */
@@ -321,14 +305,7 @@ int shim_prog_info(struct shim_obj *o, int i, int64_t *out)
 	return 0;
 }
 
-int shim_map_count(struct shim_obj *o)
-{
-	struct bpf_map *m;
-	int n = 0;
-	bpf_object__for_each_map(m, o->obj) n++;
-	return n;
-}
-
+/* "name type" of the i-th map, or -ENOENT past the last one. */
 int shim_map_name(struct shim_obj *o, int i, char *buf, int cap)
 {
 	struct bpf_map *m = nth_map(o, i);

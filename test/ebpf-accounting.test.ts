@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { test } from 'node:test';
-import { ebpfAgent, exchange, finish, kernelGate, reset, sample, SizedServer, waitFor, type Exchange } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, reset, sample, SizedServer, waitFor, type Exchange } from './helpers/ebpf.js';
 
 interface Row {
   peer_port: number;
@@ -14,20 +14,8 @@ interface Row {
   family: number;
 }
 
-const config = (ports: number[]) => `
-self_telemetry:
-  listen: 127.0.0.1:0
-  rate_limit:
-    enabled: false
-telemt:
-  enabled: false
-ebpf:
-  watch:
-    ports: [${ports.join(', ')}]
-    processes: [mtlens-nobody]
-  drain_interval_ms: 10
-  snapshot_interval_ms: 200
-`;
+const config = (ports: number[]) =>
+  ebpfConfig(`  watch:\n    ports: [${ports.join(', ')}]\n    processes: [mtlens-nobody]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 200\n`);
 
 test('exact rx/tx over 240 loopback connections (IPv4 and IPv6, FIN and RST) in /status/connections, /metrics and close events; unwatched ports produce nothing', { timeout: 120_000 }, async (t) => {
   if (!kernelGate(t)) return;

@@ -11,18 +11,10 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { repoRoot } from './helpers/agent.js';
-import { ebpfAgent, exchange, finish, kernelGate, loadedProgramIds, SizedServer, waitFor } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, loadedProgramIds, SizedServer, waitFor } from './helpers/ebpf.js';
 
 const exec = promisify(execFile);
 
-const base = `
-self_telemetry:
-  listen: 127.0.0.1:0
-  rate_limit:
-    enabled: false
-telemt:
-  enabled: false
-`;
 
 interface Cli {
   child: ChildProcess;
@@ -70,7 +62,7 @@ async function stopCli(cli: Cli & { dir: string }): Promise<number | null> {
 test('the real CLI as root: kernel collectors attached, close events over SSE, programs released on SIGTERM', { timeout: 60_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
-  const cli = await startCli(`${base}ebpf:\n  watch:\n    ports: [${srv.port}]\n  drain_interval_ms: 10\n`);
+  const cli = await startCli(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  drain_interval_ms: 10\n`));
   t.after(async () => {
     await stopCli(cli);
     await srv.close();
@@ -110,7 +102,7 @@ test('the real CLI as root: kernel collectors attached, close events over SSE, p
 
 test('stop detaches and unloads every program the agent loaded', { timeout: 60_000 }, async (t) => {
   if (!kernelGate(t)) return;
-  const a = await ebpfAgent(`${base}ebpf:\n  watch:\n    ports: [1]\n`);
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [1]\n`));
   const ids = a.ebpf.programIds();
   assert.equal(ids.length, 6);
   const before = loadedProgramIds();
@@ -124,7 +116,7 @@ test('stop detaches and unloads every program the agent loaded', { timeout: 60_0
 test('degraded mode: the CLI without privileges serves and says why in /ready, /status/ebpf and the log; ebpf.required makes it exit 1', { timeout: 60_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
-  const cli = await startCli(`${base}ebpf:\n  required: false\n`, nobody);
+  const cli = await startCli(ebpfConfig(`  required: false\n`), nobody);
   t.after(() => stopCli(cli));
   const url = `http://${await cli.address}`;
   const ready = await waitFor('ready', async () => {
@@ -142,7 +134,7 @@ test('degraded mode: the CLI without privileges serves and says why in /ready, /
   assert.match(metrics, /mtlens_readiness_check\{check="ebpf"\} 0/);
   assert.equal(await stopCli(cli), 0);
 
-  const strict = await startCli(`${base}ebpf:\n  required: true\n`, nobody);
+  const strict = await startCli(ebpfConfig(`  required: true\n`), nobody);
   const code = await strict.exit;
   await rm(strict.dir, { recursive: true, force: true });
   assert.equal(code, 1);
@@ -158,11 +150,11 @@ test('an ABI mismatch between agent, shim and BPF object is a clear startup erro
   const object = join(dir, 'mtlens-v7.bpf.o');
   await exec('clang', ['-target', 'bpf', '-g', '-O2', '-D__TARGET_ARCH_x86', '-DMTLENS_ABI_VERSION=7', `-I${join(repoRoot, 'bpf')}`, '-c', join(repoRoot, 'bpf/mtlens.bpf.c'), '-o', object]);
 
-  const strict = await ebpfAgent(`${base}ebpf:\n  required: true\n`, { artifacts: { library }, start: false });
+  const strict = await ebpfAgent(ebpfConfig(`  required: true\n`), { artifacts: { library }, start: false });
   await assert.rejects(strict.agent.start(), /eBPF failed to load: eBPF ABI mismatch between the native shim and this agent \(rebuild with make\): version: shim has 999, agent expects 1/);
   await strict.cleanup();
 
-  const lenient = await ebpfAgent(`${base}ebpf:\n  required: false\n`, { artifacts: { object } });
+  const lenient = await ebpfAgent(ebpfConfig(`  required: false\n`), { artifacts: { object } });
   t.after(() => lenient.cleanup());
   const ready = (await (await lenient.request('/ready')).json()) as { checks: Record<string, string> };
   assert.match(ready.checks.ebpf!, /^failed: BPF object .*mtlens-v7\.bpf\.o has ABI version 7, the native shim 1 \(rebuild with make\)$/);
@@ -170,7 +162,7 @@ test('an ABI mismatch between agent, shim and BPF object is a clear startup erro
 });
 
 test('ebpf.enabled false: check "disabled", /status/ebpf says so, metrics still render', async () => {
-  const a = await ebpfAgent(`${base}ebpf:\n  enabled: false\n`);
+  const a = await ebpfAgent(ebpfConfig(`  enabled: false\n`));
   try {
     const ready = (await (await a.request('/ready')).json()) as { status: string; checks: Record<string, string> };
     assert.equal(ready.checks.ebpf, 'disabled');
@@ -187,7 +179,7 @@ test('ebpf.enabled false: check "disabled", /status/ebpf says so, metrics still 
 });
 
 test('/status/connections rejects bad query parameters with 400 invalid_request', async () => {
-  const a = await ebpfAgent(`${base}ebpf:\n  enabled: false\n`);
+  const a = await ebpfAgent(ebpfConfig(`  enabled: false\n`));
   try {
     for (const q of ['limit=0', 'limit=abc', 'limit=10001', 'role=server', 'sort=size', 'colour=blue']) {
       const res = await a.request(`/status/connections?${q}`);

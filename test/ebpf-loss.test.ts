@@ -2,7 +2,7 @@
 // counted: seen = delivered + dropped, visible in /metrics and /status/ebpf.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ebpfAgent, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
 
 interface Ring {
   events_seen: number;
@@ -16,20 +16,7 @@ interface Ring {
 test('a tiny ring flooded with connections: seen = delivered + dropped, drops in /metrics and /status/ebpf', { timeout: 120_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
-  const a = await ebpfAgent(`
-self_telemetry:
-  listen: 127.0.0.1:0
-  rate_limit:
-    enabled: false
-telemt:
-  enabled: false
-ebpf:
-  watch:
-    ports: [${srv.port}]
-  ringbuf_bytes: 65536
-  drain_interval_ms: 1000
-  snapshot_interval_ms: 3600000
-`);
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  ringbuf_bytes: 65536\n  drain_interval_ms: 1000\n  snapshot_interval_ms: 3600000\n`));
   t.after(async () => {
     await a.cleanup();
     await srv.close();

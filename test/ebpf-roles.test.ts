@@ -7,21 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { ebpfAgent, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
 
 const run = promisify(execFile);
 
-const config = (extra: string) => `
-self_telemetry:
-  listen: 127.0.0.1:0
-  rate_limit:
-    enabled: false
-telemt:
-  enabled: false
-ebpf:
-  drain_interval_ms: 10
-  snapshot_interval_ms: 200
-${extra}`;
+const config = (extra: string) => ebpfConfig(`  drain_interval_ms: 10\n  snapshot_interval_ms: 200\n${extra}`);
 
 /** Runs `node` under another name, so its comm (what the kernel filter checks) is that name. */
 async function runAs(comm: string, script: string): Promise<void> {

@@ -27,11 +27,8 @@ export interface Shim {
   detach: Fn<[ObjectHandle], void>;
   close: Fn<[ObjectHandle], void>;
   enableStats: Fn<[ObjectHandle], number>;
-  progCount: Fn<[ObjectHandle], number>;
   progName: Fn<[ObjectHandle, number, Buffer, number], number>;
-  progTypeName: Fn<[ObjectHandle, number, Buffer, number], number>;
   progInfo: Fn<[ObjectHandle, number, BigInt64Array], number>;
-  mapCount: Fn<[ObjectHandle], number>;
   mapName: Fn<[ObjectHandle, number, Buffer, number], number>;
   mapInfo: Fn<[ObjectHandle, number, BigInt64Array], number>;
   mapFd: Fn<[ObjectHandle, string], number>;
@@ -71,11 +68,8 @@ export function loadShim(path: string = DEFAULT_ARTIFACTS.library): Shim {
     detach: f('shim_detach', 'void', [objPtr]),
     close: f('shim_close', 'void', [objPtr]),
     enableStats: f('shim_enable_stats', 'int', [objPtr]),
-    progCount: f('shim_prog_count', 'int', [objPtr]),
     progName: f('shim_prog_name', 'int', [objPtr, 'int', 'char *', 'int']),
-    progTypeName: f('shim_prog_type_name', 'int', [objPtr, 'int', 'char *', 'int']),
     progInfo: f('shim_prog_info', 'int', [objPtr, 'int', 'void *']),
-    mapCount: f('shim_map_count', 'int', [objPtr]),
     mapName: f('shim_map_name', 'int', [objPtr, 'int', 'char *', 'int']),
     mapInfo: f('shim_map_info', 'int', [objPtr, 'int', 'void *']),
     mapFd: f('shim_map_fd', 'int', [objPtr, 'const char *']),

@@ -189,12 +189,11 @@ export class KernelCollector {
     const nfail: [number] = [0];
     shim.attachAll(obj, nfail);
     const info = new BigInt64Array(8);
-    const name = Buffer.alloc(128);
     const attachErrors = new Map<string, string>();
-    for (let i = 0; i < shim.progCount(obj); i++) {
+    for (const [i, prog] of listNames(obj, shim.progName).entries()) {
       if (shim.progInfo(obj, i, info) < 0) continue;
       const err = Number(info[2]);
-      if (err < 0) attachErrors.set(cString(name, shim.progName(obj, i, name, name.length)), `${errnoName(err)} attaching${permissionHint(err)}`);
+      if (err < 0) attachErrors.set(prog.name, `${errnoName(err)} attaching${permissionHint(err)}`);
     }
     const required = attachErrors.get(REQUIRED_PROGRAM);
     if (required) fail(`${required.replace('attaching', `attaching ${REQUIRED_PROGRAM}`)}`, readLog(shim, obj));
@@ -270,11 +269,8 @@ export class KernelCollector {
   programs(): ProgramInfo[] {
     if (this.closed) return [];
     const info = new BigInt64Array(8);
-    const buf = Buffer.alloc(256);
     const out: ProgramInfo[] = [];
-    for (let i = 0; i < this.shim.progCount(this.obj); i++) {
-      const name = cString(buf, this.shim.progName(this.obj, i, buf, buf.length));
-      const type = cString(buf, this.shim.progTypeName(this.obj, i, buf, buf.length));
+    for (const [i, { name, type }] of listNames(this.obj, this.shim.progName).entries()) {
       if (this.shim.progInfo(this.obj, i, info) < 0 || info[0] === 0n) continue;
       const error = this.attachErrors.get(name);
       out.push({
@@ -293,10 +289,8 @@ export class KernelCollector {
   maps(): MapInfo[] {
     if (this.closed) return [];
     const info = new BigInt64Array(4);
-    const buf = Buffer.alloc(256);
     const out: MapInfo[] = [];
-    for (let i = 0; i < this.shim.mapCount(this.obj); i++) {
-      const [name = '', type = ''] = cString(buf, this.shim.mapName(this.obj, i, buf, buf.length)).split(' ');
+    for (const [i, { name, type }] of listNames(this.obj, this.shim.mapName).entries()) {
       if (this.shim.mapInfo(this.obj, i, info) < 0 || info[3] < 0n) continue;
       out.push({ name, type, id: Number(info[0]), entries: Number(info[2]), max_entries: Number(info[1]) });
     }
@@ -309,6 +303,17 @@ export class KernelCollector {
     this.closed = true;
     this.shim.close(this.obj);
   }
+}
+
+/** Names and types of the object's programs or maps, in the shim's index order. */
+function listNames(obj: ObjectHandle, describe: Shim['progName']): Array<{ name: string; type: string }> {
+  const buf = Buffer.alloc(256);
+  const out: Array<{ name: string; type: string }> = [];
+  for (let i = 0, n = describe(obj, i, buf, buf.length); n >= 0; n = describe(obj, ++i, buf, buf.length)) {
+    const [name = '', type = 'unknown'] = cString(buf, n).split(' ');
+    out.push({ name, type });
+  }
+  return out;
 }
 
 function readLog(shim: Shim, obj: ObjectHandle): string {

@@ -30,21 +30,10 @@ export interface TrackerOptions {
   onUserBytes(user: string, rx: number, tx: number): void;
 }
 
-export interface LiveConnection {
-  cookie: string;
-  role: Role;
-  family: 4 | 6;
-  peer_address: string;
-  peer_port: number;
-  local_address: string;
-  local_port: number;
-  age_seconds: number;
-  rx_bytes: number;
-  tx_bytes: number;
-  srtt_us: number;
-  retransmits: number;
-  stalled: boolean;
-}
+export type LiveConnection = Pick<
+  ConnectionEventData,
+  'cookie' | 'role' | 'family' | 'peer_address' | 'peer_port' | 'local_address' | 'local_port' | 'rx_bytes' | 'tx_bytes' | 'srtt_us' | 'retransmits' | 'stalled'
+> & { age_seconds: number };
 
 export type SortKey = 'bytes' | 'rx' | 'tx' | 'age' | 'srtt' | 'retransmits';
 

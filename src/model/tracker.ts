@@ -83,6 +83,7 @@ export class ConnectionTracker {
   private readonly seenGen: Uint32Array;
   private readonly peerText: Array<string | undefined>;
   private readonly localText: Array<string | undefined>;
+  private readonly cookieStr: Array<string | undefined>;
   /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
   private readonly v4Text = new Map<number, string>();
   private gen = 1;
@@ -113,6 +114,7 @@ export class ConnectionTracker {
     this.seenGen = new Uint32Array(n);
     this.peerText = new Array<string | undefined>(n).fill(undefined);
     this.localText = new Array<string | undefined>(n).fill(undefined);
+    this.cookieStr = new Array<string | undefined>(n).fill(undefined);
   }
 
   get size(): number {
@@ -168,10 +170,11 @@ export class ConnectionTracker {
     this.seenGen[s] = this.gen;
     this.peerText[s] = undefined;
     this.localText[s] = undefined;
+    this.cookieStr[s] = undefined;
     this.opened[role]++;
     this.active[role]++;
     this.update(s, r, p);
-    this.opts.publish('connection.open', this.event(s, undefined));
+    this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
   }
 
   private close(r: RecordReader, p: number): void {
@@ -190,13 +193,7 @@ export class ConnectionTracker {
     this.closed[role * 2 + (rst ? 1 : 0)]++;
     const seconds = Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9);
     this.observeDuration(role, seconds);
-    const data = this.event(s, role === ROLE_CLIENT ? this.opts.users.userFor(this.peer(s)) : undefined);
-    data.closed_at_ms = this.opts.clock.toWallMs(r.tsNs(p));
-    data.close = rst ? 'rst' : 'fin';
-    data.min_rtt_us = r.minRttUs(p);
-    data.lost = r.lost(p);
-    data.segs_in = r.segsIn(p);
-    data.segs_out = r.segsOut(p);
+    const data = this.event(s, role === ROLE_CLIENT ? this.opts.users.userFor(this.peer(s)) : undefined, r, p, true);
     this.release(s);
     this.opts.publish('connection.close', data);
   }
@@ -223,7 +220,7 @@ export class ConnectionTracker {
       else if (!this.stalled[s] && now - this.rxOnlySinceMs[s]! >= this.opts.stallAfterMs) {
         this.stalled[s] = 1;
         this.stalls[ROLE_CLIENT]++;
-        this.opts.publish('connection.stall', this.event(s, this.opts.users.userFor(this.peer(s))));
+        this.opts.publish('connection.stall', this.event(s, this.opts.users.userFor(this.peer(s)), r, p, false));
       }
     } else {
       this.rxOnlySinceMs[s] = 0;
@@ -289,11 +286,16 @@ export class ConnectionTracker {
     this.active[this.role[s]!]--;
     this.peerText[s] = undefined;
     this.localText[s] = undefined;
+    this.cookieStr[s] = undefined;
     this.free[this.freeTop++] = s;
   }
 
   private peer(s: number): string {
     return (this.peerText[s] ??= this.addressText(s * 32 + 16, this.family[s]!));
+  }
+
+  private cookieText(s: number): string {
+    return (this.cookieStr[s] ??= String(this.cookie[s]));
   }
 
   private local(s: number): string {
@@ -312,10 +314,13 @@ export class ConnectionTracker {
     return text;
   }
 
-  /** One object of one shape per event; `user` undefined (client-less) is left out by JSON. */
-  private event(s: number, user: string | undefined): ConnectionEventData {
+  /**
+   * One object of one shape for every event (absent values are undefined, which JSON leaves
+   * out), built from the slot and the record that caused it.
+   */
+  private event(s: number, user: string | undefined, r: RecordReader, p: number, closing: boolean): ConnectionEventData {
     return {
-      cookie: String(this.cookie[s]),
+      cookie: this.cookieText(s),
       role: roleName(this.role[s]!),
       family: this.family[s] === 6 ? 6 : 4,
       peer_address: this.peer(s),
@@ -324,14 +329,16 @@ export class ConnectionTracker {
       local_port: this.localPort[s]!,
       user,
       opened_at_ms: this.opts.clock.toWallMs(this.openedNs[s]!),
+      closed_at_ms: closing ? this.opts.clock.toWallMs(r.tsNs(p)) : undefined,
       rx_bytes: this.rx[s]!,
       tx_bytes: this.tx[s]!,
       srtt_us: this.srtt[s]!,
-      min_rtt_us: 0,
+      min_rtt_us: r.minRttUs(p),
       retransmits: this.retrans[s]!,
-      lost: 0,
-      segs_in: 0,
-      segs_out: 0,
+      lost: r.lost(p),
+      segs_in: r.segsIn(p),
+      segs_out: r.segsOut(p),
+      close: closing ? (r.closeKind(p) === CLOSE_RST ? 'rst' : 'fin') : undefined,
       stalled: this.stalled[s] === 1,
     };
   }
@@ -365,7 +372,7 @@ export class ConnectionTracker {
     return {
       total: slots.length,
       connections: slots.slice(0, opts.limit).map((s) => ({
-        cookie: String(this.cookie[s]),
+        cookie: this.cookieText(s),
         role: roleName(this.role[s]!),
         family: this.family[s] === 6 ? (6 as const) : (4 as const),
         peer_address: this.peer(s),

@@ -81,12 +81,11 @@ export class EbpfComponent implements Component, DiscoverySink {
       clock: this.clock,
       users: links.users,
       publish: (type, data) => ctx.events.publish(type, data),
-      onUserBytes: (user, rx, tx) => {
+      userTotals: (user) => {
         const label = links.userSeries.label(user, USER_BYTES_METRIC);
         let totals = this.userBytes.get(label);
         if (!totals) this.userBytes.set(label, (totals = new Float64Array(2)));
-        totals[0] = totals[0]! + rx;
-        totals[1] = totals[1]! + tx;
+        return totals;
       },
     });
     registerEbpfMetrics(ctx.registry, {

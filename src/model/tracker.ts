@@ -26,8 +26,8 @@ export interface TrackerOptions {
   clock: MonotonicClock;
   users: UserDirectory;
   publish: ConnectionPublisher;
-  /** Per-user kernel bytes of client connections, as deltas. */
-  onUserBytes(user: string, rx: number, tx: number): void;
+  /** The [rx, tx] byte totals of a telemt user (client connections); the tracker adds deltas to it. */
+  userTotals(user: string): Float64Array;
 }
 
 export type LiveConnection = Pick<
@@ -84,6 +84,8 @@ export class ConnectionTracker {
   private readonly peerText: Array<string | undefined>;
   private readonly localText: Array<string | undefined>;
   private readonly cookieStr: Array<string | undefined>;
+  /** The user totals a client connection's bytes go to; resolved again at every snapshot. */
+  private readonly userCell: Array<Float64Array | undefined>;
   /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
   private readonly v4Text = new Map<number, string>();
   private gen = 1;
@@ -115,6 +117,7 @@ export class ConnectionTracker {
     this.peerText = new Array<string | undefined>(n).fill(undefined);
     this.localText = new Array<string | undefined>(n).fill(undefined);
     this.cookieStr = new Array<string | undefined>(n).fill(undefined);
+    this.userCell = new Array<Float64Array | undefined>(n).fill(undefined);
   }
 
   get size(): number {
@@ -171,6 +174,7 @@ export class ConnectionTracker {
     this.peerText[s] = undefined;
     this.localText[s] = undefined;
     this.cookieStr[s] = undefined;
+    this.userCell[s] = undefined;
     this.opened[role]++;
     this.active[role]++;
     this.update(s, r, p);
@@ -212,6 +216,8 @@ export class ConnectionTracker {
     // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
     if (s < 0) return;
     this.seenGen[s] = this.gen;
+    // telemt may have joined this peer IP to another user since: resolve it again.
+    this.userCell[s] = undefined;
     this.update(s, r, p);
     if (this.role[s] !== ROLE_CLIENT) return;
     if (this.rx[s]! > 0 && this.tx[s] === 0) {
@@ -256,7 +262,11 @@ export class ConnectionTracker {
       this.tx[s] = this.tx[s]! + dTx;
       this.bytes[role * 2] = this.bytes[role * 2]! + dRx;
       this.bytes[role * 2 + 1] = this.bytes[role * 2 + 1]! + dTx;
-      if (role === ROLE_CLIENT) this.opts.onUserBytes(this.opts.users.userFor(this.peer(s)), dRx, dTx);
+      if (role === ROLE_CLIENT) {
+        const cell = (this.userCell[s] ??= this.opts.userTotals(this.opts.users.userFor(this.peer(s))));
+        cell[0] = cell[0]! + dRx;
+        cell[1] = cell[1]! + dTx;
+      }
     }
     this.srtt[s] = r.srttUs(p);
     this.retrans[s] = r.retransmits(p);
@@ -287,6 +297,7 @@ export class ConnectionTracker {
     this.peerText[s] = undefined;
     this.localText[s] = undefined;
     this.cookieStr[s] = undefined;
+    this.userCell[s] = undefined;
     this.free[this.freeTop++] = s;
   }
 

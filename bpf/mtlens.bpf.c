@@ -36,12 +36,26 @@ struct {
 	__uint(max_entries, 4 * 1024 * 1024); /* resized by the loader (ebpf.ringbuf_bytes) */
 } events SEC(".maps");
 
+/*
+ * Per-socket state of tracked sockets, in socket-local storage: finding it is a pointer chase
+ * from the socket (no hashing), which matters because every TCP state change and every received
+ * segment on the host asks "is this socket tracked?". The kernel frees it with the socket.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); /* resized by the loader (ebpf.max_tracked_connections) */
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct mtlens_conn_state);
 } conns SEC(".maps");
+
+/* [0] = sockets tracked now, [1] = the most allowed (ebpf.max_tracked_connections, set by the
+ * loader before attaching). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} limits SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -113,23 +127,29 @@ static __always_inline void stat(__u32 prog, __u32 which)
 	count(&stats, prog * MTLENS_STAT_NR + which, 1);
 }
 
-static __always_inline void read_addrs(const struct sock *sk, struct mtlens_conn_record *r)
+/*
+ * Field reads go through the tcp_sock that bpf_skc_to_tcp_sock() returns: a trusted BTF pointer
+ * whose fields load directly (CO-RE relocated), instead of one bpf_probe_read_kernel() call per
+ * field with BPF_CORE_READ. (Casting the tracepoint's struct sock * to tcp_sock is rejected by
+ * the verifier as out of bounds of struct sock.)
+ */
+static __always_inline void read_addrs(const struct tcp_sock *tp, struct mtlens_conn_record *r)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family == AF_INET) {
+	const struct sock_common *c = &tp->inet_conn.icsk_inet.sk.__sk_common;
+	if (c->skc_family == AF_INET) {
 		r->family = 4;
-		bpf_core_read(r->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(r->peer_addr, 4, &sk->__sk_common.skc_daddr);
+		__u32 local = c->skc_rcv_saddr, peer = c->skc_daddr;
+		__builtin_memcpy(r->local_addr, &local, 4);
+		__builtin_memcpy(r->peer_addr, &peer, 4);
 	} else {
 		r->family = 6;
-		/* 16 bytes explicitly: BPF_CORE_READ_INTO on a u8 array copies sizeof(*dst) = 1 byte. */
-		bpf_core_read(r->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(r->peer_addr, 16, &sk->__sk_common.skc_v6_daddr);
+		struct in6_addr local = c->skc_v6_rcv_saddr, peer = c->skc_v6_daddr;
+		__builtin_memcpy(r->local_addr, &local, 16);
+		__builtin_memcpy(r->peer_addr, &peer, 16);
 	}
 	/* skc_num is zeroed by inet_put_port() before the CLOSE transition fires; inet_sport stays. */
-	const struct inet_sock *inet = (const struct inet_sock *)sk;
-	r->local_port = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
-	r->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	r->local_port = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	r->peer_port = bpf_ntohs(c->skc_dport);
 }
 
 /*
@@ -145,7 +165,7 @@ static __always_inline void read_addrs(const struct sock *sk, struct mtlens_conn
  *   v6 RST 5000/0           -> 5001/0,        0/5000
  * Which corrections apply follows from the TCP state: `peer_fin` and `own_fin_acked` below.
  */
-static __always_inline bool peer_fin_received(const struct sock *sk, int state)
+static __always_inline bool peer_fin_received(const struct tcp_sock *tp, int state)
 {
 	switch (state) {
 	case TCP_CLOSE_WAIT:
@@ -156,7 +176,7 @@ static __always_inline bool peer_fin_received(const struct sock *sk, int state)
 	case TCP_FIN_WAIT2:
 		/* FIN_WAIT2 -> CLOSE: either the peer's FIN arrived (tcp_fin() set RCV_SHUTDOWN, then
 		 * tcp_time_wait() closed the full socket) or the FIN_WAIT2 timer expired (no FIN). */
-		return BPF_CORE_READ(sk, sk_shutdown) & RCV_SHUTDOWN;
+		return tp->inet_conn.icsk_inet.sk.sk_shutdown & RCV_SHUTDOWN;
 	default:
 		return false;
 	}
@@ -169,33 +189,33 @@ static __always_inline bool own_fin_acked(int state)
 }
 
 /* Fills counters from tcp_sock; `state` is the state the byte counts belong to. */
-static __always_inline void read_counters(const struct sock *sk, int state, __u8 active, struct mtlens_conn_record *r)
+static __always_inline void read_counters(const struct tcp_sock *tp, int state, __u8 active, struct mtlens_conn_record *r)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	__u64 received = BPF_CORE_READ(tp, bytes_received);
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
-	__u64 rx_extra = peer_fin_received(sk, state) ? 1 : 0;
+	__u64 received = tp->bytes_received;
+	__u64 acked = tp->bytes_acked;
+	__u64 rx_extra = peer_fin_received(tp, state) ? 1 : 0;
 	__u64 tx_extra = (active ? 1 : 0) + (own_fin_acked(state) ? 1 : 0);
 	r->rx_bytes = received > rx_extra ? received - rx_extra : 0;
 	r->tx_bytes = acked > tx_extra ? acked - tx_extra : 0;
-	r->segs_in = BPF_CORE_READ(tp, segs_in);
-	r->segs_out = BPF_CORE_READ(tp, segs_out);
-	r->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	r->min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
-	r->retransmits = BPF_CORE_READ(tp, total_retrans);
-	r->lost = BPF_CORE_READ(tp, lost);
+	r->segs_in = tp->segs_in;
+	r->segs_out = tp->segs_out;
+	r->srtt_us = tp->srtt_us >> 3;
+	r->min_rtt_us = tp->rtt_min.s[0].v;
+	r->retransmits = tp->total_retrans;
+	r->lost = tp->lost;
 }
 
 static __always_inline void to_mapped(__u8 out[16], const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family == AF_INET) {
+	if (sk->__sk_common.skc_family == AF_INET) {
 		__builtin_memset(out, 0, 10);
 		out[10] = 0xff;
 		out[11] = 0xff;
-		bpf_core_read(out + 12, 4, &sk->__sk_common.skc_daddr);
+		__u32 peer = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(out + 12, &peer, 4);
 	} else {
-		bpf_core_read(out, 16, &sk->__sk_common.skc_v6_daddr);
+		struct in6_addr peer = sk->__sk_common.skc_v6_daddr;
+		__builtin_memcpy(out, &peer, 16);
 	}
 }
 
@@ -205,7 +225,7 @@ static __always_inline __u8 classify_upstream(const struct sock *sk)
 {
 	struct mtlens_endpoint_key ep = {};
 	to_mapped(ep.addr, sk);
-	ep.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	ep.port = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (bpf_map_lookup_elem(&dc_endpoints, &ep))
 		return MTLENS_ROLE_UPSTREAM_DC;
 	struct mtlens_net_key net = { .prefixlen = 128 };
@@ -215,8 +235,43 @@ static __always_inline __u8 classify_upstream(const struct sock *sk)
 	return MTLENS_ROLE_UPSTREAM_OTHER;
 }
 
+/* Starts tracking a socket within ebpf.max_tracked_connections; NULL (counted) when full. */
+static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
+{
+	__u32 k_count = 0, k_max = 1;
+	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
+	__u64 *max = bpf_map_lookup_elem(&limits, &k_max);
+	if (!count || !max)
+		return NULL;
+	if (__sync_fetch_and_add(count, 1) >= *max) {
+		__sync_fetch_and_add(count, -1);
+		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
+		return NULL;
+	}
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		__sync_fetch_and_add(count, -1);
+		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
+		return NULL;
+	}
+	__builtin_memset(st, 0, sizeof(*st));
+	st->opened_ns = bpf_ktime_get_ns();
+	return st;
+}
+
+static __always_inline void untrack(const struct sock *sk)
+{
+	__u32 k_count = 0;
+	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
+	if (bpf_sk_storage_delete(&conns, (void *)sk) == 0 && count)
+		__sync_fetch_and_add(count, -1);
+}
+
 static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtlens_conn_state *st, __u16 kind, int oldstate)
 {
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return;
 	stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_SEEN);
 	struct mtlens_conn_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
@@ -231,7 +286,7 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 	r->ts_ns = bpf_ktime_get_ns();
 	r->opened_ns = st->opened_ns;
 	__builtin_memcpy(r->comm, st->comm, sizeof(r->comm));
-	read_addrs(sk, r);
+	read_addrs(tp, r);
 	if (kind == MTLENS_REC_CLOSE) {
 		r->state = oldstate;
 		/* ESTABLISHED/SYN_RECV/FIN_WAIT1/CLOSE_WAIT straight to CLOSE: aborted by a reset. */
@@ -239,10 +294,10 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 				 oldstate == TCP_CLOSING)
 					? MTLENS_CLOSE_FIN
 					: MTLENS_CLOSE_RST;
-		read_counters(sk, oldstate, st->active, r);
+		read_counters(tp, oldstate, st->active, r);
 	} else {
 		r->state = TCP_ESTABLISHED;
-		read_counters(sk, TCP_ESTABLISHED, st->active, r);
+		read_counters(tp, TCP_ESTABLISHED, st->active, r);
 	}
 	/* No wakeup: the agent drains on a timer. A wakeup per record costs the proxy 1-1.5 us. */
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
@@ -260,68 +315,64 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		/* connect(): the only transition that reliably runs in the owner's context. */
-		struct mtlens_conn_state st = {};
-		bpf_get_current_comm(st.comm, sizeof(st.comm));
-		if (!bpf_map_lookup_elem(&watch_comms, st.comm))
+		char comm[16];
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (!bpf_map_lookup_elem(&watch_comms, comm))
 			return 0;
-		__u64 cookie = bpf_get_socket_cookie((void *)sk);
-		st.opened_ns = bpf_ktime_get_ns();
-		st.pid = bpf_get_current_pid_tgid() >> 32;
-		st.active = 1;
-		st.role = classify_upstream(sk);
-		if (bpf_map_update_elem(&conns, &cookie, &st, BPF_ANY))
-			stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
+		struct mtlens_conn_state *st = track(sk);
+		if (!st)
+			return 0;
+		__builtin_memcpy(st->comm, comm, sizeof(comm));
+		st->pid = bpf_get_current_pid_tgid() >> 32;
+		st->active = 1;
+		st->role = classify_upstream(sk);
 		return 0;
 	}
 
 	if (newstate == TCP_ESTABLISHED) {
-		__u64 cookie = bpf_get_socket_cookie((void *)sk);
 		struct mtlens_conn_state *st;
 		if (oldstate == TCP_SYN_SENT) {
-			st = bpf_map_lookup_elem(&conns, &cookie);
-			if (!st)
-				return 0;
+			st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
 		} else if (oldstate == TCP_SYN_RECV) {
 			/* An accepted child socket: skc_num (host order) is still set here. */
 			__u16 lport = sk->__sk_common.skc_num;
 			if (!bpf_map_lookup_elem(&watch_ports, &lport))
 				return 0;
-			struct mtlens_conn_state fresh = { .role = MTLENS_ROLE_CLIENT };
-			fresh.opened_ns = bpf_ktime_get_ns();
-			if (bpf_map_update_elem(&conns, &cookie, &fresh, BPF_ANY)) {
-				stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
-				return 0;
-			}
-			st = bpf_map_lookup_elem(&conns, &cookie);
-			if (!st)
-				return 0;
+			st = track(sk);
+			if (st)
+				st->role = MTLENS_ROLE_CLIENT;
 		} else {
 			return 0;
 		}
+		if (!st)
+			return 0;
 		st->open_sent = 1;
-		emit(sk, cookie, st, MTLENS_REC_OPEN, oldstate);
+		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_OPEN, oldstate);
 		return 0;
 	}
 
 	if (newstate == TCP_CLOSE) {
-		__u64 cookie = bpf_get_socket_cookie((void *)sk);
-		struct mtlens_conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+		struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
 		if (!st)
 			return 0;
 		/* A connect() that never completed produced no open record and produces no close. */
 		if (st->open_sent)
-			emit(sk, cookie, st, MTLENS_REC_CLOSE, oldstate);
-		bpf_map_delete_elem(&conns, &cookie);
+			emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
+		untrack(sk);
 	}
 	return 0;
 }
 
+/* Full sockets only: timewait and request sockets (which tcp_send_reset may pass) have no
+ * socket-local storage. */
 static __always_inline struct mtlens_conn_state *tracked(const struct sock *sk)
 {
 	if (!sk)
 		return NULL;
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	return bpf_map_lookup_elem(&conns, &cookie);
+	int state = sk->__sk_common.skc_state;
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return NULL;
+	return bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
 }
 
 static __always_inline void health_inc(const struct sock *sk, __u32 counter)
@@ -371,7 +422,10 @@ int BPF_PROG(tcp_probe_rtt, struct sock *sk)
 	struct mtlens_conn_state *st = tracked(sk);
 	if (!st || st->role >= MTLENS_NR_ROLES)
 		return 0;
-	__u32 srtt = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	__u32 srtt = tp->srtt_us >> 3;
 	if (srtt == 0)
 		return 0;
 	__u32 b = log2_u32(srtt);
@@ -399,10 +453,10 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 	int state = sk->__sk_common.skc_state;
 	if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_SYN_SENT)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct mtlens_conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	if (!st || !st->open_sent)
 		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
 	struct mtlens_conn_record r = {};
 	r.kind = MTLENS_REC_SNAPSHOT;
 	r.role = st->role;
@@ -411,8 +465,8 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 	r.cookie = cookie;
 	r.ts_ns = bpf_ktime_get_ns();
 	r.opened_ns = st->opened_ns;
-	read_addrs(sk, &r);
-	read_counters(sk, state, st->active, &r);
+	read_addrs(tp, &r);
+	read_counters(tp, state, st->active, &r);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

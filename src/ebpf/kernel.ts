@@ -115,6 +115,8 @@ export class KernelCollector {
   private readonly healthFd: number;
   private readonly rttFd: number;
   private readonly benchFd: number;
+  private readonly limitsFd: number;
+  private readonly limitScratch = new Uint32Array(2);
   private readonly sumScratch = new Uint32Array(2 * Math.max(STAT_PROGRAMS.length * STAT_NR, NR_ROLES * RTT_BUCKETS));
   private closed = false;
 
@@ -136,6 +138,7 @@ export class KernelCollector {
     this.healthFd = fd('health');
     this.rttFd = fd('rtt_hist');
     this.benchFd = fd('bench_cfg');
+    this.limitsFd = fd('limits');
     this.ringSize = shim.rbSize(obj);
   }
 
@@ -172,7 +175,6 @@ export class KernelCollector {
       if (code < 0) fail(`${what}: ${errnoName(code)}`);
     };
     check(shim.setMaxEntries(obj, 'events', opts.ringbufBytes), 'sizing the ring buffer');
-    check(shim.setMaxEntries(obj, 'conns', opts.maxTracked), 'sizing the connection table');
     check(shim.setAutoload(obj, BENCH_PROGRAM, opts.benchProducer ? 1 : 0), 'selecting programs');
 
     const loaded = shim.load(obj);
@@ -185,6 +187,11 @@ export class KernelCollector {
       const what = prog ? `loading ${prog}` : map ? `creating map ${map}` : `loading ${REQUIRED_PROGRAM}`;
       fail(`${errnoName(loaded)} ${what}${permissionHint(loaded)}`, log);
     }
+
+    // The tracked-socket limit must be in place before any program runs.
+    const limitsFd = shim.mapFd(obj, 'limits');
+    if (limitsFd < 0) fail(`map limits missing from the BPF object: ${errnoName(limitsFd)}`);
+    check(shim.mapUpdate(limitsFd, u32Key(LIMIT_MAX), u64Value(opts.maxTracked), 0), 'setting the connection limit');
 
     const nfail: [number] = [0];
     shim.attachAll(obj, nfail);
@@ -286,12 +293,27 @@ export class KernelCollector {
     return out;
   }
 
+  /** Sockets the kernel tracks now, and the most it may. */
+  trackedSockets(): { tracked: number; max: number } {
+    const read = (k: number) => {
+      if (this.shim.mapLookup(this.limitsFd, u32Key(k), new Uint8Array(this.limitScratch.buffer)) < 0) return 0;
+      return this.limitScratch[0]! + this.limitScratch[1]! * 2 ** 32;
+    };
+    return { tracked: read(LIMIT_TRACKED), max: read(LIMIT_MAX) };
+  }
+
   maps(): MapInfo[] {
     if (this.closed) return [];
     const info = new BigInt64Array(4);
     const out: MapInfo[] = [];
     for (const [i, { name, type }] of listNames(this.obj, this.shim.mapName).entries()) {
       if (this.shim.mapInfo(this.obj, i, info) < 0 || info[3] < 0n) continue;
+      if (type === 'sk_storage') {
+        // Socket-local storage has no key count or size of its own: the limit map keeps both.
+        const { tracked, max } = this.trackedSockets();
+        out.push({ name, type, id: Number(info[0]), entries: tracked, max_entries: max });
+        continue;
+      }
       out.push({ name, type, id: Number(info[0]), entries: Number(info[2]), max_entries: Number(info[1]) });
     }
     return out;
@@ -314,6 +336,18 @@ function listNames(obj: ObjectHandle, describe: Shim['progName']): Array<{ name:
     out.push({ name, type });
   }
   return out;
+}
+
+/** Indexes of the `limits` map. */
+const LIMIT_TRACKED = 0;
+const LIMIT_MAX = 1;
+
+function u32Key(k: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([k]).buffer);
+}
+
+function u64Value(n: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([n >>> 0, Math.floor(n / 2 ** 32)]).buffer);
 }
 
 function readLog(shim: Shim, obj: ObjectHandle): string {

@@ -2,7 +2,6 @@
 // created once per buffer and every accessor reads numbers at a record offset, so decoding
 // allocates nothing. u64 values are `lo + hi * 2^32`, exact below 2^53 (byte counters and
 // cookies stay far below that).
-import { isIPv4 } from 'node:net';
 import { FIELDS } from './abi.js';
 
 const TWO_32 = 2 ** 32;
@@ -65,11 +64,8 @@ export function formatAddress(bytes: Uint8Array, at: number, family: number): st
     if (j - i > bestLen) { best = i; bestLen = j - i; }
     i = j;
   }
-  const text = best < 0 ? groups.join(':') : `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-  // IPv4-mapped addresses read better as ::ffff:a.b.c.d.
-  if (text.startsWith('::ffff:') && best === 0 && bestLen === 5) {
-    const v4 = `${bytes[at + 12]}.${bytes[at + 13]}.${bytes[at + 14]}.${bytes[at + 15]}`;
-    return isIPv4(v4) ? `::ffff:${v4}` : text;
-  }
-  return text;
+  // An IPv4 client of a dual-stack listener (::ffff:a.b.c.d): shown, and joined to telemt users,
+  // as plain IPv4, as the control API folds such peers too.
+  if (best === 0 && bestLen === 5 && groups[5] === 'ffff') return formatAddress(bytes, at + 12, 4);
+  return best < 0 ? groups.join(':') : `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
 }

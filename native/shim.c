@@ -491,19 +491,20 @@ static inline uint32_t round8(uint32_t n)
 }
 
 /*
- * Copies up to max_records committed records into buf as [u32 len][u32 0][payload padded to 8]
- * (8-byte aligned for typed-array decoding) and releases them to the kernel. Stops early when
- * buf is full or at a record still being written. Returns the number of records copied.
+ * Walks committed records from the consumer position, handing each to `take` (which returns 0
+ * when it has no room: the walk stops there and that record stays), skipping discarded ones,
+ * stopping at a record still being written or after max_records; then releases what was walked
+ * to the kernel. Returns the number of records taken.
  */
-int shim_rb_drain(struct shim_obj *o, void *buf, uint32_t cap, int max_records)
+typedef int (*rb_take)(void *ctx, const uint8_t *payload, uint32_t len);
+
+static inline __attribute__((always_inline)) int rb_walk(struct shim_obj *o, int max_records, rb_take take, void *ctx)
 {
 	if (!o->rb_producer)
 		return -EBADF;
 	uint64_t cons = *o->rb_consumer;
 	uint64_t prod = __atomic_load_n(o->rb_producer, __ATOMIC_ACQUIRE);
 	uint64_t mask = o->rb_size - 1;
-	uint8_t *out = buf;
-	uint32_t used = 0;
 	int n = 0;
 	while (cons < prod && n < max_records) {
 		const uint8_t *hdr = o->rb_data + (cons & mask);
@@ -512,19 +513,43 @@ int shim_rb_drain(struct shim_obj *o, void *buf, uint32_t cap, int max_records)
 			break;
 		uint32_t len = word & ~(RB_BUSY | RB_DISCARD);
 		if (!(word & RB_DISCARD)) {
-			uint32_t need = RB_HDR + round8(len);
-			if (used + need > cap)
+			if (!take(ctx, hdr + RB_HDR, len))
 				break;
-			uint32_t h[2] = { len, 0 };
-			memcpy(out + used, h, sizeof(h));
-			memcpy(out + used + RB_HDR, hdr + RB_HDR, len);
-			used += need;
 			n++;
 		}
 		cons += RB_HDR + round8(len);
 	}
 	__atomic_store_n(o->rb_consumer, cons, __ATOMIC_RELEASE);
 	return n;
+}
+
+struct copy_ctx {
+	uint8_t *out;
+	uint32_t used, cap;
+};
+
+static inline __attribute__((always_inline)) int copy_record(void *ctx, const uint8_t *payload, uint32_t len)
+{
+	struct copy_ctx *c = ctx;
+	uint32_t need = RB_HDR + round8(len);
+	if (c->used + need > c->cap)
+		return 0;
+	uint32_t h[2] = { len, 0 };
+	memcpy(c->out + c->used, h, sizeof(h));
+	memcpy(c->out + c->used + RB_HDR, payload, len);
+	c->used += need;
+	return 1;
+}
+
+/*
+ * Copies up to max_records committed records into buf as [u32 len][u32 0][payload padded to 8]
+ * (8-byte aligned for typed-array decoding) and releases them to the kernel. Stops early when
+ * buf is full or at a record still being written. Returns the number of records copied.
+ */
+int shim_rb_drain(struct shim_obj *o, void *buf, uint32_t cap, int max_records)
+{
+	struct copy_ctx c = { .out = buf, .used = 0, .cap = cap };
+	return rb_walk(o, max_records, copy_record, &c);
 }
 
 /* Bytes written by the kernel and not yet drained. */
@@ -540,30 +565,18 @@ uint64_t shim_rb_size(struct shim_obj *o)
 	return o->rb_size;
 }
 
+static inline __attribute__((always_inline)) int touch_record(void *ctx, const uint8_t *payload, uint32_t len)
+{
+	if (len >= MTLENS_RECORD_SIZE) {
+		const struct mtlens_conn_record *r = (const void *)payload;
+		*(uint64_t *)ctx += r->cookie + r->rx_bytes;
+	}
+	return 1;
+}
+
 /* Benchmark baseline: consumes up to max_records in C without copying them out, reading the
  * cookie of each (so the data is touched); the cheapest possible consumer. */
 int shim_rb_consume_baseline(struct shim_obj *o, int max_records, uint64_t *checksum)
 {
-	if (!o->rb_producer)
-		return -EBADF;
-	uint64_t cons = *o->rb_consumer;
-	uint64_t prod = __atomic_load_n(o->rb_producer, __ATOMIC_ACQUIRE);
-	uint64_t mask = o->rb_size - 1, sum = 0;
-	int n = 0;
-	while (cons < prod && n < max_records) {
-		const uint8_t *hdr = o->rb_data + (cons & mask);
-		uint32_t word = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
-		if (word & RB_BUSY)
-			break;
-		uint32_t len = word & ~(RB_BUSY | RB_DISCARD);
-		if (!(word & RB_DISCARD) && len >= MTLENS_RECORD_SIZE) {
-			const struct mtlens_conn_record *r = (const void *)(hdr + RB_HDR);
-			sum += r->cookie + r->rx_bytes;
-			n++;
-		}
-		cons += RB_HDR + round8(len);
-	}
-	__atomic_store_n(o->rb_consumer, cons, __ATOMIC_RELEASE);
-	*checksum += sum;
-	return n;
+	return rb_walk(o, max_records, touch_record, checksum);
 }

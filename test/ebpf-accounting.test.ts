@@ -1,6 +1,7 @@
 // Exact byte accounting on the real kernel: what the test sends over loopback is what
 // /status/connections, /metrics and the close events report, to the byte.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { test } from 'node:test';
 import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, reset, sample, SizedServer, waitFor, type Exchange } from './helpers/ebpf.js';
@@ -98,6 +99,11 @@ test('exact rx/tx over 240 loopback connections (IPv4 and IPv6, FIN and RST) in 
   assert.equal(sample(m, 'mtlens_ebpf_events_lost_total{program="conn_lifecycle"}'), 0);
   assert.equal(sample(m, 'mtlens_tcp_connections_opened_total{role="upstream_other"}'), 0);
   assert.ok(!/\b(peer|port|address)="/.test(m.split('\n').filter((l) => l.startsWith('mtlens_tcp')).join('\n')), 'no per-IP or per-port labels');
+  // promtool's lint finds nothing to say about this area's metrics (histograms rendered at scrape time included).
+  const lint = spawnSync('promtool', ['check', 'metrics'], { input: m, encoding: 'utf8' });
+  assert.equal(lint.error, undefined, 'promtool runs');
+  const problems = `${lint.stdout}${lint.stderr}`.split('\n').filter((l) => l.includes('mtlens_'));
+  assert.deepEqual(problems, []);
 });
 
 test('a long-lived connection counts while open and is exact after close', { timeout: 60_000 }, async (t) => {

@@ -173,6 +173,8 @@ test('ebpf.enabled false: check "disabled", /status/ebpf says so, metrics still 
     assert.equal(conns.total, 0);
     assert.match(await a.metrics(), /mtlens_tcp_connections_opened_total\{role="client"\} 0/);
     assert.equal(((await a.json<{ ebpf: { enabled: boolean } }>('/status')).ebpf).enabled, false);
+    const spec = await a.json<{ paths: Record<string, unknown> }>('/openapi.json');
+    assert.ok(spec.paths['/status/ebpf'] && spec.paths['/status/connections'], 'routes are in the OpenAPI document');
   } finally {
     await a.cleanup();
   }

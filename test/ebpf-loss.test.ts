@@ -45,6 +45,17 @@ test('a tiny ring flooded with connections: seen = delivered + dropped, drops in
   const closed = sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}');
   assert.equal(closed, a.closes.length);
   assert.ok(closed > 0 && closed <= made);
+
+  // Connections whose close record was lost leave the live table once two snapshots miss them.
+  a.ebpf.snapshotNow();
+  a.ebpf.snapshotNow();
+  const after = await a.metrics();
+  assert.equal(sample(after, 'mtlens_tcp_connections_active{role="client"}'), 0);
+  const evicted = sample(after, 'mtlens_tracker_evictions_total');
+  assert.equal(sample(after, 'mtlens_tcp_connections_opened_total{role="client"}'), closed + evicted, 'opened = closed + evicted');
+  const status = await a.json<{ tracker: { tracked: number; evictions: { close_lost: number } } }>('/status/ebpf');
+  assert.equal(status.tracker.tracked, 0);
+  assert.equal(status.tracker.evictions.close_lost, evicted);
 });
 
 test('beyond ebpf.max_tracked_connections new connections are not tracked, and counted', { timeout: 60_000 }, async (t) => {

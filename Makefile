@@ -11,7 +11,7 @@ CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: deps system-deps build ts run test bench demo clean
+.PHONY: deps system-deps build ts bpf native run test bench demo clean
 
 system-deps:
 	@missing=""; \
@@ -32,11 +32,30 @@ $(NODE_STAMP): package.json package-lock.json
 
 deps: system-deps $(NODE_STAMP)
 
+# eBPF objects (CO-RE; -g for BTF, which CO-RE and tp_btf need) and the native shim over libbpf.
+BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror
+SHIM_CFLAGS := -O2 -g -Wall -Werror -fPIC -shared
+
+bpf/vmlinux.h:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+build/mtlens.bpf.o: bpf/mtlens.bpf.c bpf/mtlens_abi.h bpf/vmlinux.h
+	@mkdir -p build
+	clang $(BPF_CFLAGS) -Ibpf -c $< -o $@
+	llvm-strip -g $@
+
+build/libmtlens.so: native/shim.c bpf/mtlens_abi.h
+	@mkdir -p build
+	cc $(SHIM_CFLAGS) -o $@ $< -lbpf -lelf -lz
+
+bpf: build/mtlens.bpf.o
+native: build/libmtlens.so
+
 ts: $(NODE_STAMP)
 	node_modules/.bin/tsc -p tsconfig.json
 	node scripts/build-info.mjs
 
-build: deps ts
+build: deps bpf native ts
 
 run: build
 	node dist/src/cli.js run --config $(CONFIG)
@@ -53,4 +72,4 @@ bench: build
 	@set -e; for f in $$(find dist/bench -name '$(if $(BENCH),$(BENCH),*).bench.js' | sort); do echo "== $$f"; node $$f; done
 
 clean:
-	rm -rf dist
+	rm -rf dist build bpf/vmlinux.h

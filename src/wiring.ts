@@ -1,15 +1,26 @@
 // Production wiring: which components the agent runs and which API areas they serve.
 import type { ComponentContext, Wiring } from './agent.js';
+import { connectionRoutes } from './api/routes/connections.js';
+import { ebpfRoutes } from './api/routes/ebpf.js';
 import { exportRoutes } from './api/routes/export.js';
+import { EbpfComponent } from './ebpf/component.js';
 import { OtlpComponent } from './export/otlp/component.js';
 import { UserSeriesBudget } from './model/user-series.js';
 import { wireTelemt } from './telemt/wire.js';
 
 export function productionWiring(ctx: ComponentContext): Wiring {
-  // OTLP first: components stop in reverse order, so it outlives the collectors feeding it.
   const otlp = new OtlpComponent(ctx);
+  // One budget for every per-user metric, telemt's and the kernel's, so the same users get series.
   const userSeries = new UserSeriesBudget(ctx.config().config.telemt.max_user_series, ctx.registry);
-  // The eBPF component's DiscoverySink is wired here at merge; until then discovery goes nowhere.
-  const telemt = wireTelemt(ctx, { discovery: { applyDiscovery: () => undefined }, userSeries });
-  return { components: [otlp, telemt.component], routers: [exportRoutes(otlp), ...telemt.routers] };
+  // telemt's discovery feeds the kernel side's watch list and roles; its active IPs name users.
+  // Discovery only flows once telemt starts, after the eBPF component below exists.
+  let ebpf: EbpfComponent | undefined;
+  const telemt = wireTelemt(ctx, { discovery: { applyDiscovery: (update) => ebpf?.applyDiscovery(update) }, userSeries });
+  ebpf = new EbpfComponent(ctx, { users: telemt.component.users, userSeries });
+  return {
+    // Started in this order, stopped in reverse: OTLP stops last, exporting what the collectors
+    // publish while they stop; the kernel watch is up before telemt discovery arrives.
+    components: [otlp, ebpf, telemt.component],
+    routers: [exportRoutes(otlp), ebpfRoutes(ebpf), connectionRoutes(ebpf), ...telemt.routers],
+  };
 }

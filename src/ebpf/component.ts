@@ -1,0 +1,331 @@
+// The eBPF collector as an agent component: loads the kernel programs, keeps the watch maps in
+// step with config and telemt discovery, drains the ring and applies snapshots into the
+// connection tracker, and reports itself in /ready, /status and /metrics. When the kernel side
+// cannot load and ebpf.required is false, the agent runs on without it and says why.
+import type { ComponentContext } from '../agent.js';
+import type { LoadedConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { DiscoverySink, DiscoveryUpdate, UserDirectory } from '../model/links.js';
+import { endpointKey, networkKey, TELEGRAM_NETWORKS } from '../model/roles.js';
+import { ConnectionTracker, type SortKey } from '../model/tracker.js';
+import type { UserSeriesBudget } from '../model/user-series.js';
+import type { Role } from '../model/events.js';
+import type { Component, ReadinessCheck } from '../runtime/components.js';
+import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
+import { MonotonicClock } from './clock.js';
+import { registerCollected } from './collected-metric.js';
+import { RecordReader } from './decode.js';
+import { RingDrain } from './drain.js';
+import { EbpfLoadError, KernelCollector, type KernelCounters, type KernelOptions, type ProgramInfo } from './kernel.js';
+import { registerEbpfMetrics } from './metrics.js';
+
+export interface EbpfLinks {
+  users: UserDirectory;
+  userSeries: UserSeriesBudget;
+}
+
+/** Where the kernel artifacts come from; tests point these at other builds. */
+export type EbpfArtifacts = Pick<KernelOptions, 'library' | 'object' | 'benchProducer'>;
+
+const USER_BYTES_METRIC = 'mtlens_user_tcp_bytes_total';
+/** Kernel counters are read at most this often, however many metrics a scrape renders. */
+const COUNTER_CACHE_MS = 250;
+
+type Settings = Config['ebpf'];
+
+export class EbpfComponent implements Component, DiscoverySink {
+  readonly name = 'ebpf';
+  private kernel: KernelCollector | undefined;
+  private drain: RingDrain | undefined;
+  private snapshotTimer: NodeJS.Timeout | undefined;
+  private snapshotBuf: Uint8Array | undefined;
+  private snapshotReader: RecordReader | undefined;
+  private failure: string | undefined;
+  private readonly clock = new MonotonicClock();
+  private readonly trackerInstance: ConnectionTracker;
+  /** Per-user label (bounded by the shared UserSeriesBudget) -> [rx, tx]. */
+  private readonly userBytes = new Map<string, Float64Array>();
+  private readonly counters: KernelCounters = {
+    stats: new Float64Array(STAT_PROGRAMS.length * STAT_NR),
+    health: new Float64Array(NR_ROLES * HEALTH_NR),
+    rtt: new Float64Array(NR_ROLES * RTT_BUCKETS),
+  };
+  private countersReadAt = -Infinity;
+  private snapshotRecords = 0;
+  private snapshotOverflows = 0;
+  private discovery: DiscoveryUpdate | undefined;
+  private settings: Settings;
+  private explicitPorts: boolean;
+
+  constructor(
+    private readonly ctx: ComponentContext,
+    links: EbpfLinks,
+    private readonly artifacts: EbpfArtifacts = {},
+  ) {
+    const loaded = ctx.config();
+    this.settings = loaded.config.ebpf;
+    this.explicitPorts = loaded.explicit.has('ebpf.watch.ports');
+    registerCollected(
+      ctx.registry,
+      USER_BYTES_METRIC,
+      'Application payload bytes of client connections by telemt user (joined by peer IP; ~ambiguous, ~unknown, ~other past telemt.max_user_series) and direction.',
+      'counter',
+      () => [...this.userBytes].flatMap(([user, t]) => [
+        { labels: { user, direction: 'rx' }, value: t[0]! },
+        { labels: { user, direction: 'tx' }, value: t[1]! },
+      ]),
+    );
+    this.trackerInstance = new ConnectionTracker({
+      capacity: this.settings.max_tracked_connections,
+      stallAfterMs: this.settings.stall_after_seconds * 1000,
+      clock: this.clock,
+      users: links.users,
+      publish: (type, data) => ctx.events.publish(type, data),
+      userTotals: (user) => {
+        const label = links.userSeries.label(user, USER_BYTES_METRIC);
+        let totals = this.userBytes.get(label);
+        if (!totals) this.userBytes.set(label, (totals = new Float64Array(2)));
+        return totals;
+      },
+    });
+    registerEbpfMetrics(ctx.registry, {
+      tracker: () => this.trackerInstance,
+      counters: () => this.readCounters(),
+      programs: () => this.kernel?.programs() ?? [],
+      snapshotRecords: () => this.snapshotRecords,
+      occupancy: () => this.occupancy(),
+    });
+  }
+
+  get tracker(): ConnectionTracker {
+    return this.trackerInstance;
+  }
+
+  /** True while the kernel programs are loaded and attached. */
+  get running(): boolean {
+    return this.kernel !== undefined;
+  }
+
+  async start(): Promise<void> {
+    if (!this.settings.enabled) {
+      this.ctx.logger.info('eBPF collectors disabled (ebpf.enabled: false)');
+      return;
+    }
+    try {
+      this.kernel = KernelCollector.load({
+        ...this.artifacts,
+        ringbufBytes: this.settings.ringbuf_bytes,
+        maxTracked: this.settings.max_tracked_connections,
+      });
+    } catch (err) {
+      if (!(err instanceof EbpfLoadError) && !(err instanceof AbiMismatchError)) throw err;
+      this.failure = err instanceof EbpfLoadError ? err.reason : err.message;
+      const detail = err instanceof EbpfLoadError ? err.detail : undefined;
+      if (this.settings.required) {
+        this.ctx.logger.fatal({ reason: this.failure, ...(detail ? { libbpf_log: detail } : {}) }, 'eBPF failed to load and ebpf.required is true');
+        throw new Error(`eBPF failed to load: ${this.failure}`);
+      }
+      this.ctx.logger.error({ reason: this.failure, ...(detail ? { libbpf_log: detail } : {}) }, 'eBPF failed to load; running without kernel collectors (ebpf.required is false)');
+      return;
+    }
+    const kernel = this.kernel;
+    this.applyWatch();
+    this.applyTelegramEndpoints();
+    kernel.dcNets.replace(TELEGRAM_NETWORKS.map((c) => networkKey(c)!));
+    const memory = new ArrayBuffer(this.settings.max_tracked_connections * RECORD_SIZE);
+    this.snapshotBuf = new Uint8Array(memory);
+    this.snapshotReader = new RecordReader(memory);
+    this.drain = new RingDrain(kernel, this.trackerInstance, this.settings.drain_interval_ms);
+    this.drain.start();
+    this.scheduleSnapshots();
+    this.ctx.logger.info(
+      { programs: kernel.programs().map((p) => p.name), ringbuf_bytes: kernel.ringSize, watch_ports: this.watchedPorts(), watch_processes: this.settings.watch.processes },
+      'eBPF collectors attached',
+    );
+  }
+
+  async reload(next: LoadedConfig, changed: readonly string[]): Promise<void> {
+    this.settings = { ...next.config.ebpf, enabled: this.settings.enabled, ringbuf_bytes: this.settings.ringbuf_bytes, max_tracked_connections: this.settings.max_tracked_connections };
+    this.explicitPorts = next.explicit.has('ebpf.watch.ports');
+    this.trackerInstance.setStallAfter(this.settings.stall_after_seconds * 1000);
+    if (!this.kernel) return;
+    this.applyWatch();
+    this.drain?.setInterval(this.settings.drain_interval_ms);
+    if (changed.includes('ebpf.snapshot_interval_ms')) this.scheduleSnapshots();
+  }
+
+  async stop(): Promise<void> {
+    if (this.snapshotTimer) clearInterval(this.snapshotTimer);
+    this.snapshotTimer = undefined;
+    if (!this.kernel) return;
+    this.drain?.stop();
+    // What the kernel already wrote still counts.
+    this.drain?.drainAll();
+    this.kernel.close();
+    this.kernel = undefined;
+    this.ctx.logger.info('eBPF programs detached');
+  }
+
+  readiness(): ReadinessCheck {
+    if (!this.settings.enabled) return { state: 'disabled' };
+    if (this.failure) return { state: 'failed', reason: this.failure, optional: true };
+    if (!this.kernel) return { state: 'failed', reason: 'not started', optional: true };
+    return { state: 'ok' };
+  }
+
+  status(): unknown {
+    const t = this.trackerInstance;
+    return {
+      enabled: this.running,
+      ...(this.running ? {} : { reason: this.reason() }),
+      tracked_connections: t.size,
+      watch: { ports: this.watchedPorts(), processes: this.settings.watch.processes },
+    };
+  }
+
+  applyDiscovery(update: DiscoveryUpdate): void {
+    this.discovery = update;
+    if (!this.kernel) return;
+    this.applyWatch();
+    this.applyTelegramEndpoints();
+  }
+
+  /** GET /status/ebpf */
+  ebpfStatus(): EbpfStatus {
+    const kernel = this.kernel;
+    if (!kernel) return { enabled: false, reason: this.reason() };
+    const c = this.readCounters(true)!;
+    const stat = (prog: number, which: number) => c.stats[prog * STAT_NR + which]!;
+    return {
+      enabled: true,
+      programs: kernel.programs(),
+      maps: kernel.maps().map((m) => ({ name: m.name, type: m.type, entries: m.entries, max_entries: m.max_entries })),
+      ringbuf: {
+        size: kernel.ringSize,
+        events_seen: stat(0, STAT_SEEN),
+        events_submitted: stat(0, STAT_SUBMITTED),
+        events_received: this.drain?.received ?? 0,
+        events_lost: stat(0, STAT_DROPPED_RINGBUF_FULL),
+        occupancy: this.occupancy(),
+        drops: { ringbuf_full: stat(0, STAT_DROPPED_RINGBUF_FULL), table_full: stat(0, STAT_DROPPED_TABLE_FULL), malformed: this.drain?.malformed ?? 0 },
+      },
+      snapshots: { applied: this.trackerInstance.snapshotsApplied, records: this.snapshotRecords, overflows: this.snapshotOverflows, interval_ms: this.settings.snapshot_interval_ms },
+      tracker: {
+        tracked: this.trackerInstance.size,
+        max: this.trackerInstance.capacity,
+        evictions: { table_full: this.trackerInstance.evictedFull, close_lost: this.trackerInstance.evictedStale },
+        closed_untracked: this.trackerInstance.closedUntracked,
+      },
+      watch: { ports: this.watchedPorts(), processes: this.settings.watch.processes, telegram_endpoints: kernel.dcEndpoints.size, telegram_networks: kernel.dcNets.size },
+    };
+  }
+
+  /** GET /status/connections */
+  connections(opts: { role?: Role; sort: SortKey; limit: number }) {
+    return { enabled: this.running, ...this.trackerInstance.list(opts) };
+  }
+
+  /** Program ids this agent loaded (for tests that check they are gone after stop). */
+  programIds(): number[] {
+    return this.kernel?.programs().map((p) => p.id) ?? [];
+  }
+
+  /** For the ingest benchmark: the loaded kernel side and the drain. */
+  internals(): { kernel: KernelCollector; drain: RingDrain } | undefined {
+    return this.kernel && this.drain ? { kernel: this.kernel, drain: this.drain } : undefined;
+  }
+
+  /** Runs one snapshot pass now (also runs on its timer). */
+  snapshotNow(): void {
+    const kernel = this.kernel;
+    const buf = this.snapshotBuf;
+    const reader = this.snapshotReader;
+    if (!kernel || !buf || !reader || !this.drain) return;
+    const startNs = this.clock.nowMonoMs() * 1e6;
+    const n = kernel.snapshot(buf);
+    if (n < 0) {
+      this.snapshotOverflows++;
+      return;
+    }
+    // Opens and closes written before the pass ended must be applied before its records.
+    this.drain.drainAll();
+    this.trackerInstance.beginSnapshot(startNs);
+    const count = Math.floor(n / RECORD_SIZE);
+    for (let i = 0; i < count; i++) this.trackerInstance.snapshot(reader, i * RECORD_SIZE);
+    this.trackerInstance.endSnapshot();
+    this.snapshotRecords += count;
+    this.clock.refresh();
+  }
+
+  private scheduleSnapshots(): void {
+    if (this.snapshotTimer) clearInterval(this.snapshotTimer);
+    this.snapshotTimer = setInterval(() => {
+      try {
+        this.snapshotNow();
+      } catch (err) {
+        this.ctx.logger.error({ err }, 'eBPF snapshot failed');
+      }
+    }, this.settings.snapshot_interval_ms);
+    this.snapshotTimer.unref();
+  }
+
+  private reason(): string {
+    if (!this.settings.enabled) return 'disabled (ebpf.enabled: false)';
+    return this.failure ?? 'not started';
+  }
+
+  /** Listener ports from telemt apply unless the config file lists ports itself. */
+  private watchedPorts(): number[] {
+    const discovered = this.discovery?.listenerPorts ?? [];
+    return !this.explicitPorts && discovered.length > 0 ? [...new Set(discovered)].sort((a, b) => a - b) : this.settings.watch.ports;
+  }
+
+  private applyWatch(): void {
+    this.kernel?.setWatchPorts(this.watchedPorts());
+    this.kernel?.setWatchComms(this.settings.watch.processes);
+  }
+
+  private applyTelegramEndpoints(): void {
+    const keys: Uint8Array[] = [];
+    for (const ep of this.discovery?.telegramEndpoints ?? []) {
+      const key = endpointKey(ep);
+      if (key) keys.push(key);
+      else this.ctx.logger.warn({ endpoint: ep }, 'ignoring a Telegram endpoint that is not ip:port');
+    }
+    this.kernel?.dcEndpoints.replace(keys.slice(0, 4096));
+  }
+
+  private readCounters(fresh = false): KernelCounters | undefined {
+    if (!this.kernel) return undefined;
+    const now = performance.now();
+    if (fresh || now - this.countersReadAt > COUNTER_CACHE_MS) {
+      this.kernel.readCounters(this.counters);
+      this.countersReadAt = now;
+    }
+    return this.counters;
+  }
+
+  private occupancy(): number {
+    return this.kernel ? this.kernel.pending() / this.kernel.ringSize : 0;
+  }
+}
+
+export type EbpfStatus =
+  | { enabled: false; reason: string }
+  | {
+      enabled: true;
+      programs: ProgramInfo[];
+      maps: Array<{ name: string; type: string; entries: number; max_entries: number }>;
+      ringbuf: {
+        size: number;
+        events_seen: number;
+        events_submitted: number;
+        events_received: number;
+        events_lost: number;
+        occupancy: number;
+        drops: { ringbuf_full: number; table_full: number; malformed: number };
+      };
+      snapshots: { applied: number; records: number; overflows: number; interval_ms: number };
+      tracker: { tracked: number; max: number; evictions: { table_full: number; close_lost: number }; closed_untracked: number };
+      watch: { ports: number[]; processes: string[]; telegram_endpoints: number; telegram_networks: number };
+    };

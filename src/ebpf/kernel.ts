@@ -1,0 +1,356 @@
+// The loaded kernel side: opens and loads the BPF object through the shim, attaches every
+// program, and gives the agent typed access to the config maps, the ring buffer, the iterator
+// and the counters. Load failures become one precise sentence (`EbpfLoadError.reason`) that
+// /ready, /status/ebpf and the log repeat.
+import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
+import { COMM_SIZE, HEALTH_NR, NR_ROLES, RTT_BUCKETS, STAT_NR, STAT_PROGRAMS, verifyAbi } from './abi.js';
+import { cString, DEFAULT_ARTIFACTS, loadShim, type ObjectHandle, type Shim } from './binding.js';
+
+export const PROGRAMS = ['conn_lifecycle', 'tcp_retransmit', 'tcp_send_reset', 'tcp_receive_reset', 'tcp_probe_rtt', 'conn_snapshot'] as const;
+export const BENCH_PROGRAM = 'bench_producer';
+const REQUIRED_PROGRAM = 'conn_lifecycle';
+const SNAPSHOT_PROGRAM = 'conn_snapshot';
+const BTF_PATH = '/sys/kernel/btf/vmlinux';
+
+export class EbpfLoadError extends Error {
+  constructor(
+    readonly reason: string,
+    /** libbpf's log including the verifier's, for the agent log only. */
+    readonly detail?: string,
+  ) {
+    super(reason);
+    this.name = 'EbpfLoadError';
+  }
+}
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+export function errnoName(code: number): string {
+  return ERRNO_NAMES.get(Math.abs(code)) ?? `errno ${Math.abs(code)}`;
+}
+
+function permissionHint(code: number): string {
+  const name = errnoName(code);
+  return name === 'EPERM' || name === 'EACCES' ? ' (run as root or grant CAP_BPF+CAP_PERFMON)' : '';
+}
+
+export interface KernelOptions {
+  library?: string;
+  object?: string;
+  ringbufBytes: number;
+  maxTracked: number;
+  /** Loads the benchmark producer too (bench only). */
+  benchProducer?: boolean;
+}
+
+export interface ProgramInfo {
+  name: string;
+  type: string;
+  attached: boolean;
+  id: number;
+  run_count: number;
+  run_time_ns: number;
+  error?: string;
+}
+
+export interface MapInfo {
+  name: string;
+  type: string;
+  id: number;
+  entries: number;
+  max_entries: number;
+}
+
+/** Kernel counters summed over CPUs, read in one pass for /metrics. */
+export interface KernelCounters {
+  /** [program * STAT_NR + stat] */
+  stats: Float64Array;
+  /** [role * HEALTH_NR + counter] */
+  health: Float64Array;
+  /** [role * RTT_BUCKETS + bucket] */
+  rtt: Float64Array;
+}
+
+class ConfigMap {
+  private readonly present = new Map<string, Uint8Array>();
+  private readonly value = new Uint8Array([1]);
+
+  constructor(
+    private readonly shim: Shim,
+    readonly name: string,
+    private readonly fd: number,
+  ) {}
+
+  /** Makes the map hold exactly `keys`; programs see the change at once, nothing is reloaded. */
+  replace(keys: Iterable<Uint8Array>): void {
+    const next = new Map<string, Uint8Array>();
+    for (const k of keys) next.set(Buffer.from(k).toString('hex'), k);
+    for (const [hex, key] of this.present) {
+      if (next.has(hex)) continue;
+      const rc = this.shim.mapDelete(this.fd, key);
+      if (rc < 0 && errnoName(rc) !== 'ENOENT') throw new Error(`updating ${this.name}: ${errnoName(rc)}`);
+      this.present.delete(hex);
+    }
+    for (const [hex, key] of next) {
+      if (this.present.has(hex)) continue;
+      const rc = this.shim.mapUpdate(this.fd, key, this.value, 0);
+      if (rc < 0) throw new Error(`updating ${this.name}: ${errnoName(rc)}${errnoName(rc) === 'E2BIG' ? ' (map full)' : ''}`);
+      this.present.set(hex, key);
+    }
+  }
+
+  get size(): number {
+    return this.present.size;
+  }
+}
+
+export class KernelCollector {
+  readonly watchPorts: ConfigMap;
+  readonly watchComms: ConfigMap;
+  readonly dcEndpoints: ConfigMap;
+  readonly dcNets: ConfigMap;
+  readonly ringSize: number;
+  private readonly statsFd: number;
+  private readonly healthFd: number;
+  private readonly rttFd: number;
+  private readonly benchFd: number;
+  private readonly limitsFd: number;
+  private readonly limitScratch = new Uint32Array(2);
+  private readonly sumScratch = new Uint32Array(2 * Math.max(STAT_PROGRAMS.length * STAT_NR, NR_ROLES * RTT_BUCKETS));
+  private closed = false;
+
+  private constructor(
+    private readonly shim: Shim,
+    private readonly obj: ObjectHandle,
+    private readonly attachErrors: ReadonlyMap<string, string>,
+  ) {
+    const fd = (name: string) => {
+      const n = shim.mapFd(obj, name);
+      if (n < 0) throw new EbpfLoadError(`map ${name} missing from the BPF object: ${errnoName(n)}`);
+      return n;
+    };
+    this.watchPorts = new ConfigMap(shim, 'watch_ports', fd('watch_ports'));
+    this.watchComms = new ConfigMap(shim, 'watch_comms', fd('watch_comms'));
+    this.dcEndpoints = new ConfigMap(shim, 'dc_endpoints', fd('dc_endpoints'));
+    this.dcNets = new ConfigMap(shim, 'dc_nets', fd('dc_nets'));
+    this.statsFd = fd('stats');
+    this.healthFd = fd('health');
+    this.rttFd = fd('rtt_hist');
+    this.benchFd = fd('bench_cfg');
+    this.limitsFd = fd('limits');
+    this.ringSize = shim.rbSize(obj);
+  }
+
+  /** Loads and attaches everything, or throws EbpfLoadError with the reason an operator needs. */
+  static load(opts: KernelOptions): KernelCollector {
+    const libraryPath = opts.library ?? DEFAULT_ARTIFACTS.library;
+    const objectPath = opts.object ?? DEFAULT_ARTIFACTS.object;
+    let shim: Shim;
+    try {
+      shim = loadShim(libraryPath);
+    } catch (err) {
+      throw new EbpfLoadError(`native shim ${libraryPath} cannot be loaded (run make build): ${(err as Error).message}`);
+    }
+    const layout = Buffer.alloc(2048);
+    const n = shim.abiLayout(layout, layout.length);
+    verifyAbi(cString(layout, n));
+    if (!existsSync(BTF_PATH)) throw new EbpfLoadError(`no kernel BTF at ${BTF_PATH} (a kernel with CONFIG_DEBUG_INFO_BTF=y is required)`);
+    if (!existsSync(objectPath)) throw new EbpfLoadError(`BPF object ${objectPath} is missing (run make build)`);
+
+    const out: [ObjectHandle | null] = [null];
+    const rc = shim.open(objectPath, out);
+    const obj = out[0];
+    if (rc < 0 || !obj) {
+      if (errnoName(rc) === 'EPROTO') {
+        throw new EbpfLoadError(`BPF object ${objectPath} has ABI version ${shim.objectAbiVersion(objectPath)}, the native shim ${shim.abiVersion()} (rebuild with make)`);
+      }
+      throw new EbpfLoadError(`cannot open BPF object ${objectPath}: ${errnoName(rc)}`);
+    }
+    const fail = (reason: string, detail?: string): never => {
+      shim.close(obj);
+      throw new EbpfLoadError(reason, detail);
+    };
+    const check = (code: number, what: string) => {
+      if (code < 0) fail(`${what}: ${errnoName(code)}`);
+    };
+    check(shim.setMaxEntries(obj, 'events', opts.ringbufBytes), 'sizing the ring buffer');
+    check(shim.setAutoload(obj, BENCH_PROGRAM, opts.benchProducer ? 1 : 0), 'selecting programs');
+
+    const loaded = shim.load(obj);
+    if (loaded < 0) {
+      const log = readLog(shim, obj);
+      const prog = /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(log)?.[1];
+      const map = /map '([^']+)'/.exec(log)?.[1];
+      // Without a named culprit the kernel refused BPF as such (libbpf's probe program failed
+      // first): the first program, the one the agent cannot do without, is what could not load.
+      const what = prog ? `loading ${prog}` : map ? `creating map ${map}` : `loading ${REQUIRED_PROGRAM}`;
+      fail(`${errnoName(loaded)} ${what}${permissionHint(loaded)}`, log);
+    }
+
+    // The tracked-socket limit must be in place before any program runs.
+    const limitsFd = shim.mapFd(obj, 'limits');
+    if (limitsFd < 0) fail(`map limits missing from the BPF object: ${errnoName(limitsFd)}`);
+    check(shim.mapUpdate(limitsFd, u32Key(LIMIT_MAX), u64Value(opts.maxTracked), 0), 'setting the connection limit');
+
+    const nfail: [number] = [0];
+    shim.attachAll(obj, nfail);
+    const info = new BigInt64Array(8);
+    const attachErrors = new Map<string, string>();
+    for (const [i, prog] of listNames(obj, shim.progName).entries()) {
+      if (shim.progInfo(obj, i, info) < 0) continue;
+      const err = Number(info[2]);
+      if (err < 0) attachErrors.set(prog.name, `${errnoName(err)} attaching${permissionHint(err)}`);
+    }
+    const required = attachErrors.get(REQUIRED_PROGRAM);
+    if (required) fail(`${required.replace('attaching', `attaching ${REQUIRED_PROGRAM}`)}`, readLog(shim, obj));
+    // Run counters are best effort: without them run_count/run_time_ns stay 0.
+    shim.enableStats(obj);
+    check(shim.rbOpen(obj, 'events'), 'mapping the ring buffer');
+    try {
+      return new KernelCollector(shim, obj, attachErrors);
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+  }
+
+  /** Copies up to `max` ring records into `buf` (see DRAIN_HEADER framing); returns the count. */
+  drain(buf: Uint8Array, max: number): number {
+    const n = this.shim.rbDrain(this.obj, buf, buf.byteLength, max);
+    if (n < 0) throw new Error(`ring buffer drain failed: ${errnoName(n)}`);
+    return n;
+  }
+
+  /** Benchmark baseline consumer: counts records in C without copying them out. */
+  consumeBaseline(max: number, checksum: BigUint64Array): number {
+    return this.shim.rbConsumeBaseline(this.obj, max, checksum);
+  }
+
+  /** Bytes in the ring not yet drained. */
+  pending(): number {
+    return this.shim.rbPending(this.obj);
+  }
+
+  /** Runs the snapshot iterator into `buf`; returns bytes, or -1 when the buffer was too small. */
+  snapshot(buf: Uint8Array): number {
+    const n = this.shim.iterRead(this.obj, SNAPSHOT_PROGRAM, buf, buf.byteLength);
+    if (n < 0 && errnoName(n) === 'ENOSPC') return -1;
+    if (n < 0) throw new Error(`${SNAPSHOT_PROGRAM} iterator failed: ${errnoName(n)}`);
+    return n;
+  }
+
+  setWatchComms(names: readonly string[]): void {
+    this.watchComms.replace(
+      names.map((n) => {
+        const key = new Uint8Array(COMM_SIZE);
+        key.set(Buffer.from(n, 'utf8').subarray(0, COMM_SIZE - 1));
+        return key;
+      }),
+    );
+  }
+
+  setWatchPorts(ports: readonly number[]): void {
+    this.watchPorts.replace(ports.map((p) => new Uint8Array([p & 0xff, p >> 8])));
+  }
+
+  /** Benchmark producer: follow this process id (0 stops it). */
+  setBenchTarget(tgid: number): void {
+    const key = new Uint8Array(4);
+    const value = new Uint8Array(new Uint32Array([tgid]).buffer);
+    const rc = this.shim.mapUpdate(this.benchFd, key, value, 0);
+    if (rc < 0) throw new Error(`bench_cfg update failed: ${errnoName(rc)}`);
+  }
+
+  private sum(fd: number, count: number, out: Float64Array): void {
+    const rc = this.shim.percpuSum(fd, 0, count, this.sumScratch);
+    if (rc < 0) throw new Error(`reading per-CPU counters failed: ${errnoName(rc)}`);
+    for (let i = 0; i < count; i++) out[i] = this.sumScratch[2 * i]! + this.sumScratch[2 * i + 1]! * 2 ** 32;
+  }
+
+  readCounters(into: KernelCounters): void {
+    this.sum(this.statsFd, STAT_PROGRAMS.length * STAT_NR, into.stats);
+    this.sum(this.healthFd, NR_ROLES * HEALTH_NR, into.health);
+    this.sum(this.rttFd, NR_ROLES * RTT_BUCKETS, into.rtt);
+  }
+
+  programs(): ProgramInfo[] {
+    if (this.closed) return [];
+    const info = new BigInt64Array(8);
+    const out: ProgramInfo[] = [];
+    for (const [i, { name, type }] of listNames(this.obj, this.shim.progName).entries()) {
+      if (this.shim.progInfo(this.obj, i, info) < 0 || info[0] === 0n) continue;
+      const error = this.attachErrors.get(name);
+      out.push({
+        name,
+        type,
+        attached: info[1] === 1n,
+        id: Number(info[3]),
+        run_count: Number(info[4]),
+        run_time_ns: Number(info[5]),
+        ...(error ? { error } : {}),
+      });
+    }
+    return out;
+  }
+
+  /** Sockets the kernel tracks now, and the most it may. */
+  trackedSockets(): { tracked: number; max: number } {
+    const read = (k: number) => {
+      if (this.shim.mapLookup(this.limitsFd, u32Key(k), new Uint8Array(this.limitScratch.buffer)) < 0) return 0;
+      return this.limitScratch[0]! + this.limitScratch[1]! * 2 ** 32;
+    };
+    return { tracked: read(LIMIT_TRACKED), max: read(LIMIT_MAX) };
+  }
+
+  maps(): MapInfo[] {
+    if (this.closed) return [];
+    const info = new BigInt64Array(4);
+    const out: MapInfo[] = [];
+    for (const [i, { name, type }] of listNames(this.obj, this.shim.mapName).entries()) {
+      if (this.shim.mapInfo(this.obj, i, info) < 0 || info[3] < 0n) continue;
+      if (type === 'sk_storage') {
+        // Socket-local storage has no key count or size of its own: the limit map keeps both.
+        const { tracked, max } = this.trackedSockets();
+        out.push({ name, type, id: Number(info[0]), entries: tracked, max_entries: max });
+        continue;
+      }
+      out.push({ name, type, id: Number(info[0]), entries: Number(info[2]), max_entries: Number(info[1]) });
+    }
+    return out;
+  }
+
+  /** Detaches every program and releases the object (maps and programs go with the last fd). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.shim.close(this.obj);
+  }
+}
+
+/** Names and types of the object's programs or maps, in the shim's index order. */
+function listNames(obj: ObjectHandle, describe: Shim['progName']): Array<{ name: string; type: string }> {
+  const buf = Buffer.alloc(256);
+  const out: Array<{ name: string; type: string }> = [];
+  for (let i = 0, n = describe(obj, i, buf, buf.length); n >= 0; n = describe(obj, ++i, buf, buf.length)) {
+    const [name = '', type = 'unknown'] = cString(buf, n).split(' ');
+    out.push({ name, type });
+  }
+  return out;
+}
+
+/** Indexes of the `limits` map. */
+const LIMIT_TRACKED = 0;
+const LIMIT_MAX = 1;
+
+function u32Key(k: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([k]).buffer);
+}
+
+function u64Value(n: number): Uint8Array {
+  return new Uint8Array(new Uint32Array([n >>> 0, Math.floor(n / 2 ** 32)]).buffer);
+}
+
+function readLog(shim: Shim, obj: ObjectHandle): string {
+  const buf = Buffer.alloc(256 * 1024);
+  return cString(buf, shim.log(obj, buf, buf.length)).trim();
+}

@@ -1,0 +1,410 @@
+// The live connection table and per-role aggregates, fed by kernel records.
+//
+// Storage is struct-of-arrays sized once (`capacity` slots), so ingesting a record allocates
+// nothing; strings (addresses, users) are built only for events and status. Bytes are counted
+// exactly once: open and snapshot records advance a per-connection "counted" mark and add the
+// difference; the close record adds what remains, so the total at close equals the sum of the
+// deltas. Directions are from this host's side: rx received, tx sent.
+import { CLOSE_RST, NR_ROLES, REC_CLOSE, REC_OPEN, ROLE_CLIENT } from '../ebpf/abi.js';
+import type { MonotonicClock } from '../ebpf/clock.js';
+import { formatAddress, type RecordReader } from '../ebpf/decode.js';
+import { CookieIndex } from './cookie-index.js';
+import type { AgentEventMap, ConnectionEventData, Role } from './events.js';
+import type { UserDirectory } from './links.js';
+import { roleName } from './roles.js';
+
+/** Upper bounds (seconds) of mtlens_tcp_connection_duration_seconds. */
+export const DURATION_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400] as const;
+
+const V4_TEXT_CACHE = 4096;
+
+export type ConnectionPublisher = <K extends 'connection.open' | 'connection.close' | 'connection.stall'>(type: K, data: AgentEventMap[K]) => void;
+
+export interface TrackerOptions {
+  capacity: number;
+  stallAfterMs: number;
+  clock: MonotonicClock;
+  users: UserDirectory;
+  publish: ConnectionPublisher;
+  /** The [rx, tx] byte totals of a telemt user (client connections); the tracker adds deltas to it. */
+  userTotals(user: string): Float64Array;
+}
+
+export type LiveConnection = Pick<
+  ConnectionEventData,
+  'cookie' | 'role' | 'family' | 'peer_address' | 'peer_port' | 'local_address' | 'local_port' | 'rx_bytes' | 'tx_bytes' | 'srtt_us' | 'retransmits' | 'stalled'
+> & { age_seconds: number };
+
+export type SortKey = 'bytes' | 'rx' | 'tx' | 'age' | 'srtt' | 'retransmits';
+
+export class ConnectionTracker {
+  // Per-role aggregates, read by the metrics collector at scrape time.
+  readonly opened = new Float64Array(NR_ROLES);
+  /** [role * 2 + (0 fin | 1 rst)] */
+  readonly closed = new Float64Array(NR_ROLES * 2);
+  /** [role * 2 + (0 rx | 1 tx)] */
+  readonly bytes = new Float64Array(NR_ROLES * 2);
+  readonly active = new Int32Array(NR_ROLES);
+  readonly stalls = new Float64Array(NR_ROLES);
+  /** [role * (buckets + 1) + b], cumulative only when rendered. */
+  readonly durationCounts = new Float64Array(NR_ROLES * (DURATION_BUCKETS.length + 1));
+  readonly durationSum = new Float64Array(NR_ROLES);
+  /** Entries dropped for room (table full). */
+  evictedFull = 0;
+  /** Entries whose close record never came (lost in the ring), found missing from two snapshots. */
+  evictedStale = 0;
+  /** Close records of connections the table did not hold (open record lost, or evicted). */
+  closedUntracked = 0;
+  recordsIngested = 0;
+  snapshotsApplied = 0;
+
+  private readonly index: CookieIndex;
+  /** Slots in open order (oldest first), for eviction and iteration; -1 ends the list. */
+  private readonly older: Int32Array;
+  private readonly newer: Int32Array;
+  private oldest = -1;
+  private newest = -1;
+  private readonly free: Int32Array;
+  private freeTop: number;
+  private readonly cookie: Float64Array;
+  private readonly role: Uint8Array;
+  private readonly family: Uint8Array;
+  private readonly localPort: Uint16Array;
+  private readonly peerPort: Uint16Array;
+  /** 32 bytes per slot: local address, then peer address. */
+  private readonly addr: Uint8Array;
+  private readonly openedNs: Float64Array;
+  private readonly rx: Float64Array;
+  private readonly tx: Float64Array;
+  private readonly srtt: Uint32Array;
+  private readonly retrans: Uint32Array;
+  private readonly rxOnlySinceMs: Float64Array;
+  private readonly stalled: Uint8Array;
+  private readonly seenGen: Uint32Array;
+  private readonly peerText: Array<string | undefined>;
+  private readonly localText: Array<string | undefined>;
+  private readonly cookieStr: Array<string | undefined>;
+  /** The user totals a client connection's bytes go to; resolved again at every snapshot. */
+  private readonly userCell: Array<Float64Array | undefined>;
+  /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
+  private readonly v4Text = new Map<number, string>();
+  private gen = 1;
+  private prevSnapshotNs = 0;
+  private snapshotNs = 0;
+
+  constructor(private opts: TrackerOptions) {
+    const n = opts.capacity;
+    this.index = new CookieIndex(n);
+    this.older = new Int32Array(n);
+    this.newer = new Int32Array(n);
+    this.free = new Int32Array(n);
+    for (let i = 0; i < n; i++) this.free[i] = n - 1 - i;
+    this.freeTop = n;
+    this.cookie = new Float64Array(n);
+    this.role = new Uint8Array(n);
+    this.family = new Uint8Array(n);
+    this.localPort = new Uint16Array(n);
+    this.peerPort = new Uint16Array(n);
+    this.addr = new Uint8Array(n * 32);
+    this.openedNs = new Float64Array(n);
+    this.rx = new Float64Array(n);
+    this.tx = new Float64Array(n);
+    this.srtt = new Uint32Array(n);
+    this.retrans = new Uint32Array(n);
+    this.rxOnlySinceMs = new Float64Array(n);
+    this.stalled = new Uint8Array(n);
+    this.seenGen = new Uint32Array(n);
+    this.peerText = new Array<string | undefined>(n).fill(undefined);
+    this.localText = new Array<string | undefined>(n).fill(undefined);
+    this.cookieStr = new Array<string | undefined>(n).fill(undefined);
+    this.userCell = new Array<Float64Array | undefined>(n).fill(undefined);
+  }
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  get capacity(): number {
+    return this.opts.capacity;
+  }
+
+  setStallAfter(ms: number): void {
+    this.opts = { ...this.opts, stallAfterMs: ms };
+  }
+
+  /** An open or close record from the ring buffer at payload offset `p`. */
+  ingest(r: RecordReader, p: number): void {
+    this.recordsIngested++;
+    const kind = r.kind(p);
+    if (kind === REC_OPEN) this.open(r, p);
+    else if (kind === REC_CLOSE) this.close(r, p);
+  }
+
+  private open(r: RecordReader, p: number): void {
+    const cookie = r.cookie(p);
+    if (this.index.get(cookie) >= 0) return;
+    if (this.freeTop === 0) this.evictOldest();
+    const s = this.free[--this.freeTop]!;
+    this.index.set(cookie, s);
+    this.older[s] = this.newest;
+    this.newer[s] = -1;
+    if (this.newest >= 0) this.newer[this.newest] = s;
+    else this.oldest = s;
+    this.newest = s;
+    const role = r.role(p) < NR_ROLES ? r.role(p) : 2;
+    this.cookie[s] = cookie;
+    this.role[s] = role;
+    this.family[s] = r.family(p);
+    this.localPort[s] = r.localPort(p);
+    this.peerPort[s] = r.peerPort(p);
+    const src = r.bytes;
+    const local = r.localAddrAt(p);
+    const peer = r.peerAddrAt(p);
+    const width = this.family[s] === 4 ? 4 : 16;
+    for (let i = 0; i < width; i++) {
+      this.addr[s * 32 + i] = src[local + i]!;
+      this.addr[s * 32 + 16 + i] = src[peer + i]!;
+    }
+    this.openedNs[s] = r.openedNs(p);
+    this.rx[s] = 0;
+    this.tx[s] = 0;
+    this.rxOnlySinceMs[s] = 0;
+    this.stalled[s] = 0;
+    this.seenGen[s] = this.gen;
+    this.peerText[s] = undefined;
+    this.localText[s] = undefined;
+    this.cookieStr[s] = undefined;
+    this.userCell[s] = undefined;
+    this.opened[role]++;
+    this.active[role]++;
+    this.update(s, r, p);
+    this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
+  }
+
+  private close(r: RecordReader, p: number): void {
+    const cookie = r.cookie(p);
+    let s = this.index.get(cookie);
+    if (s < 0) {
+      // Its open record was lost or its entry evicted: account it from the close record alone.
+      this.closedUntracked++;
+      this.open(r, p);
+      s = this.index.get(cookie);
+      if (s < 0) return;
+    }
+    this.update(s, r, p);
+    const role = this.role[s]!;
+    const rst = r.closeKind(p) === CLOSE_RST;
+    this.closed[role * 2 + (rst ? 1 : 0)]++;
+    const seconds = Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9);
+    this.observeDuration(role, seconds);
+    const data = this.event(s, role === ROLE_CLIENT ? this.opts.users.userFor(this.peer(s)) : undefined, r, p, true);
+    this.release(s);
+    this.opts.publish('connection.close', data);
+  }
+
+  /** Call before applying the records of one iterator pass taken at kernel time `tsNs`. */
+  beginSnapshot(tsNs: number): void {
+    this.gen++;
+    this.prevSnapshotNs = this.snapshotNs;
+    this.snapshotNs = tsNs;
+    this.snapshotsApplied++;
+  }
+
+  /** A snapshot record at offset `p`: live counters of a tracked connection. */
+  snapshot(r: RecordReader, p: number): void {
+    const s = this.index.get(r.cookie(p));
+    // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
+    if (s < 0) return;
+    this.seenGen[s] = this.gen;
+    // telemt may have joined this peer IP to another user since: resolve it again.
+    this.userCell[s] = undefined;
+    this.update(s, r, p);
+    if (this.role[s] !== ROLE_CLIENT) return;
+    if (this.rx[s]! > 0 && this.tx[s] === 0) {
+      const now = this.opts.clock.nowMonoMs();
+      if (this.rxOnlySinceMs[s] === 0) this.rxOnlySinceMs[s] = now;
+      else if (!this.stalled[s] && now - this.rxOnlySinceMs[s]! >= this.opts.stallAfterMs) {
+        this.stalled[s] = 1;
+        this.stalls[ROLE_CLIENT]++;
+        this.opts.publish('connection.stall', this.event(s, this.opts.users.userFor(this.peer(s)), r, p, false));
+      }
+    } else {
+      this.rxOnlySinceMs[s] = 0;
+      this.stalled[s] = 0;
+    }
+  }
+
+  /**
+   * After a snapshot pass: connections opened before the previous pass and missing from both
+   * are gone without a close record (it was lost in a full ring); they leave the table, counted.
+   */
+  endSnapshot(): void {
+    if (this.prevSnapshotNs === 0) return;
+    for (let s = this.oldest; s >= 0; ) {
+      const next = this.newer[s]!;
+      if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs) {
+        this.evictedStale++;
+        this.release(s);
+      }
+      s = next;
+    }
+  }
+
+  /** Advances the counted marks to the record's values and accounts the difference. */
+  private update(s: number, r: RecordReader, p: number): void {
+    const role = this.role[s]!;
+    const rx = r.rxBytes(p);
+    const tx = r.txBytes(p);
+    const dRx = rx > this.rx[s]! ? rx - this.rx[s]! : 0;
+    const dTx = tx > this.tx[s]! ? tx - this.tx[s]! : 0;
+    if (dRx > 0 || dTx > 0) {
+      this.rx[s] = this.rx[s]! + dRx;
+      this.tx[s] = this.tx[s]! + dTx;
+      this.bytes[role * 2] = this.bytes[role * 2]! + dRx;
+      this.bytes[role * 2 + 1] = this.bytes[role * 2 + 1]! + dTx;
+      if (role === ROLE_CLIENT) {
+        const cell = (this.userCell[s] ??= this.opts.userTotals(this.opts.users.userFor(this.peer(s))));
+        cell[0] = cell[0]! + dRx;
+        cell[1] = cell[1]! + dTx;
+      }
+    }
+    this.srtt[s] = r.srttUs(p);
+    this.retrans[s] = r.retransmits(p);
+  }
+
+  private observeDuration(role: number, seconds: number): void {
+    let b = 0;
+    while (b < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[b]!) b++;
+    this.durationCounts[role * (DURATION_BUCKETS.length + 1) + b]++;
+    this.durationSum[role] = this.durationSum[role]! + seconds;
+  }
+
+  private evictOldest(): void {
+    if (this.oldest < 0) return;
+    this.evictedFull++;
+    this.release(this.oldest);
+  }
+
+  private release(s: number): void {
+    this.index.delete(this.cookie[s]!);
+    const older = this.older[s]!;
+    const newer = this.newer[s]!;
+    if (older >= 0) this.newer[older] = newer;
+    else this.oldest = newer;
+    if (newer >= 0) this.older[newer] = older;
+    else this.newest = older;
+    this.active[this.role[s]!]--;
+    this.peerText[s] = undefined;
+    this.localText[s] = undefined;
+    this.cookieStr[s] = undefined;
+    this.userCell[s] = undefined;
+    this.free[this.freeTop++] = s;
+  }
+
+  private peer(s: number): string {
+    return (this.peerText[s] ??= this.addressText(s * 32 + 16, this.family[s]!));
+  }
+
+  private cookieText(s: number): string {
+    return (this.cookieStr[s] ??= String(this.cookie[s]));
+  }
+
+  private local(s: number): string {
+    return (this.localText[s] ??= this.addressText(s * 32, this.family[s]!));
+  }
+
+  private addressText(at: number, family: number): string {
+    if (family !== 4) return formatAddress(this.addr, at, family);
+    const key = ((this.addr[at]! << 24) | (this.addr[at + 1]! << 16) | (this.addr[at + 2]! << 8) | this.addr[at + 3]!) >>> 0;
+    let text = this.v4Text.get(key);
+    if (text === undefined) {
+      if (this.v4Text.size >= V4_TEXT_CACHE) this.v4Text.clear();
+      text = formatAddress(this.addr, at, 4);
+      this.v4Text.set(key, text);
+    }
+    return text;
+  }
+
+  /**
+   * One object of one shape for every event (absent values are undefined, which JSON leaves
+   * out), built from the slot and the record that caused it.
+   */
+  private event(s: number, user: string | undefined, r: RecordReader, p: number, closing: boolean): ConnectionEventData {
+    return {
+      cookie: this.cookieText(s),
+      role: roleName(this.role[s]!),
+      family: this.family[s] === 6 ? 6 : 4,
+      peer_address: this.peer(s),
+      peer_port: this.peerPort[s]!,
+      local_address: this.local(s),
+      local_port: this.localPort[s]!,
+      user,
+      opened_at_ms: this.opts.clock.toWallMs(this.openedNs[s]!),
+      closed_at_ms: closing ? this.opts.clock.toWallMs(r.tsNs(p)) : undefined,
+      rx_bytes: this.rx[s]!,
+      tx_bytes: this.tx[s]!,
+      srtt_us: this.srtt[s]!,
+      min_rtt_us: r.minRttUs(p),
+      retransmits: this.retrans[s]!,
+      lost: r.lost(p),
+      segs_in: r.segsIn(p),
+      segs_out: r.segsOut(p),
+      close: closing ? (r.closeKind(p) === CLOSE_RST ? 'rst' : 'fin') : undefined,
+      stalled: this.stalled[s] === 1,
+    };
+  }
+
+  /** The live table for /status/connections: filtered, sorted (descending; age: oldest first), limited. */
+  list(opts: { role?: Role; sort: SortKey; limit: number }): { total: number; connections: LiveConnection[]; top_peers: PeerTotal[] } {
+    const nowMs = this.opts.clock.nowMonoMs();
+    const slots: number[] = [];
+    for (let s = this.oldest; s >= 0; s = this.newer[s]!) if (opts.role === undefined || roleName(this.role[s]!) === opts.role) slots.push(s);
+    const key = (s: number): number => {
+      switch (opts.sort) {
+        case 'rx': return this.rx[s]!;
+        case 'tx': return this.tx[s]!;
+        case 'age': return -this.openedNs[s]!;
+        case 'srtt': return this.srtt[s]!;
+        case 'retransmits': return this.retrans[s]!;
+        default: return this.rx[s]! + this.tx[s]!;
+      }
+    };
+    slots.sort((a, b) => key(b) - key(a));
+    const peers = new Map<string, PeerTotal>();
+    for (const s of slots) {
+      const address = this.peer(s);
+      const t = peers.get(address) ?? { peer_address: address, connections: 0, rx_bytes: 0, tx_bytes: 0 };
+      t.connections++;
+      t.rx_bytes += this.rx[s]!;
+      t.tx_bytes += this.tx[s]!;
+      peers.set(address, t);
+    }
+    const topPeers = [...peers.values()].sort((a, b) => b.rx_bytes + b.tx_bytes - (a.rx_bytes + a.tx_bytes)).slice(0, opts.limit);
+    return {
+      total: slots.length,
+      connections: slots.slice(0, opts.limit).map((s) => ({
+        cookie: this.cookieText(s),
+        role: roleName(this.role[s]!),
+        family: this.family[s] === 6 ? (6 as const) : (4 as const),
+        peer_address: this.peer(s),
+        peer_port: this.peerPort[s]!,
+        local_address: this.local(s),
+        local_port: this.localPort[s]!,
+        age_seconds: Math.max(0, Math.round((nowMs - this.openedNs[s]! / 1e6) / 100) / 10),
+        rx_bytes: this.rx[s]!,
+        tx_bytes: this.tx[s]!,
+        srtt_us: this.srtt[s]!,
+        retransmits: this.retrans[s]!,
+        stalled: this.stalled[s] === 1,
+      })),
+      top_peers: topPeers,
+    };
+  }
+}
+
+export interface PeerTotal {
+  peer_address: string;
+  connections: number;
+  rx_bytes: number;
+  tx_bytes: number;
+}

@@ -1,0 +1,80 @@
+// Loss accounting: a ring too small for a burst drops records in the kernel, and every drop is
+// counted: seen = delivered + dropped, visible in /metrics and /status/ebpf.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
+
+interface Ring {
+  events_seen: number;
+  events_submitted: number;
+  events_received: number;
+  events_lost: number;
+  occupancy: number;
+  drops: { ringbuf_full: number };
+}
+
+test('a tiny ring flooded with connections: seen = delivered + dropped, drops in /metrics and /status/ebpf', { timeout: 120_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const srv = await SizedServer.listen('127.0.0.1');
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  ringbuf_bytes: 65536\n  drain_interval_ms: 1000\n  snapshot_interval_ms: 3600000\n`));
+  t.after(async () => {
+    await a.cleanup();
+    await srv.close();
+  });
+  const ring = async () => (await a.json<{ ringbuf: Ring }>('/status/ebpf')).ringbuf;
+
+  // 64 KiB holds ~480 records of 136 bytes; bursts of 400 connections (800 records) between two
+  // drains overflow it. Keep going until the kernel reports drops (bounded).
+  let made = 0;
+  for (let round = 0; round < 20 && (await ring()).events_lost === 0; round++) {
+    await Promise.all(Array.from({ length: 400 }, async () => finish(await exchange('127.0.0.1', srv.port, 1, 1))));
+    made += 400;
+  }
+  const r = await waitFor('ring drained', async () => {
+    const now = await ring();
+    return now.occupancy === 0 && now.events_received === now.events_submitted ? now : undefined;
+  });
+  assert.ok(r.events_lost > 0, `no drops after ${made} connections`);
+  assert.equal(r.events_seen, r.events_received + r.events_lost, 'seen = delivered + dropped');
+  assert.equal(r.drops.ringbuf_full, r.events_lost);
+  assert.equal(r.events_seen, 2 * made, 'one open and one close record per connection');
+  const m = await a.metrics();
+  assert.equal(sample(m, 'mtlens_ebpf_events_lost_total{program="conn_lifecycle"}'), r.events_lost);
+  assert.equal(sample(m, 'mtlens_ebpf_events_total{program="conn_lifecycle"}'), r.events_submitted);
+  // What was delivered is still accounted: every close record is counted, with or without its open.
+  const closed = sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}');
+  assert.equal(closed, a.closes.length);
+  assert.ok(closed > 0 && closed <= made);
+
+  // Connections whose close record was lost leave the live table once two snapshots miss them.
+  a.ebpf.snapshotNow();
+  a.ebpf.snapshotNow();
+  const after = await a.metrics();
+  assert.equal(sample(after, 'mtlens_tcp_connections_active{role="client"}'), 0);
+  const evicted = sample(after, 'mtlens_tracker_evictions_total');
+  assert.equal(sample(after, 'mtlens_tcp_connections_opened_total{role="client"}'), closed + evicted, 'opened = closed + evicted');
+  const status = await a.json<{ tracker: { tracked: number; evictions: { close_lost: number } } }>('/status/ebpf');
+  assert.equal(status.tracker.tracked, 0);
+  assert.equal(status.tracker.evictions.close_lost, evicted);
+});
+
+test('beyond ebpf.max_tracked_connections new connections are not tracked, and counted', { timeout: 60_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const srv = await SizedServer.listen('127.0.0.1');
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  max_tracked_connections: 16\n  drain_interval_ms: 10\n`));
+  t.after(async () => {
+    await a.cleanup();
+    await srv.close();
+  });
+  const open = await Promise.all(Array.from({ length: 20 }, () => exchange('127.0.0.1', srv.port, 10, 10)));
+  await waitFor('16 tracked', async () => ((await a.json<{ total: number }>('/status/connections')).total === 16 ? true : undefined));
+  const st = await a.json<{ ringbuf: { drops: { table_full: number } }; maps: Array<{ name: string; entries: number; max_entries: number }> }>('/status/ebpf');
+  assert.equal(st.ringbuf.drops.table_full, 4);
+  assert.deepEqual(st.maps.find((m) => m.name === 'conns'), { name: 'conns', type: 'sk_storage', entries: 16, max_entries: 16 });
+  assert.equal(sample(await a.metrics(), 'mtlens_ebpf_untracked_connections_total{reason="table_full"}'), 4);
+  await Promise.all(open.map((x) => finish(x)));
+  await waitFor('16 closes', () => (a.closes.length === 16 ? true : undefined));
+  // Room again once they closed.
+  await finish(await exchange('127.0.0.1', srv.port, 1, 1));
+  await waitFor('tracked again', () => (a.closes.length === 17 ? true : undefined));
+});

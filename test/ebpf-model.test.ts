@@ -1,0 +1,59 @@
+// The pure pieces under the tracker and the kernel maps: the cookie index (an open-addressing
+// table whose deletion must never lose an entry), address parsing into kernel map keys, and
+// address formatting for events.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { formatAddress } from '../src/ebpf/decode.js';
+import { CookieIndex } from '../src/model/cookie-index.js';
+import { addressBytes, endpointKey, networkKey, TELEGRAM_NETWORKS } from '../src/model/roles.js';
+
+test('CookieIndex agrees with a Map through 200k random inserts and deletes, at full load', () => {
+  const capacity = 1000;
+  const index = new CookieIndex(capacity);
+  const reference = new Map<number, number>();
+  let seed = 42;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
+  // Cookies cluster (sequential kernel counters) and some are large (above 2^32).
+  const cookie = () => (rand() % 3 === 0 ? 2 ** 40 + (rand() % 3000) : 1 + (rand() % 3000));
+  for (let i = 0; i < 200_000; i++) {
+    const c = cookie();
+    if (reference.has(c) || reference.size >= capacity) {
+      const victim = reference.has(c) ? c : reference.keys().next().value!;
+      assert.equal(index.delete(victim), true);
+      reference.delete(victim);
+    } else {
+      index.set(c, i % capacity);
+      reference.set(c, i % capacity);
+    }
+    if (i % 997 === 0) for (const [k, v] of reference) assert.equal(index.get(k), v);
+    assert.equal(index.size, reference.size);
+  }
+  for (const [k, v] of reference) assert.equal(index.get(k), v);
+  assert.equal(index.get(987654321), -1);
+  assert.equal(index.delete(987654321), false);
+});
+
+test('addresses become the kernel maps\' 16-byte form (IPv4-mapped) and format back', () => {
+  const hex = (b: Uint8Array | null) => (b ? Buffer.from(b).toString('hex') : null);
+  assert.equal(hex(addressBytes('149.154.167.51')), '00000000000000000000ffff959aa733');
+  assert.equal(hex(addressBytes('2001:b28:f23d:f001::a')), '20010b28f23df001000000000000000a');
+  assert.equal(hex(addressBytes('::1')), '00000000000000000000000000000001');
+  assert.equal(hex(addressBytes('::ffff:10.1.2.3')), '00000000000000000000ffff0a010203');
+  assert.equal(hex(addressBytes('fe80::1%eth0')), 'fe800000000000000000000000000001');
+  assert.equal(addressBytes('example.org'), null);
+
+  const ep = endpointKey('[2001:67c:4e8:f004::a]:443')!;
+  assert.equal(Buffer.from(ep).toString('hex'), '2001067c04e8f004000000000000000abb010000');
+  assert.equal(endpointKey('91.108.56.183:8888')![16] + endpointKey('91.108.56.183:8888')![17]! * 256, 8888);
+  for (const bad of ['91.108.56.183', '91.108.56.183:0', 'host:443', '[::1]:99999', '']) assert.equal(endpointKey(bad), null, bad);
+
+  const net = networkKey('149.154.160.0/20')!;
+  assert.equal(new DataView(net.buffer).getUint32(0, true), 96 + 20);
+  assert.equal(new DataView(networkKey('2a0a:f280::/32')!.buffer).getUint32(0, true), 32);
+  assert.ok(TELEGRAM_NETWORKS.every((c) => networkKey(c) !== null));
+
+  for (const text of ['127.0.0.1', '149.154.175.50']) assert.equal(formatAddress(addressBytes(text)!, 12, 4), text);
+  for (const text of ['::1', '2001:b28:f23d:f001::a', '2001:db8:0:1:1:1:1:1', 'fe80::', '::', '::ffff:1', '1::ffff:0:1']) assert.equal(formatAddress(addressBytes(text)!, 0, 6), text);
+  // IPv4 clients of a dual-stack listener are shown, and joined to users, as IPv4.
+  assert.equal(formatAddress(addressBytes('::ffff:1.2.3.4')!, 0, 6), '1.2.3.4');
+});

@@ -1,0 +1,192 @@
+// Shared pieces of the eBPF tests: the kernel gate (as root they run; under CI=true they must),
+// an agent wired with the real eBPF component, loopback traffic with known sizes, polling.
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import type { TestContext } from 'node:test';
+import { connectionRoutes } from '../../src/api/routes/connections.js';
+import { ebpfRoutes } from '../../src/api/routes/ebpf.js';
+import { EbpfComponent, type EbpfArtifacts } from '../../src/ebpf/component.js';
+import type { AgentEventMap, ConnectionEventData } from '../../src/model/events.js';
+import { NO_USER_DIRECTORY, type UserDirectory } from '../../src/model/links.js';
+import { UserSeriesBudget } from '../../src/model/user-series.js';
+import { buildAgent, type TestAgent } from './agent.js';
+
+const isRoot = process.getuid?.() === 0;
+
+/** A test config: API on an ephemeral port without rate limiting, telemt off, then `ebpf` lines (indented two spaces). */
+export function ebpfConfig(ebpfLines = ''): string {
+  return `self_telemetry:\n  listen: 127.0.0.1:0\n  rate_limit:\n    enabled: false\ntelemt:\n  enabled: false\nebpf:\n${ebpfLines}`;
+}
+
+/** eBPF tests need root; without it they skip, except under CI=true where that is a failure. */
+export function kernelGate(t: TestContext): boolean {
+  if (isRoot) return true;
+  if (process.env.CI === 'true') throw new Error('eBPF tests must run as root under CI=true');
+  t.skip('eBPF tests need root (they load programs into the real kernel)');
+  return false;
+}
+
+export interface EbpfTestAgent extends TestAgent {
+  ebpf: EbpfComponent;
+  closes: ConnectionEventData[];
+  opens: ConnectionEventData[];
+  stalls: ConnectionEventData[];
+  json<T = Record<string, unknown>>(path: string): Promise<T>;
+  metrics(): Promise<string>;
+}
+
+export async function ebpfAgent(yaml: string, opts: { users?: UserDirectory; artifacts?: EbpfArtifacts; start?: boolean } = {}): Promise<EbpfTestAgent> {
+  let ebpf: EbpfComponent | undefined;
+  const t = await buildAgent(yaml, {
+    wire: (ctx) => {
+      ebpf = new EbpfComponent(ctx, { users: opts.users ?? NO_USER_DIRECTORY, userSeries: new UserSeriesBudget(100, ctx.registry) }, opts.artifacts);
+      return { components: [ebpf], routers: [ebpfRoutes(ebpf), connectionRoutes(ebpf)] };
+    },
+  });
+  const closes: ConnectionEventData[] = [];
+  const opens: ConnectionEventData[] = [];
+  const stalls: ConnectionEventData[] = [];
+  t.agent.events.onEvent(<K extends keyof AgentEventMap>(type: K, data: AgentEventMap[K]) => {
+    if (type === 'connection.close') closes.push(data as ConnectionEventData);
+    if (type === 'connection.open') opens.push(data as ConnectionEventData);
+    if (type === 'connection.stall') stalls.push(data as ConnectionEventData);
+  });
+  if (opts.start ?? true) await t.agent.start();
+  return {
+    ...t,
+    ebpf: ebpf!,
+    closes,
+    opens,
+    stalls,
+    json: async <T>(path: string) => (await (await t.request(path)).json()) as T,
+    metrics: async () => (await t.request('/metrics')).text(),
+  };
+}
+
+/** The value of one sample in Prometheus text, e.g. `mtlens_tcp_bytes_total{role="client",direction="rx"}`; 0 when absent. */
+export function sample(text: string, series: string): number {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
+  }
+  return 0;
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A loopback server speaking a tiny protocol with known sizes: the client sends
+ * [u32 clientBytes][u32 serverBytes] then clientBytes; the server answers serverBytes.
+ * Accounting on the server side is then rx = 8 + clientBytes, tx = serverBytes.
+ */
+export class SizedServer {
+  readonly server: net.Server;
+  readonly sockets = new Set<net.Socket>();
+
+  private constructor(server: net.Server) {
+    this.server = server;
+  }
+
+  static async listen(host: string, opts: { reply?: boolean } = {}): Promise<SizedServer> {
+    const reply = opts.reply ?? true;
+    const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+      self.sockets.add(s);
+      s.on('close', () => self.sockets.delete(s));
+      s.on('error', () => undefined);
+      let header: Buffer | undefined;
+      let need = -1;
+      let got = 0;
+      const pending: Buffer[] = [];
+      s.on('data', (d: Buffer) => {
+        if (!header) {
+          pending.push(d);
+          const all = Buffer.concat(pending);
+          if (all.length < 8) return;
+          header = all.subarray(0, 8);
+          need = header.readUInt32LE(0);
+          got = all.length - 8;
+        } else {
+          got += d.length;
+        }
+        if (got >= need && need >= 0) {
+          need = -1;
+          if (reply) s.write(Buffer.alloc(header.readUInt32LE(4), 0x5a));
+        }
+      });
+      s.on('end', () => s.end());
+    });
+    const self = new SizedServer(srv);
+    srv.listen(0, host);
+    await once(srv, 'listening');
+    return self;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+export interface Exchange {
+  socket: net.Socket;
+  family: 4 | 6;
+  localPort: number;
+  clientBytes: number;
+  serverBytes: number;
+}
+
+/** Connects, sends the header and clientBytes, waits for the serverBytes answer (unless `waitReply` is false). */
+export async function exchange(host: string, port: number, clientBytes: number, serverBytes: number, waitReply = true): Promise<Exchange> {
+  const socket = net.connect({ host, port, allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  let received = 0;
+  const replied = new Promise<void>((resolve) => {
+    if (serverBytes === 0) resolve();
+    socket.on('data', (d: Buffer) => {
+      received += d.length;
+      if (received >= serverBytes) resolve();
+    });
+  });
+  const header = Buffer.alloc(8);
+  header.writeUInt32LE(clientBytes, 0);
+  header.writeUInt32LE(serverBytes, 4);
+  socket.write(Buffer.concat([header, Buffer.alloc(clientBytes, 0xa5)]));
+  if (waitReply) await replied;
+  return { socket, family: net.isIPv6(host) ? 6 : 4, localPort: socket.localPort!, clientBytes, serverBytes };
+}
+
+/** Orderly close from the client (the server ends too): FIN both ways. */
+export async function finish(x: Exchange): Promise<void> {
+  x.socket.end();
+  await once(x.socket, 'close');
+}
+
+/** Abortive close (SO_LINGER 0): the server's socket sees a reset. */
+export async function reset(x: Exchange): Promise<void> {
+  x.socket.resetAndDestroy();
+  await once(x.socket, 'close');
+}
+
+/** Program ids the kernel has loaded now (all processes). */
+export function loadedProgramIds(): Set<number> {
+  const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8' });
+  return new Set((JSON.parse(out) as Array<{ id: number }>).map((p) => p.id));
+}

@@ -15,8 +15,9 @@ import { buildAgent, type TestAgent } from './agent.js';
 const isRoot = process.getuid?.() === 0;
 
 /** A test config: API on an ephemeral port without rate limiting, telemt off, then `ebpf` lines (indented two spaces). */
+// metrics_max_age_ms 0: these tests read /metrics right after acting on the kernel side.
 export function ebpfConfig(ebpfLines = ''): string {
-  return `self_telemetry:\n  listen: 127.0.0.1:0\n  rate_limit:\n    enabled: false\ntelemt:\n  enabled: false\nebpf:\n${ebpfLines}`;
+  return `self_telemetry:\n  listen: 127.0.0.1:0\n  metrics_max_age_ms: 0\n  rate_limit:\n    enabled: false\ntelemt:\n  enabled: false\nebpf:\n${ebpfLines}`;
 }
 
 /** eBPF tests need root; without it they skip, except under CI=true where that is a failure. */

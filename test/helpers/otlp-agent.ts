@@ -32,7 +32,7 @@ export function otlpYaml(endpoint: string, overrides: OtlpOverrides = {}, sectio
     },
     overrides,
   );
-  return stringify(merge({ self_telemetry: { listen: '127.0.0.1:0', rate_limit: { enabled: false } }, ebpf: { enabled: false }, telemt: { enabled: false }, otlp }, sections));
+  return stringify(merge({ self_telemetry: { listen: '127.0.0.1:0', metrics_max_age_ms: 0, rate_limit: { enabled: false } }, ebpf: { enabled: false }, telemt: { enabled: false }, otlp }, sections));
 }
 
 /** The real agent with production wiring, started (its control API listens on an ephemeral port). */

@@ -45,6 +45,8 @@ agent:
   state_dir: ${stateDir}
 self_telemetry:
   listen: 127.0.0.1:0
+  # These tests read /metrics right after each poll.
+  metrics_max_age_ms: 0
 ebpf:
   enabled: false
 telemt:

@@ -1,9 +1,13 @@
 // Ingest benchmark: a synthetic kernel producer (bench_producer on tp_btf/sys_enter, following
 // one load-generator process) writes real `struct mtlens_conn_record`s (alternating open and
-// close) as fast as the generator makes syscalls. Two consumers drain the same ring in turn:
-//   baseline  the shim's C consumer (reads each record's cookie, copies nothing out)
-//   full      the agent's path: bounded drain + typed-array decode + tracker + metrics/events
-// Both are driven by the same 10 ms timer; consumer CPU is this process's CPU time.
+// close) as fast as the generator makes syscalls. Consumers drain the same ring in turn:
+//   baseline        the shim's C consumer (reads each record's cookie, copies nothing out)
+//   drain-decode    the shim's copy into the JS buffer, walked with typed arrays (cookie only)
+//   full            the agent's path: bounded drain + decode + tracker + metrics, nobody
+//                   consuming events (as with OTLP off and no /events client)
+//   full+closes     the same with an in-process consumer of connection.close, as the OTLP
+//                   exporter is: one event object built per close record
+// All are driven by the same 10 ms timer; consumer CPU is this process's CPU time.
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -62,11 +66,7 @@ async function main() {
   await t.agent.start();
   const internals = ebpf!.internals()!;
   const { kernel, drain } = internals;
-  // An in-process event consumer, as the OTLP pipeline will be: events are built and delivered.
   let events = 0;
-  t.agent.events.onEvent(() => {
-    events++;
-  });
   const counters: KernelCounters = { stats: new Float64Array(2 * STAT_NR), health: new Float64Array(15), rtt: new Float64Array(78) };
   const stat = (which: number) => {
     kernel.readCounters(counters);
@@ -104,21 +104,33 @@ async function main() {
 
   // The drain design alone: shim copy into the JS buffer + walking it + reading the cookie.
   let cookies = 0;
-  const copyOnly = new RingDrain(kernel, { ingest: (r, p) => void (cookies += r.cookie(p)) }, 10);
+  const copyOnly = new RingDrain(kernel, { beginBatch: () => undefined, ingest: (r, p) => void (cookies += r.cookie(p)) }, 10);
 
   const checksum = new BigUint64Array(1);
-  const runs: Array<{ base: number; copy: number; full: number }> = [];
+  const runs: Array<{ base: number; copy: number; full: number; closes: number }> = [];
   for (let i = 0; i < 3; i++) {
     const base = await phase('c-baseline', () => kernel.consumeBaseline(4096, checksum));
     const copy = await phase('drain-decode-cookie', () => copyOnly.drainOnce());
     const full = await phase('mtlens-full', () => drain.drainOnce());
-    runs.push({ base: base.ns_per_record, copy: copy.ns_per_record, full: full.ns_per_record });
+    const unsubscribe = t.agent.events.onEvent(
+      () => {
+        events++;
+      },
+      (type) => type === 'connection.close',
+    );
+    const closes = await phase('mtlens-full+close-events', () => drain.drainOnce());
+    unsubscribe();
+    runs.push({ base: base.ns_per_record, copy: copy.ns_per_record, full: full.ns_per_record, closes: closes.ns_per_record });
   }
   const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const b = median(runs.map((r) => r.base));
   const c = median(runs.map((r) => r.copy));
   const f = median(runs.map((r) => r.full));
-  console.log(`ebpf-ingest: median ns/record c-baseline ${b}, drain+decode ${c} (${(c / b).toFixed(1)}x), mtlens full path ${f} (${(f / b).toFixed(1)}x); events delivered in-process ${events}, cookies ${cookies > 0}`);
+  const e = median(runs.map((r) => r.closes));
+  console.log(
+    `ebpf-ingest: median ns/record c-baseline ${b}, drain+decode ${c} (${(c / b).toFixed(1)}x), mtlens full path ${f} (${(f / b).toFixed(1)}x), ` +
+      `full path + close events ${e} (${(e / b).toFixed(1)}x); close events delivered ${events}, cookies ${cookies > 0}`,
+  );
   await t.cleanup();
   await rm(dir, { recursive: true, force: true });
 }

@@ -81,6 +81,7 @@ export class EbpfComponent implements Component, DiscoverySink {
       clock: this.clock,
       users: links.users,
       publish: (type, data) => ctx.events.publish(type, data),
+      wants: (type) => ctx.events.wants(type),
       userTotals: (user) => {
         const label = links.userSeries.label(user, USER_BYTES_METRIC);
         let totals = this.userBytes.get(label);

@@ -6,6 +6,30 @@ import { FIELDS } from './abi.js';
 
 const TWO_32 = 2 ** 32;
 
+// Offsets as module constants, which the optimizing compiler folds into the accessors; read
+// from FIELDS (a plain object) every field of every record cost a property and an element load.
+const KIND = FIELDS.kind[0];
+const ROLE = FIELDS.role[0];
+const FAMILY = FIELDS.family[0];
+const CLOSE_KIND = FIELDS.close_kind[0];
+const STATE = FIELDS.state[0];
+const LOCAL_PORT = FIELDS.local_port[0];
+const PEER_PORT = FIELDS.peer_port[0];
+const PID = FIELDS.pid[0];
+const COOKIE = FIELDS.cookie[0];
+const TS_NS = FIELDS.ts_ns[0];
+const OPENED_NS = FIELDS.opened_ns[0];
+const RX_BYTES = FIELDS.rx_bytes[0];
+const TX_BYTES = FIELDS.tx_bytes[0];
+const SEGS_IN = FIELDS.segs_in[0];
+const SEGS_OUT = FIELDS.segs_out[0];
+const SRTT_US = FIELDS.srtt_us[0];
+const MIN_RTT_US = FIELDS.min_rtt_us[0];
+const RETRANSMITS = FIELDS.retransmits[0];
+const LOST = FIELDS.lost[0];
+const LOCAL_ADDR = FIELDS.local_addr[0];
+const PEER_ADDR = FIELDS.peer_addr[0];
+
 /** Drain buffer framing written by shim_rb_drain: [u32 len][u32 0][payload padded to 8]. */
 export const DRAIN_HEADER = 8;
 
@@ -25,28 +49,28 @@ export class RecordReader {
     return this.u32[i]! + this.u32[i + 1]! * TWO_32;
   }
 
-  kind(p: number): number { return this.u16[(p + FIELDS.kind[0]) >> 1]!; }
-  role(p: number): number { return this.bytes[p + FIELDS.role[0]]!; }
-  family(p: number): number { return this.bytes[p + FIELDS.family[0]]!; }
-  closeKind(p: number): number { return this.bytes[p + FIELDS.close_kind[0]]!; }
-  state(p: number): number { return this.bytes[p + FIELDS.state[0]]!; }
-  localPort(p: number): number { return this.u16[(p + FIELDS.local_port[0]) >> 1]!; }
-  peerPort(p: number): number { return this.u16[(p + FIELDS.peer_port[0]) >> 1]!; }
-  pid(p: number): number { return this.u32[(p + FIELDS.pid[0]) >> 2]!; }
-  cookie(p: number): number { return this.u64(p, FIELDS.cookie[0]); }
-  tsNs(p: number): number { return this.u64(p, FIELDS.ts_ns[0]); }
-  openedNs(p: number): number { return this.u64(p, FIELDS.opened_ns[0]); }
-  rxBytes(p: number): number { return this.u64(p, FIELDS.rx_bytes[0]); }
-  txBytes(p: number): number { return this.u64(p, FIELDS.tx_bytes[0]); }
-  segsIn(p: number): number { return this.u32[(p + FIELDS.segs_in[0]) >> 2]!; }
-  segsOut(p: number): number { return this.u32[(p + FIELDS.segs_out[0]) >> 2]!; }
-  srttUs(p: number): number { return this.u32[(p + FIELDS.srtt_us[0]) >> 2]!; }
-  minRttUs(p: number): number { return this.u32[(p + FIELDS.min_rtt_us[0]) >> 2]!; }
-  retransmits(p: number): number { return this.u32[(p + FIELDS.retransmits[0]) >> 2]!; }
-  lost(p: number): number { return this.u32[(p + FIELDS.lost[0]) >> 2]!; }
+  kind(p: number): number { return this.u16[(p + KIND) >> 1]!; }
+  role(p: number): number { return this.bytes[p + ROLE]!; }
+  family(p: number): number { return this.bytes[p + FAMILY]!; }
+  closeKind(p: number): number { return this.bytes[p + CLOSE_KIND]!; }
+  state(p: number): number { return this.bytes[p + STATE]!; }
+  localPort(p: number): number { return this.u16[(p + LOCAL_PORT) >> 1]!; }
+  peerPort(p: number): number { return this.u16[(p + PEER_PORT) >> 1]!; }
+  pid(p: number): number { return this.u32[(p + PID) >> 2]!; }
+  cookie(p: number): number { return this.u64(p, COOKIE); }
+  tsNs(p: number): number { return this.u64(p, TS_NS); }
+  openedNs(p: number): number { return this.u64(p, OPENED_NS); }
+  rxBytes(p: number): number { return this.u64(p, RX_BYTES); }
+  txBytes(p: number): number { return this.u64(p, TX_BYTES); }
+  segsIn(p: number): number { return this.u32[(p + SEGS_IN) >> 2]!; }
+  segsOut(p: number): number { return this.u32[(p + SEGS_OUT) >> 2]!; }
+  srttUs(p: number): number { return this.u32[(p + SRTT_US) >> 2]!; }
+  minRttUs(p: number): number { return this.u32[(p + MIN_RTT_US) >> 2]!; }
+  retransmits(p: number): number { return this.u32[(p + RETRANSMITS) >> 2]!; }
+  lost(p: number): number { return this.u32[(p + LOST) >> 2]!; }
   /** Byte offset of the 16-byte local address (IPv4: first 4 bytes). */
-  localAddrAt(p: number): number { return p + FIELDS.local_addr[0]; }
-  peerAddrAt(p: number): number { return p + FIELDS.peer_addr[0]; }
+  localAddrAt(p: number): number { return p + LOCAL_ADDR; }
+  peerAddrAt(p: number): number { return p + PEER_ADDR; }
 }
 
 /** Formats 4 (IPv4) or 16 (IPv6) address bytes starting at `at`; only for events and status. */

@@ -7,6 +7,8 @@ import { DRAIN_HEADER, RecordReader } from './decode.js';
 import type { KernelCollector } from './kernel.js';
 
 export interface RecordSink {
+  /** Before the records of one batch: nothing else runs until the batch is done. */
+  beginBatch(): void;
   ingest(r: RecordReader, p: number): void;
 }
 
@@ -55,6 +57,7 @@ export class RingDrain {
   /** One bounded batch; returns how many records it took. */
   drainOnce(): number {
     const n = this.kernel.drain(this.buf, this.batch);
+    if (n > 0) this.sink.beginBatch();
     let off = 0;
     for (let i = 0; i < n; i++) {
       const len = this.u32[off >> 2]!;

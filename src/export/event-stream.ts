@@ -6,8 +6,11 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { AgentEventMap, AgentEventType } from '../model/events.js';
 
-/** In-process consumers (the OTLP pipeline) get every event synchronously and must not block. */
+/** In-process consumers (the OTLP pipeline) get events synchronously and must not block. */
 export type EventListener = <K extends AgentEventType>(type: K, data: AgentEventMap[K]) => void;
+
+/** Which event types a listener wants right now (it may change, e.g. when export is disabled). */
+export type EventInterest = (type: AgentEventType) => boolean;
 
 export interface StreamEvent {
   readonly id: number;
@@ -36,11 +39,15 @@ export class Subscription {
     private readonly onClose: (sub: Subscription, reason: string) => void,
   ) {}
 
+  acceptsType(type: string): boolean {
+    const { types } = this.filter;
+    return types.length === 0 || types.some((t) => (t.endsWith('.*') ? type.startsWith(t.slice(0, -1)) : t === type));
+  }
+
   accepts(type: string, data: object): boolean {
-    const { types, role } = this.filter;
+    const { role } = this.filter;
     if (role !== undefined && (data as { role?: unknown }).role !== role) return false;
-    if (types.length === 0) return true;
-    return types.some((t) => (t.endsWith('.*') ? type.startsWith(t.slice(0, -1)) : t === type));
+    return this.acceptsType(type);
   }
 
   /** Returns false when the buffer was full and the subscription has been closed. */
@@ -103,7 +110,7 @@ export class EventHub {
   private readonly dropped: Counter<'reason'>;
   private readonly rejected: Counter<'reason'>;
   private readonly listenerErrors: Counter;
-  private readonly listeners = new Set<EventListener>();
+  private readonly listeners = new Map<EventListener, EventInterest>();
 
   constructor(private opts: EventHubOptions) {
     const registers = [opts.registry];
@@ -114,10 +121,20 @@ export class EventHub {
     this.listenerErrors = new Counter({ name: 'mtlens_event_listener_errors_total', help: 'Exceptions thrown by in-process event consumers (the event was still delivered elsewhere).', registers });
   }
 
-  /** Registers an in-process consumer; returns the function that removes it. */
-  onEvent(listener: EventListener): () => void {
-    this.listeners.add(listener);
+  /** Registers an in-process consumer for the types `interest` accepts; returns the function that removes it. */
+  onEvent(listener: EventListener, interest: EventInterest = () => true): () => void {
+    this.listeners.set(listener, interest);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Whether anyone would receive an event of `type` now, so a hot path can skip building it.
+   * (An /events client with a role filter counts as interested: the role is in the payload.)
+   */
+  wants(type: AgentEventType): boolean {
+    for (const interest of this.listeners.values()) if (interest(type)) return true;
+    for (const sub of this.subs) if (sub.acceptsType(type)) return true;
+    return false;
   }
 
   configure(limits: { maxClients: number; bufferEvents: number }): void {
@@ -144,7 +161,8 @@ export class EventHub {
   }
 
   publish<K extends AgentEventType>(type: K, data: AgentEventMap[K]): void {
-    for (const listener of this.listeners) {
+    for (const [listener, interest] of this.listeners) {
+      if (!interest(type)) continue;
       try {
         listener(type, data);
       } catch {

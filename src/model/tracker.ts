@@ -26,6 +26,8 @@ export interface TrackerOptions {
   clock: MonotonicClock;
   users: UserDirectory;
   publish: ConnectionPublisher;
+  /** Whether anyone would receive an event of this type: when not, it is not built at all. */
+  wants(type: 'connection.open' | 'connection.close' | 'connection.stall'): boolean;
   /** The [rx, tx] byte totals of a telemt user (client connections); the tracker adds deltas to it. */
   userTotals(user: string): Float64Array;
 }
@@ -132,6 +134,15 @@ export class ConnectionTracker {
     this.opts = { ...this.opts, stallAfterMs: ms };
   }
 
+  // Whether anyone wants open/close events, asked once per drain batch rather than per record.
+  private wantOpen = false;
+  private wantClose = false;
+
+  beginBatch(): void {
+    this.wantOpen = this.opts.wants('connection.open');
+    this.wantClose = this.opts.wants('connection.close');
+  }
+
   /** An open or close record from the ring buffer at payload offset `p`. */
   ingest(r: RecordReader, p: number): void {
     this.recordsIngested++;
@@ -151,7 +162,8 @@ export class ConnectionTracker {
     if (this.newest >= 0) this.newer[this.newest] = s;
     else this.oldest = s;
     this.newest = s;
-    const role = r.role(p) < NR_ROLES ? r.role(p) : 2;
+    const kernelRole = r.role(p);
+    const role = kernelRole < NR_ROLES ? kernelRole : 2;
     this.cookie[s] = cookie;
     this.role[s] = role;
     this.family[s] = r.family(p);
@@ -178,7 +190,7 @@ export class ConnectionTracker {
     this.opened[role]++;
     this.active[role]++;
     this.update(s, r, p);
-    this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
+    if (this.wantOpen) this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
   }
 
   private close(r: RecordReader, p: number): void {
@@ -197,6 +209,10 @@ export class ConnectionTracker {
     this.closed[role * 2 + (rst ? 1 : 0)]++;
     const seconds = Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9);
     this.observeDuration(role, seconds);
+    if (!this.wantClose) {
+      this.release(s);
+      return;
+    }
     const data = this.event(s, role === ROLE_CLIENT ? this.opts.users.userFor(this.peer(s)) : undefined, r, p, true);
     this.release(s);
     this.opts.publish('connection.close', data);
@@ -226,7 +242,7 @@ export class ConnectionTracker {
       else if (!this.stalled[s] && now - this.rxOnlySinceMs[s]! >= this.opts.stallAfterMs) {
         this.stalled[s] = 1;
         this.stalls[ROLE_CLIENT]++;
-        this.opts.publish('connection.stall', this.event(s, this.opts.users.userFor(this.peer(s)), r, p, false));
+        if (this.opts.wants('connection.stall')) this.opts.publish('connection.stall', this.event(s, this.opts.users.userFor(this.peer(s)), r, p, false));
       }
     } else {
       this.rxOnlySinceMs[s] = 0;

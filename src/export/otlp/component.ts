@@ -115,7 +115,7 @@ export class OtlpComponent implements Component {
   }
 
   async start(): Promise<void> {
-    this.unsubscribe = this.ctx.events.onEvent(this.onEvent);
+    this.unsubscribe = this.ctx.events.onEvent(this.onEvent, (type) => this.active && (type === 'connection.close' || isLoggedEvent(type)));
     if (this.cfg.enabled) this.enable();
   }
 
@@ -187,7 +187,6 @@ export class OtlpComponent implements Component {
 
   // Runs synchronously inside EventHub.publish: only sampling and a queue push happen here.
   private readonly onEvent: EventListener = (type, data) => {
-    if (!this.active) return;
     if (type === 'connection.close') {
       this.offerSpan(data as ConnectionEventData);
     } else if (isLoggedEvent(type)) {

@@ -11,7 +11,8 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { repoRoot } from './helpers/agent.js';
-import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, loadedProgramIds, SizedServer, waitFor } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, loadedProgramIds, SizedServer } from './helpers/ebpf.js';
+import { waitFor } from './helpers/wait.js';
 
 const exec = promisify(execFile);
 

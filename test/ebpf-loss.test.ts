@@ -2,7 +2,9 @@
 // counted: seen = delivered + dropped, visible in /metrics and /status/ebpf.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, SizedServer } from './helpers/ebpf.js';
+import { sample } from './helpers/prom-text.js';
+import { waitFor } from './helpers/wait.js';
 
 interface Ring {
   events_seen: number;
@@ -51,7 +53,7 @@ test('a tiny ring flooded with connections: seen = delivered + dropped, drops in
   a.ebpf.snapshotNow();
   const after = await a.metrics();
   assert.equal(sample(after, 'mtlens_tcp_connections_active{role="client"}'), 0);
-  const evicted = sample(after, 'mtlens_tracker_evictions_total');
+  const evicted = sample(after, 'mtlens_tracker_evictions_total') ?? 0;
   assert.equal(sample(after, 'mtlens_tcp_connections_opened_total{role="client"}'), closed + evicted, 'opened = closed + evicted');
   const status = await a.json<{ tracker: { tracked: number; evictions: { close_lost: number } } }>('/status/ebpf');
   assert.equal(status.tracker.tracked, 0);

@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, sample, SizedServer, waitFor } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, SizedServer } from './helpers/ebpf.js';
+import { sample } from './helpers/prom-text.js';
+import { waitFor } from './helpers/wait.js';
 
 const run = promisify(execFile);
 

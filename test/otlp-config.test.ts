@@ -9,7 +9,8 @@ import { parseConfigText } from '../src/config/load.js';
 import { productionWiring } from '../src/wiring.js';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
 import { BASE_CONFIG, buildAgent, tempDir } from './helpers/agent.js';
-import { closedConnection, flush, json, metricValue, otlpYaml, startOtlpAgent, waitUntil } from './helpers/otlp-agent.js';
+import { closedConnection, flush, json, metricValue, otlpYaml, startOtlpAgent } from './helpers/otlp-agent.js';
+import { waitFor } from './helpers/wait.js';
 
 describe('OTLP configuration', () => {
   it('is off by default: /status/export keeps its shape, readiness says disabled, nothing is queued', async () => {
@@ -59,14 +60,14 @@ describe('OTLP configuration', () => {
 
       await first.stop();
       for (let i = 0; i < 5; i++) t.agent.events.publish('connection.close', closedConnection({ rx_bytes: 100 + i }));
-      await waitUntil('the first collector to be seen down', async () => (await json<{ connected: boolean }>(t.request('/status/export'))).connected === false);
+      await waitFor('the first collector to be seen down', async () => (await json<{ connected: boolean }>(t.request('/status/export'))).connected === false);
       await t.rewrite(otlpYaml(second.endpoint, { compression: 'none' }));
       const moved = await json<{ changed: string[]; restart_required: string[] }>(t.request('/admin/reload', { method: 'POST' }));
       assert.deepEqual(moved.changed, ['otlp.compression', 'otlp.endpoint']);
       assert.deepEqual(moved.restart_required, []);
-      await waitUntil('the queued spans to reach the new collector', () => second.spans.length === 5);
+      await waitFor('the queued spans to reach the new collector', () => second.spans.length === 5);
       // The receiver records a request before the agent has read its answer.
-      await waitUntil('the agent to count them', async () => (await json<{ queues: { traces: { exported: number } } }>(t.request('/status/export'))).queues.traces.exported === 6);
+      await waitFor('the agent to count them', async () => (await json<{ queues: { traces: { exported: number } } }>(t.request('/status/export'))).queues.traces.exported === 6);
       assert.deepEqual(second.spans.map((s) => s.attributes['mtlens.bytes.received']), [100, 101, 102, 103, 104]);
       for (const r of second.requests) assert.equal(r.encoding, 'identity', 'compression none sends uncompressed messages');
       const status = await json<{ endpoint: string; compression: string; queues: { traces: { dropped: number; exported: number } } }>(t.request('/status/export'));
@@ -197,7 +198,7 @@ describe('OTLP configuration', () => {
       await writeFile(t.configPath, otlpYaml(receiver.endpoint, { insecure: false, ca_file: otherCa }));
       await t.request('/admin/reload', { method: 'POST' });
       t.agent.events.publish('connection.close', closedConnection());
-      await waitUntil('the untrusted collector to be reported', async () => (await t.request('/ready')).status === 503);
+      await waitFor('the untrusted collector to be reported', async () => (await t.request('/ready')).status === 503);
       assert.equal(receiver.spans.length, 1, 'nothing reached a collector the CA does not vouch for');
     } finally {
       await t.cleanup();

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import { describe, it } from 'node:test';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
-import { closedConnection, flush, json, metricValue, startOtlpAgent, waitUntil } from './helpers/otlp-agent.js';
+import { closedConnection, flush, json, metricValue, startOtlpAgent } from './helpers/otlp-agent.js';
+import { waitFor } from './helpers/wait.js';
 
 interface ExportStatusBody {
   connected: boolean;
@@ -33,7 +34,7 @@ describe('OTLP export failures', () => {
       assert.equal(await metricValue(t, 'mtlens_export_queue_size', { signal: 'traces' }), 20);
       assert.equal(await metricValue(t, 'mtlens_export_queue_capacity', { signal: 'traces' }), 20);
 
-      await waitUntil('/ready to fail', async () => (await t.request('/ready')).status === 503);
+      await waitFor('/ready to fail', async () => (await t.request('/ready')).status === 503);
       const ready = await json<{ status: string; checks: Record<string, string> }>(t.request('/ready'));
       assert.equal(ready.status, 'not_ready');
       assert.match(ready.checks['otlp']!, /^failed: 14 UNAVAILABLE/);
@@ -44,15 +45,15 @@ describe('OTLP export failures', () => {
       assert.equal(await metricValue(t, 'mtlens_readiness_check', { check: 'otlp' }), 0);
 
       await receiver.restart();
-      await waitUntil('the 20 kept spans to arrive', () => receiver.spans.length === 20, 30_000);
+      await waitFor('the 20 kept spans to arrive', () => receiver.spans.length === 20, 30_000);
       assert.deepEqual(
         receiver.spans.map((s) => s.attributes['mtlens.bytes.received']),
         Array.from({ length: 20 }, (_, i) => i),
         'the oldest 20, in order, and nothing else',
       );
-      await waitUntil('/ready to recover', async () => (await t.request('/ready')).status === 200);
+      await waitFor('/ready to recover', async () => (await t.request('/ready')).status === 200);
       // The receiver records a request before the agent has read its answer.
-      await waitUntil('the agent to count the last batch', async () => (await json<ExportStatusBody>(t.request('/status/export'))).queues.traces.exported === 20);
+      await waitFor('the agent to count the last batch', async () => (await json<ExportStatusBody>(t.request('/status/export'))).queues.traces.exported === 20);
       const back = await json<ExportStatusBody>(t.request('/status/export'));
       assert.equal(back.connected, true);
       assert.equal(back.last_error, null);
@@ -134,7 +135,7 @@ describe('OTLP export failures', () => {
       receiver.failWith(status.UNAVAILABLE);
       t.agent.events.publish('connection.close', closedConnection());
       t.agent.events.publish('connection.close', closedConnection());
-      await waitUntil('the batch to be given up', async () => (await metricValue(t, 'mtlens_export_dropped_total', { signal: 'traces', reason: 'retries_exhausted' })) === 2);
+      await waitFor('the batch to be given up', async () => (await metricValue(t, 'mtlens_export_dropped_total', { signal: 'traces', reason: 'retries_exhausted' })) === 2);
       assert.equal(await metricValue(t, 'mtlens_export_items_total', { signal: 'traces', result: 'failed' }), 2);
       assert.ok(receiver.requests.filter((r) => r.signal === 'traces').length >= 2, 'it was retried before giving up');
       receiver.failWith(undefined);

@@ -6,7 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { Summary } from 'prom-client';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
 import type { TestAgent } from './helpers/agent.js';
-import { closedConnection, flush, json, otlpYaml, startOtlpAgent, waitUntil } from './helpers/otlp-agent.js';
+import { closedConnection, flush, json, otlpYaml, startOtlpAgent } from './helpers/otlp-agent.js';
+import { waitFor } from './helpers/wait.js';
 
 describe('OTLP signals', () => {
   let receiver: OtlpReceiver;
@@ -85,7 +86,7 @@ describe('OTLP signals', () => {
     const reloaded = await json<{ changed: string[] }>(t.request('/admin/reload', { method: 'POST' }));
     assert.deepEqual(reloaded.changed, ['logging.level']);
 
-    await waitUntil('reload log', () => receiver.logs.slice(before).some((l) => l.eventName === 'agent.reload'));
+    await waitFor('reload log', () => receiver.logs.slice(before).some((l) => l.eventName === 'agent.reload'));
     const logs = receiver.logs.slice(before);
     const byEvent = new Map(logs.map((l) => [l.eventName, l]));
 

@@ -11,7 +11,8 @@ import { promisify } from 'node:util';
 import { exchange } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
 import { repoRoot, tempDir } from './helpers/agent.js';
-import { sample } from './helpers/telemt.js';
+import { sample } from './helpers/prom-text.js';
+
 
 const run = promisify(execFile);
 

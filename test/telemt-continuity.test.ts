@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { exchange } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
-import { sample, telemtHarness, withTelemt, type TelemtHarness } from './helpers/telemt.js';
+import { telemtHarness, withTelemt, type TelemtHarness } from './helpers/telemt.js';
+import { sample } from './helpers/prom-text.js';
 
 const secret = (name: string) => DEFAULT_USERS.find((u) => u.name === name)!.secret;
 

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { exchange } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
-import { agentYaml, sample, telemtHarness, withTelemt, type TelemtHarness } from './helpers/telemt.js';
+import { agentYaml, telemtHarness, withTelemt, type TelemtHarness } from './helpers/telemt.js';
+import { sample } from './helpers/prom-text.js';
 
 type Snapshot = { supported: boolean; age_seconds: number | null; consecutive_failures: number; last_error: { code: string; message: string } | null; data: unknown; revision: string | null };
 type TelemtStatus = { reachable: boolean; up: boolean; ready: boolean | null; check: string; version: string | null; revision: string | null; route_mode: string | null; endpoints: Record<string, Snapshot>; cadences: Record<string, { consecutive_failures: number; next_run_in_ms: number | null; last_run_at: string | null }> };

@@ -34,7 +34,7 @@ export interface TrackerOptions {
 
 export type LiveConnection = Pick<
   ConnectionEventData,
-  'cookie' | 'role' | 'family' | 'peer_address' | 'peer_port' | 'local_address' | 'local_port' | 'rx_bytes' | 'tx_bytes' | 'srtt_us' | 'retransmits' | 'stalled'
+  'cookie' | 'role' | 'family' | 'peer_address' | 'peer_port' | 'local_address' | 'local_port' | 'user' | 'rx_bytes' | 'tx_bytes' | 'srtt_us' | 'retransmits' | 'stalled'
 > & { age_seconds: number };
 
 export type SortKey = 'bytes' | 'rx' | 'tx' | 'age' | 'srtt' | 'retransmits';
@@ -406,6 +406,7 @@ export class ConnectionTracker {
         peer_port: this.peerPort[s]!,
         local_address: this.local(s),
         local_port: this.localPort[s]!,
+        ...(this.role[s] === ROLE_CLIENT ? { user: this.opts.users.userFor(this.peer(s)) } : {}),
         age_seconds: Math.max(0, Math.round((nowMs - this.openedNs[s]! / 1e6) / 100) / 10),
         rx_bytes: this.rx[s]!,
         tx_bytes: this.tx[s]!,

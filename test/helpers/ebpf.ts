@@ -65,28 +65,7 @@ export async function ebpfAgent(yaml: string, opts: { users?: UserDirectory; art
   };
 }
 
-/** The value of one sample in Prometheus text, e.g. `mtlens_tcp_bytes_total{role="client",direction="rx"}`; 0 when absent. */
-export function sample(text: string, series: string): number {
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
-  }
-  return 0;
-}
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /**
  * A loopback server speaking a tiny protocol with known sizes: the client sends

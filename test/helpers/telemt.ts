@@ -93,13 +93,6 @@ export async function telemtHarness(opts: HarnessOptions = {}): Promise<TelemtHa
   };
 }
 
-/** The value of one sample in Prometheus text, e.g. `mtlens_telemt_user_octets_total{user="alice"}`. */
-export function sample(text: string, series: string): number | undefined {
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
-  }
-  return undefined;
-}
 
 /** Runs `body` with a harness and always cleans it up. */
 export async function withTelemt(opts: HarnessOptions, body: (h: TelemtHarness) => Promise<void>): Promise<void> {

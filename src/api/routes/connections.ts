@@ -26,6 +26,7 @@ const Connection = z.object({
   peer_port: z.number().int(),
   local_address: z.string(),
   local_port: z.number().int(),
+  user: z.string().optional().openapi({ description: 'client connections: the telemt user whose active IPs hold the peer address, or ~ambiguous / ~unknown' }),
   age_seconds: z.number(),
   rx_bytes: z.number().openapi({ description: 'payload received by this host, as of the last snapshot' }),
   tx_bytes: z.number().openapi({ description: 'payload sent by this host and acknowledged, as of the last snapshot' }),

@@ -10,7 +10,7 @@ import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
 import { CookieIndex } from './cookie-index.js';
 import type { AgentEventMap, ConnectionEventData, Role } from './events.js';
-import type { UserDirectory } from './links.js';
+import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from './links.js';
 import { roleName } from './roles.js';
 
 /** Upper bounds (seconds) of mtlens_tcp_connection_duration_seconds. */
@@ -86,8 +86,12 @@ export class ConnectionTracker {
   private readonly peerText: Array<string | undefined>;
   private readonly localText: Array<string | undefined>;
   private readonly cookieStr: Array<string | undefined>;
-  /** The user totals a client connection's bytes go to; resolved again at every snapshot. */
+  /** The user a client connection was joined to, once the directory named one, and that user's [rx, tx] totals. */
+  private readonly userName: Array<string | undefined>;
   private readonly userCell: Array<Float64Array | undefined>;
+  /** Client bytes counted before the join named a user: moved to the user when it does, or settled at close. */
+  private readonly pendingRx: Float64Array;
+  private readonly pendingTx: Float64Array;
   /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
   private readonly v4Text = new Map<number, string>();
   private gen = 1;
@@ -119,7 +123,10 @@ export class ConnectionTracker {
     this.peerText = new Array<string | undefined>(n).fill(undefined);
     this.localText = new Array<string | undefined>(n).fill(undefined);
     this.cookieStr = new Array<string | undefined>(n).fill(undefined);
+    this.userName = new Array<string | undefined>(n).fill(undefined);
     this.userCell = new Array<Float64Array | undefined>(n).fill(undefined);
+    this.pendingRx = new Float64Array(n);
+    this.pendingTx = new Float64Array(n);
   }
 
   get size(): number {
@@ -186,7 +193,10 @@ export class ConnectionTracker {
     this.peerText[s] = undefined;
     this.localText[s] = undefined;
     this.cookieStr[s] = undefined;
+    this.userName[s] = undefined;
     this.userCell[s] = undefined;
+    this.pendingRx[s] = 0;
+    this.pendingTx[s] = 0;
     this.opened[role]++;
     this.active[role]++;
     this.update(s, r, p);
@@ -213,7 +223,7 @@ export class ConnectionTracker {
       this.release(s);
       return;
     }
-    const data = this.event(s, role === ROLE_CLIENT ? this.opts.users.userFor(this.peer(s)) : undefined, r, p, true);
+    const data = this.event(s, role === ROLE_CLIENT ? this.userOf(s) : undefined, r, p, true);
     this.release(s);
     this.opts.publish('connection.close', data);
   }
@@ -232,9 +242,9 @@ export class ConnectionTracker {
     // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
     if (s < 0) return;
     this.seenGen[s] = this.gen;
-    // telemt may have joined this peer IP to another user since: resolve it again.
-    this.userCell[s] = undefined;
     this.update(s, r, p);
+    // telemt's active IPs may name this peer's user by now, even with no new bytes.
+    if (this.role[s] === ROLE_CLIENT && this.userCell[s] === undefined) this.joinUser(s, false);
     if (this.role[s] !== ROLE_CLIENT) return;
     if (this.rx[s]! > 0 && this.tx[s] === 0) {
       const now = this.opts.clock.nowMonoMs();
@@ -242,7 +252,7 @@ export class ConnectionTracker {
       else if (!this.stalled[s] && now - this.rxOnlySinceMs[s]! >= this.opts.stallAfterMs) {
         this.stalled[s] = 1;
         this.stalls[ROLE_CLIENT]++;
-        if (this.opts.wants('connection.stall')) this.opts.publish('connection.stall', this.event(s, this.opts.users.userFor(this.peer(s)), r, p, false));
+        if (this.opts.wants('connection.stall')) this.opts.publish('connection.stall', this.event(s, this.userOf(s), r, p, false));
       }
     } else {
       this.rxOnlySinceMs[s] = 0;
@@ -279,9 +289,10 @@ export class ConnectionTracker {
       this.bytes[role * 2] = this.bytes[role * 2]! + dRx;
       this.bytes[role * 2 + 1] = this.bytes[role * 2 + 1]! + dTx;
       if (role === ROLE_CLIENT) {
-        const cell = (this.userCell[s] ??= this.opts.userTotals(this.opts.users.userFor(this.peer(s))));
-        cell[0] = cell[0]! + dRx;
-        cell[1] = cell[1]! + dTx;
+        this.pendingRx[s] = this.pendingRx[s]! + dRx;
+        this.pendingTx[s] = this.pendingTx[s]! + dTx;
+        if (this.userCell[s] !== undefined) this.settleUser(s);
+        else this.joinUser(s, false);
       }
     }
     this.srtt[s] = r.srttUs(p);
@@ -310,11 +321,42 @@ export class ConnectionTracker {
     if (newer >= 0) this.older[newer] = older;
     else this.newest = older;
     this.active[this.role[s]!]--;
+    if (this.role[s] === ROLE_CLIENT && (this.pendingRx[s]! > 0 || this.pendingTx[s]! > 0)) {
+      if (this.userCell[s] === undefined) this.joinUser(s, true);
+      else this.settleUser(s);
+    }
     this.peerText[s] = undefined;
     this.localText[s] = undefined;
     this.cookieStr[s] = undefined;
+    this.userName[s] = undefined;
     this.userCell[s] = undefined;
     this.free[this.freeTop++] = s;
+  }
+
+  /**
+   * Joins a client connection to its telemt user once the directory names exactly one; until
+   * then its bytes stay pending, so bytes sent before telemt's next active-IPs poll are not
+   * lost to ~unknown. `final` (at close): settle with whatever the directory says now.
+   */
+  private joinUser(s: number, final: boolean): void {
+    const user = this.opts.users.userFor(this.peer(s));
+    if (!final && (user === UNKNOWN_USER || user === AMBIGUOUS_USER)) return;
+    this.userName[s] = user;
+    this.userCell[s] = this.opts.userTotals(user);
+    this.settleUser(s);
+  }
+
+  /** The joined user, else what the directory says now (for events and status). */
+  private userOf(s: number): string {
+    return this.userName[s] ?? this.opts.users.userFor(this.peer(s));
+  }
+
+  private settleUser(s: number): void {
+    const cell = this.userCell[s]!;
+    cell[0] = cell[0]! + this.pendingRx[s]!;
+    cell[1] = cell[1]! + this.pendingTx[s]!;
+    this.pendingRx[s] = 0;
+    this.pendingTx[s] = 0;
   }
 
   private peer(s: number): string {
@@ -406,7 +448,7 @@ export class ConnectionTracker {
         peer_port: this.peerPort[s]!,
         local_address: this.local(s),
         local_port: this.localPort[s]!,
-        ...(this.role[s] === ROLE_CLIENT ? { user: this.opts.users.userFor(this.peer(s)) } : {}),
+        ...(this.role[s] === ROLE_CLIENT ? { user: this.userOf(s) } : {}),
         age_seconds: Math.max(0, Math.round((nowMs - this.openedNs[s]! / 1e6) / 100) / 10),
         rx_bytes: this.rx[s]!,
         tx_bytes: this.tx[s]!,

@@ -71,6 +71,7 @@ function connection(): ConnectionEventData {
     segs_out: 55,
     close: seq % 50 === 0 ? 'rst' : 'fin',
     stalled: false,
+    adopted: false,
   };
 }
 

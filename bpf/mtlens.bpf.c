@@ -11,7 +11,8 @@
  *   tcp_send_reset    tp_btf/tcp_send_reset       resets sent per role (map counter)
  *   tcp_receive_reset tp_btf/tcp_receive_reset    resets received per role (map counter)
  *   tcp_probe_rtt     tp_btf/tcp_probe            log2 histogram of srtt per role (map)
- *   conn_snapshot     iter/tcp                    counters of tracked live sockets (seq records)
+ *   conn_snapshot     iter/tcp                    counters of tracked live sockets (seq records);
+ *                                                 adopts live sockets on watched ports it does not track
  *   bench_producer    tp_btf/sys_enter            benchmark only (not autoloaded)
  */
 #include "vmlinux.h"
@@ -453,12 +454,32 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 	int state = sk->__sk_common.skc_state;
 	if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_SYN_SENT)
 		return 0;
+	__u16 kind = MTLENS_REC_SNAPSHOT;
 	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	if (!st || !st->open_sent)
+	if (!st) {
+		/*
+		 * Accepted on a watched port before the agent was watching (it started, restarted or
+		 * began watching the port later): track it from now on, so a long-lived client is not
+		 * invisible until it reconnects. Only established connections; the counters read now
+		 * are the baseline, so bytes from before are not counted. Its close then comes through
+		 * conn_lifecycle like any other. (Connections of watched processes cannot be told
+		 * apart here: the owner is known only at connect().)
+		 */
+		__u16 lport = sk->__sk_common.skc_num;
+		if (state != TCP_ESTABLISHED || !bpf_map_lookup_elem(&watch_ports, &lport))
+			return 0;
+		st = track(sk);
+		if (!st)
+			return 0;
+		st->role = MTLENS_ROLE_CLIENT;
+		st->open_sent = 1;
+		kind = MTLENS_REC_ADOPT;
+	} else if (!st->open_sent) {
 		return 0;
+	}
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	struct mtlens_conn_record r = {};
-	r.kind = MTLENS_REC_SNAPSHOT;
+	r.kind = kind;
 	r.role = st->role;
 	r.state = state;
 	r.pid = st->pid;

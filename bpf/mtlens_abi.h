@@ -11,7 +11,7 @@
 #define MTLENS_ABI_H
 
 #ifndef MTLENS_ABI_VERSION
-#define MTLENS_ABI_VERSION 1
+#define MTLENS_ABI_VERSION 2
 #endif
 
 /* Record kinds. */
@@ -19,6 +19,9 @@
 #define MTLENS_REC_CLOSE 2    /* connection closed, final counters (ring) */
 #define MTLENS_REC_SNAPSHOT 3 /* counters of a live tracked connection (iter/tcp) */
 #define MTLENS_REC_BENCH 4    /* synthetic producer of the ingest benchmark (ring) */
+#define MTLENS_REC_ADOPT 5    /* a live socket on a watched port that opened before the agent
+                               * watched it, tracked from now on; its counters are the baseline
+                               * (iter/tcp) */
 
 /* Roles as decided in the kernel: accepted on a watched port, or connected by a watched process. */
 #define MTLENS_ROLE_CLIENT 0

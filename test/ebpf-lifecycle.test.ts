@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
+import { ABI_VERSION } from '../src/ebpf/abi.js';
 import { promisify } from 'node:util';
 import { repoRoot } from './helpers/agent.js';
 import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, loadedProgramIds, SizedServer } from './helpers/ebpf.js';
@@ -152,13 +153,13 @@ test('an ABI mismatch between agent, shim and BPF object is a clear startup erro
   await exec('clang', ['-target', 'bpf', '-g', '-O2', '-D__TARGET_ARCH_x86', '-DMTLENS_ABI_VERSION=7', `-I${join(repoRoot, 'bpf')}`, '-c', join(repoRoot, 'bpf/mtlens.bpf.c'), '-o', object]);
 
   const strict = await ebpfAgent(ebpfConfig(`  required: true\n`), { artifacts: { library }, start: false });
-  await assert.rejects(strict.agent.start(), /eBPF failed to load: eBPF ABI mismatch between the native shim and this agent \(rebuild with make\): version: shim has 999, agent expects 1/);
+  await assert.rejects(strict.agent.start(), new RegExp(`eBPF failed to load: eBPF ABI mismatch between the native shim and this agent \\(rebuild with make\\): version: shim has 999, agent expects ${ABI_VERSION}`));
   await strict.cleanup();
 
   const lenient = await ebpfAgent(ebpfConfig(`  required: false\n`), { artifacts: { object } });
   t.after(() => lenient.cleanup());
   const ready = (await (await lenient.request('/ready')).json()) as { checks: Record<string, string> };
-  assert.match(ready.checks.ebpf!, /^failed: BPF object .*mtlens-v7\.bpf\.o has ABI version 7, the native shim 1 \(rebuild with make\)$/);
+  assert.match(ready.checks.ebpf!, new RegExp(`^failed: BPF object .*mtlens-v7\\.bpf\\.o has ABI version 7, the native shim ${ABI_VERSION} \\(rebuild with make\\)$`));
   assert.deepEqual(lenient.ebpf.programIds(), []);
 });
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { buildAgent, type TestAgent } from './helpers/agent.js';
-import { connectionEvent } from './helpers/events.js';
+import { closedConnection } from './helpers/events.js';
 import { SseReader } from './helpers/sse.js';
 
 const yaml = (events = '') =>
@@ -27,10 +27,10 @@ describe('GET /events (Server-Sent Events)', () => {
       assert.equal(hello?.event, 'hello');
       assert.deepEqual(JSON.parse(hello!.data), { types: ['connection.*'], role: 'client' });
 
-      t.agent.events.publish('connection.open', connectionEvent({ cookie: '1', role: 'upstream_dc' }));
+      t.agent.events.publish('connection.open', closedConnection({ cookie: '1', role: 'upstream_dc' }));
       t.agent.events.publish('agent.reload', { revision: 'x', changed: [] });
-      t.agent.events.publish('connection.open', connectionEvent({ cookie: '2' }));
-      t.agent.events.publish('connection.close', connectionEvent({ cookie: '2', rx_bytes: 77 }));
+      t.agent.events.publish('connection.open', closedConnection({ cookie: '2' }));
+      t.agent.events.publish('connection.close', closedConnection({ cookie: '2', rx_bytes: 77 }));
 
       const first = await sse.next();
       const second = await sse.next();
@@ -63,7 +63,7 @@ describe('GET /events (Server-Sent Events)', () => {
       assert.equal((await fast.next())?.event, 'hello');
       assert.equal(t.agent.events.clientCount, 2);
       // The slow reader reads nothing more; its buffer of 8 overflows.
-      for (let i = 0; i < 100; i++) t.agent.events.publish('connection.close', connectionEvent({ cookie: String(i) }));
+      for (let i = 0; i < 100; i++) t.agent.events.publish('connection.close', closedConnection({ cookie: String(i) }));
       t.agent.events.publish('agent.reload', { revision: 'r', changed: [] });
       assert.equal((await fast.next())?.event, 'agent.reload');
       assert.equal(t.agent.events.clientCount, 1);

@@ -9,7 +9,8 @@ import { parseConfigText } from '../src/config/load.js';
 import { productionWiring } from '../src/wiring.js';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
 import { BASE_CONFIG, buildAgent, tempDir } from './helpers/agent.js';
-import { closedConnection, flush, json, metricValue, otlpYaml, startOtlpAgent } from './helpers/otlp-agent.js';
+import { flush, json, metricValue, otlpYaml, startOtlpAgent } from './helpers/otlp-agent.js';
+import { closedConnection } from './helpers/events.js';
 import { waitFor } from './helpers/wait.js';
 
 describe('OTLP configuration', () => {

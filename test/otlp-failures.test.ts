@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import { describe, it } from 'node:test';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
-import { closedConnection, flush, json, metricValue, startOtlpAgent } from './helpers/otlp-agent.js';
+import { flush, json, metricValue, startOtlpAgent } from './helpers/otlp-agent.js';
+import { closedConnection } from './helpers/events.js';
 import { waitFor } from './helpers/wait.js';
 
 interface ExportStatusBody {

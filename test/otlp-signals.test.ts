@@ -6,7 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { Summary } from 'prom-client';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
 import type { TestAgent } from './helpers/agent.js';
-import { closedConnection, flush, json, otlpYaml, startOtlpAgent } from './helpers/otlp-agent.js';
+import { flush, json, otlpYaml, startOtlpAgent } from './helpers/otlp-agent.js';
+import { closedConnection } from './helpers/events.js';
 import { waitFor } from './helpers/wait.js';
 
 describe('OTLP signals', () => {

@@ -2,12 +2,14 @@
 // version and the offset and size of every field it was compiled with; `verifyAbi` compares
 // them with this file so a stale shim or BPF object is a clear startup error, not wrong numbers.
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 export const RECORD_SIZE = 128;
 
 export const REC_OPEN = 1;
 export const REC_CLOSE = 2;
 export const REC_SNAPSHOT = 3;
+/** A live socket on a watched port found by the snapshot, tracked from then on (counters = baseline). */
+export const REC_ADOPT = 5;
 
 export const ROLE_CLIENT = 0;
 export const ROLE_UPSTREAM_DC = 1;

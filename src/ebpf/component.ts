@@ -138,6 +138,8 @@ export class EbpfComponent implements Component, DiscoverySink {
     this.snapshotReader = new RecordReader(memory);
     this.drain = new RingDrain(kernel, this.trackerInstance, this.settings.drain_interval_ms);
     this.drain.start();
+    // At once rather than after one interval: adopts the clients already connected.
+    this.snapshotNow();
     this.scheduleSnapshots();
     this.ctx.logger.info(
       { programs: kernel.programs().map((p) => p.name), ringbuf_bytes: kernel.ringSize, watch_ports: this.watchedPorts(), watch_processes: this.settings.watch.processes },

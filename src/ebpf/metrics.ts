@@ -28,6 +28,13 @@ export function registerEbpfMetrics(registry: Registry, src: EbpfMetricSource): 
   };
 
   registerCollected(registry, 'mtlens_tcp_connections_opened_total', 'TCP connections opened, by role.', 'counter', () => perRole(src.tracker().opened));
+  registerCollected(
+    registry,
+    'mtlens_tcp_connections_adopted_total',
+    'TCP connections found already open on a watched port (agent started or began watching later) and tracked from then on, by role.',
+    'counter',
+    () => perRole(src.tracker().adopted),
+  );
   registerCollected(registry, 'mtlens_tcp_connections_closed_total', 'TCP connections closed, by role and close kind (fin: orderly, rst: reset).', 'counter', () => [
     ...perRole(src.tracker().closed, 2, 0, { close: 'fin' }),
     ...perRole(src.tracker().closed, 2, 1, { close: 'rst' }),

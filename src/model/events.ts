@@ -32,6 +32,11 @@ export interface ConnectionEventData {
   segs_out: number;
   close?: CloseKind;
   stalled: boolean;
+  /**
+   * Tracking began after the connection opened (it was already open when the agent started or
+   * began watching its port): opened_at_ms is when tracking began, bytes count from then.
+   */
+  adopted: boolean;
 }
 
 export interface TelemtChangeData {

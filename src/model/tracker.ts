@@ -5,7 +5,7 @@
 // exactly once: open and snapshot records advance a per-connection "counted" mark and add the
 // difference; the close record adds what remains, so the total at close equals the sum of the
 // deltas. Directions are from this host's side: rx received, tx sent.
-import { CLOSE_RST, NR_ROLES, REC_CLOSE, REC_OPEN, ROLE_CLIENT } from '../ebpf/abi.js';
+import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, ROLE_CLIENT } from '../ebpf/abi.js';
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
 import { CookieIndex } from './cookie-index.js';
@@ -42,6 +42,8 @@ export type SortKey = 'bytes' | 'rx' | 'tx' | 'age' | 'srtt' | 'retransmits';
 export class ConnectionTracker {
   // Per-role aggregates, read by the metrics collector at scrape time.
   readonly opened = new Float64Array(NR_ROLES);
+  /** Connections found already open by a snapshot and tracked from then on (REC_ADOPT). */
+  readonly adopted = new Float64Array(NR_ROLES);
   /** [role * 2 + (0 fin | 1 rst)] */
   readonly closed = new Float64Array(NR_ROLES * 2);
   /** [role * 2 + (0 rx | 1 tx)] */
@@ -82,6 +84,7 @@ export class ConnectionTracker {
   private readonly retrans: Uint32Array;
   private readonly rxOnlySinceMs: Float64Array;
   private readonly stalled: Uint8Array;
+  private readonly adoptedSlot: Uint8Array;
   private readonly seenGen: Uint32Array;
   private readonly peerText: Array<string | undefined>;
   private readonly localText: Array<string | undefined>;
@@ -119,6 +122,7 @@ export class ConnectionTracker {
     this.retrans = new Uint32Array(n);
     this.rxOnlySinceMs = new Float64Array(n);
     this.stalled = new Uint8Array(n);
+    this.adoptedSlot = new Uint8Array(n);
     this.seenGen = new Uint32Array(n);
     this.peerText = new Array<string | undefined>(n).fill(undefined);
     this.localText = new Array<string | undefined>(n).fill(undefined);
@@ -159,8 +163,29 @@ export class ConnectionTracker {
   }
 
   private open(r: RecordReader, p: number): void {
+    const s = this.insert(r, p);
+    if (s < 0) return;
+    this.opened[this.role[s]!]++;
+    this.update(s, r, p);
+    if (this.wantOpen) this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
+  }
+
+  /** A live connection the kernel began tracking late: its counters now are the baseline. */
+  private adopt(r: RecordReader, p: number): void {
+    const s = this.insert(r, p);
+    if (s < 0) return;
+    this.adoptedSlot[s] = 1;
+    this.adopted[this.role[s]!]++;
+    this.rx[s] = r.rxBytes(p);
+    this.tx[s] = r.txBytes(p);
+    this.srtt[s] = r.srttUs(p);
+    this.retrans[s] = r.retransmits(p);
+  }
+
+  /** Takes a slot for the record's connection (-1 when it is already tracked). */
+  private insert(r: RecordReader, p: number): number {
     const cookie = r.cookie(p);
-    if (this.index.get(cookie) >= 0) return;
+    if (this.index.get(cookie) >= 0) return -1;
     if (this.freeTop === 0) this.evictOldest();
     const s = this.free[--this.freeTop]!;
     this.index.set(cookie, s);
@@ -197,10 +222,9 @@ export class ConnectionTracker {
     this.userCell[s] = undefined;
     this.pendingRx[s] = 0;
     this.pendingTx[s] = 0;
-    this.opened[role]++;
+    this.adoptedSlot[s] = 0;
     this.active[role]++;
-    this.update(s, r, p);
-    if (this.wantOpen) this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
+    return s;
   }
 
   private close(r: RecordReader, p: number): void {
@@ -217,8 +241,8 @@ export class ConnectionTracker {
     const role = this.role[s]!;
     const rst = r.closeKind(p) === CLOSE_RST;
     this.closed[role * 2 + (rst ? 1 : 0)]++;
-    const seconds = Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9);
-    this.observeDuration(role, seconds);
+    // An adopted connection's true age is unknown: it stays out of the duration histogram.
+    if (this.adoptedSlot[s] === 0) this.observeDuration(role, Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9));
     if (!this.wantClose) {
       this.release(s);
       return;
@@ -238,6 +262,10 @@ export class ConnectionTracker {
 
   /** A snapshot record at offset `p`: live counters of a tracked connection. */
   snapshot(r: RecordReader, p: number): void {
+    if (r.kind(p) === REC_ADOPT) {
+      this.adopt(r, p);
+      return;
+    }
     const s = this.index.get(r.cookie(p));
     // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
     if (s < 0) return;
@@ -409,6 +437,7 @@ export class ConnectionTracker {
       segs_out: r.segsOut(p),
       close: closing ? (r.closeKind(p) === CLOSE_RST ? 'rst' : 'fin') : undefined,
       stalled: this.stalled[s] === 1,
+      adopted: this.adoptedSlot[s] === 1,
     };
   }
 

@@ -1,28 +1,32 @@
 import type { ConnectionEventData } from '../../src/model/events.js';
 
-/** A plausible closed client connection; override what the test cares about. */
-export function connectionEvent(overrides: Partial<ConnectionEventData> = {}): ConnectionEventData {
-  const now = Date.now();
+let cookie = 1000;
+
+/** A closed connection as the eBPF collector publishes it. */
+export function closedConnection(overrides: Partial<ConnectionEventData> = {}): ConnectionEventData {
   return {
-    cookie: '4097',
+    cookie: String(cookie++),
     role: 'client',
     family: 4,
-    peer_address: '198.51.100.7',
+    peer_address: '203.0.113.7',
     peer_port: 51234,
-    local_address: '10.0.0.1',
+    local_address: '198.51.100.1',
     local_port: 443,
-    opened_at_ms: now - 1500,
-    closed_at_ms: now,
-    rx_bytes: 1000,
-    tx_bytes: 5000,
-    srtt_us: 1200,
+    user: 'alice',
+    // Binary fractions, so the epoch-ms doubles convert to exact nanoseconds.
+    opened_at_ms: 1_700_000_000_123.5,
+    closed_at_ms: 1_700_000_005_678.25,
+    rx_bytes: 12_345,
+    tx_bytes: 67_890,
+    srtt_us: 2_500,
     min_rtt_us: 900,
-    retransmits: 0,
+    retransmits: 3,
     lost: 0,
-    segs_in: 10,
-    segs_out: 12,
+    segs_in: 40,
+    segs_out: 55,
     close: 'fin',
     stalled: false,
+    adopted: false,
     ...overrides,
   };
 }

@@ -33,6 +33,8 @@ export function connectionAttributes(c: ConnectionEventData): api.Attributes {
   };
   const user = knownUser(c.user);
   if (user !== undefined) attrs['mtlens.telemt.user'] = user;
+  // The span then starts when tracking began, not when the connection opened.
+  if (c.adopted) attrs['mtlens.connection.adopted'] = true;
   return attrs;
 }
 

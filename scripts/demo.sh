@@ -44,12 +44,13 @@ setsid "$DEMO_DIR/telemt" dist/test/fixtures/telemt-sim.js \
 pids+=($!)
 wait_http "http://127.0.0.1:$DEMO_API_PORT/v1/health"
 
-setsid node dist/test/fixtures/telemt-sim-traffic.js --proxy "127.0.0.1:$DEMO_PROXY_PORT" >"$DEMO_DIR/traffic.log" 2>&1 &
-pids+=($!)
-
+# The agent before the traffic, so it sees every connection open.
 setsid node dist/src/cli.js run --config deploy/demo/mtlens.yaml >"$DEMO_DIR/agent.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$DEMO_AGENT_PORT/healthz"
+
+setsid node dist/test/fixtures/telemt-sim-traffic.js --proxy "127.0.0.1:$DEMO_PROXY_PORT" >"$DEMO_DIR/traffic.log" 2>&1 &
+pids+=($!)
 
 A="localhost:$DEMO_AGENT_PORT"
 C="localhost:$DEMO_CONTROL_PORT"
@@ -57,15 +58,18 @@ cat <<INFO
 
 mtlens demo is running (Ctrl-C stops everything)
   simulated telemt  proxy 127.0.0.1:$DEMO_PROXY_PORT, Control API 127.0.0.1:$DEMO_API_PORT (process name: telemt)
-  traffic           users alice (127.0.0.11), bob (127.0.0.12), carol and dave (both 127.0.0.13), probes (127.0.0.66)
+  traffic           users alice (127.0.0.11), bob (127.0.0.12), carol and dave (both 127.0.0.13: ~ambiguous), probes (127.0.0.66: ~unknown)
   agent             http://$A      logs: $DEMO_DIR/{agent,telemt-sim,traffic}.log
 
-Try:
+Try (kernel and telemt views side by side):
   curl -s $A/ready
+  curl -s '$A/status/connections?role=client&limit=5'   # live connections, bytes, RTT, the user joined by IP
+  curl -s $A/status/ebpf                           # programs, maps, ring buffer
   curl -s $A/status/telemt
-  curl -s $A/status/discovery
-  curl -s $A/metrics | grep -E '^mtlens_telemt_(user_octets_total|user_connections|connections_total|counter_resets_total)'
-  curl -sN $A/events                               # live events (telemt.restart_detected, ...)
+  curl -s $A/status/discovery                      # listeners, DCs, users found in telemt
+  curl -s $A/metrics | grep -E '^mtlens_(user_tcp_bytes_total|telemt_user_octets_total|tcp_connections_opened_total|tcp_bytes_total)'
+  curl -sN '$A/events?type=connection.*'           # live connection open/close/stall events
+  curl -sN '$A/events?type=telemt.*'               # telemt control-plane changes (restart_detected, ...)
 
 Make the simulated telemt misbehave and watch the agent cope:
   curl -s -X POST $C/restart                       # counters restart at 0 in telemt, not in mtlens

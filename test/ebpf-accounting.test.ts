@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { test } from 'node:test';
-import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, reset, SizedServer, type Exchange } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, moreTraffic, reset, SizedServer, type Exchange } from './helpers/ebpf.js';
 import { sample } from './helpers/prom-text.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -127,16 +127,7 @@ test('a long-lived connection counts while open and is exact after close', { tim
 
   // A second round on the same connection, raw bytes both ways (the server's protocol only
   // reads one header per connection; more client bytes are just counted).
-  const more = new Promise<void>((resolve) => {
-    let got = 0;
-    x.socket.on('data', (d: Buffer) => {
-      got += d.length;
-      if (got >= 1000) resolve();
-    });
-  });
-  x.socket.write(Buffer.alloc(7000));
-  for (const s of srv.sockets) s.write(Buffer.alloc(1000));
-  await more;
+  await moreTraffic(x, srv, 7000, 1000);
   await waitFor('second round while open', async () => ((await rxOf()) === 12008 && (await txOf()) === 4000 ? true : undefined));
 
   await finish(x);

@@ -4,7 +4,7 @@
 // only what flowed after adoption (a restarted agent must not count bytes a second time).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, SizedServer } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, moreTraffic, SizedServer } from './helpers/ebpf.js';
 import { sample } from './helpers/prom-text.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -39,17 +39,7 @@ test('a connection open before the agent started is adopted at start and counted
   assert.equal(sample(m, 'mtlens_tcp_connections_active{role="client"}'), 1);
 
   // Traffic after adoption: 7000 bytes in, 1000 out.
-  const answered = new Promise<void>((resolve) => {
-    let got = 0;
-    x.socket.on('data', (d: Buffer) => {
-      got += d.length;
-      if (got >= 1000) resolve();
-    });
-  });
-  x.socket.write(Buffer.alloc(7000));
-  const [serverSide] = srv.sockets;
-  serverSide!.write(Buffer.alloc(1000));
-  await answered;
+  await moreTraffic(x, srv, 7000, 1000);
   a.ebpf.snapshotNow();
   m = await a.metrics();
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="rx"}'), 7000, 'counted while open');

@@ -153,6 +153,24 @@ export async function exchange(host: string, port: number, clientBytes: number, 
   return { socket, family: net.isIPv6(host) ? 6 : 4, localPort: socket.localPort!, clientBytes, serverBytes };
 }
 
+/**
+ * One more round on an open connection, raw bytes both ways: the client sends `clientBytes`,
+ * the server side (SizedServer reads one header per connection; more is just counted) answers
+ * `serverBytes`; resolves once the client has them.
+ */
+export async function moreTraffic(x: Exchange, srv: SizedServer, clientBytes: number, serverBytes: number): Promise<void> {
+  const answered = new Promise<void>((resolve) => {
+    let got = 0;
+    x.socket.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got >= serverBytes) resolve();
+    });
+  });
+  x.socket.write(Buffer.alloc(clientBytes));
+  for (const s of srv.sockets) s.write(Buffer.alloc(serverBytes));
+  await answered;
+}
+
 /** Orderly close from the client (the server ends too): FIN both ways. */
 export async function finish(x: Exchange): Promise<void> {
   x.socket.end();

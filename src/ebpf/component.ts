@@ -13,7 +13,7 @@ import type { Role } from '../model/events.js';
 import type { Component, ReadinessCheck } from '../runtime/components.js';
 import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
 import { MonotonicClock } from './clock.js';
-import { registerCollected } from './collected-metric.js';
+import { registerCollected } from '../export/collected-metric.js';
 import { RecordReader } from './decode.js';
 import { RingDrain } from './drain.js';
 import { EbpfLoadError, KernelCollector, type KernelCounters, type KernelOptions, type ProgramInfo } from './kernel.js';
@@ -44,7 +44,8 @@ export class EbpfComponent implements Component, DiscoverySink {
   private readonly clock = new MonotonicClock();
   private readonly trackerInstance: ConnectionTracker;
   /** Per-user label (bounded by the shared UserSeriesBudget) -> [rx, tx]. */
-  private readonly userBytes = new Map<string, Float64Array>();
+  /** Per user label: [rx, tx] totals and the label sets of its two series, kept so /metrics formats them once. */
+  private readonly userBytes = new Map<string, { totals: Float64Array; rx: Record<string, string>; tx: Record<string, string> }>();
   private readonly counters: KernelCounters = {
     stats: new Float64Array(STAT_PROGRAMS.length * STAT_NR),
     health: new Float64Array(NR_ROLES * HEALTH_NR),
@@ -70,9 +71,9 @@ export class EbpfComponent implements Component, DiscoverySink {
       USER_BYTES_METRIC,
       'Application payload bytes of client connections by telemt user (joined by peer IP; ~ambiguous, ~unknown, ~other past telemt.max_user_series) and direction.',
       'counter',
-      () => [...this.userBytes].flatMap(([user, t]) => [
-        { labels: { user, direction: 'rx' }, value: t[0]! },
-        { labels: { user, direction: 'tx' }, value: t[1]! },
+      () => [...this.userBytes.values()].flatMap((u) => [
+        { labels: u.rx, value: u.totals[0]! },
+        { labels: u.tx, value: u.totals[1]! },
       ]),
     );
     this.trackerInstance = new ConnectionTracker({
@@ -84,9 +85,9 @@ export class EbpfComponent implements Component, DiscoverySink {
       wants: (type) => ctx.events.wants(type),
       userTotals: (user) => {
         const label = links.userSeries.label(user, USER_BYTES_METRIC);
-        let totals = this.userBytes.get(label);
-        if (!totals) this.userBytes.set(label, (totals = new Float64Array(2)));
-        return totals;
+        let u = this.userBytes.get(label);
+        if (!u) this.userBytes.set(label, (u = { totals: new Float64Array(2), rx: { user: label, direction: 'rx' }, tx: { user: label, direction: 'tx' } }));
+        return u.totals;
       },
     });
     registerEbpfMetrics(ctx.registry, {

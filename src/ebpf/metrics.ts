@@ -2,7 +2,7 @@
 // kernel's counter maps, read at scrape time (kernel maps at most once per scrape).
 import type { Registry } from 'prom-client';
 import { HEALTH_NR, HEALTH_RESETS_RECEIVED, HEALTH_RESETS_SENT, HEALTH_RETRANSMITS, HEALTH_RTT_SUM_US, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SUBMITTED } from './abi.js';
-import { histogramSamples, registerCollected, type Sample } from './collected-metric.js';
+import { histogramSamples, registerCollected, type Sample } from '../export/collected-metric.js';
 import type { KernelCounters, ProgramInfo } from './kernel.js';
 import { ROLES } from '../model/events.js';
 import { DURATION_BUCKETS, type ConnectionTracker } from '../model/tracker.js';

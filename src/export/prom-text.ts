@@ -49,6 +49,16 @@ function formatValue(v: number): string {
   return `${v}`;
 }
 
+/**
+ * Flattens a string built by concatenation, once, where it is cached: V8 keeps such strings as
+ * trees (ropes), and encoding every rendering would walk each tree again (a third of the
+ * encoding time at 10k series). Converting a string to a number flattens it in place.
+ */
+function flat(s: string): string {
+  Number(s);
+  return s;
+}
+
 function labelPairs(labels: Record<string, string | number>, exclude?: Record<string, unknown>): string {
   let out = '';
   for (const key in labels) {
@@ -70,7 +80,7 @@ export class PromTextRenderer {
     if (s.sharedLabels) {
       let shared = this.shared.get(s.sharedLabels);
       if (shared === undefined) {
-        shared = labelPairs(s.sharedLabels);
+        shared = flat(labelPairs(s.sharedLabels));
         this.shared.set(s.sharedLabels, shared);
       }
       const own = labelPairs(s.labels, s.sharedLabels);
@@ -84,7 +94,7 @@ export class PromTextRenderer {
     let cached = this.seriesPrefix.get(s.labels);
     if (cached === undefined) {
       const pairs = labelPairs(s.labels);
-      cached = pairs ? `${sampleName}{${pairs}}` : sampleName;
+      cached = flat(pairs ? `${sampleName}{${pairs}}` : sampleName);
       this.seriesPrefix.set(s.labels, cached);
     }
     return cached;
@@ -92,8 +102,8 @@ export class PromTextRenderer {
 
   async render(format: TextFormat): Promise<string> {
     const om = format === 'openmetrics';
-    // Appending to one string lets V8 build a rope and flatten it once: about 3x faster
-    // than joining an array of lines at 10k series.
+    // Appending to one string lets V8 build a rope, flattened once when it is encoded: at 10k
+    // series a little faster than joining an array of lines, encoding included.
     let text = '';
     for (const metric of this.registry.getMetricsAsArray() as unknown as Renderable[]) {
       const data = await (metric.getForPromString ? metric.getForPromString() : metric.get());

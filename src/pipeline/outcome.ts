@@ -1,6 +1,14 @@
 // What an exporter tells the pipeline about one attempt, and why items can be lost.
 
-export type AttemptResult = { ok: true } | { ok: false; retryable: boolean; error: string };
+export type AttemptResult =
+  | { ok: true }
+  | {
+      ok: false;
+      retryable: boolean;
+      error: string;
+      /** The collector could not be reached at all (gRPC UNAVAILABLE). */
+      unreachable?: boolean;
+    };
 
 /**
  * Why items never reached the collector. The first three are `dropped` (never sent, or given up

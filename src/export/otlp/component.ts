@@ -88,6 +88,7 @@ export class OtlpComponent implements Component {
   private lastExport: Date | null = null;
   private lastError: string | null = null;
   private consecutiveFailures = 0;
+  private freshChannels = false;
   private readonly exportMetrics: ExportMetrics;
 
   constructor(private readonly ctx: ComponentContext) {
@@ -134,10 +135,7 @@ export class OtlpComponent implements Component {
       return;
     }
     if (changed.some((p) => CHANNEL_KEYS.some((k) => p === k || p.startsWith(`${k}.`)))) {
-      // Exports in flight finish on the old channels; the pipelines' next attempt uses the new ones.
-      const old = this.exporters;
-      this.exporters = buildGrpcExporters(this.cfg);
-      if (old) void shutdownGrpcExporters(old);
+      this.replaceChannels();
       this.consecutiveFailures = 0;
     }
     if (identityChanged || changed.includes('otlp.metrics_interval_ms')) {
@@ -204,7 +202,21 @@ export class OtlpComponent implements Component {
     this.pipelines.traces.offer(c);
   }
 
+  /** Exports in flight finish on the old channels; the pipelines' next attempt uses new ones. */
+  private replaceChannels(): void {
+    const old = this.exporters;
+    this.exporters = buildGrpcExporters(this.cfg);
+    if (old) void shutdownGrpcExporters(old);
+  }
+
   private send(exportWith: (e: GrpcExporters, id: Identity) => Promise<AttemptResult>): Promise<AttemptResult> {
+    // A gRPC channel that lost its collector reconnects on its own backoff (up to 120 s in
+    // grpc-js, and the exporter cannot tune it): after UNAVAILABLE, the next attempt, already
+    // paced by the pipeline's backoff, gets a fresh channel that connects at once.
+    if (this.freshChannels && this.exporters) {
+      this.freshChannels = false;
+      this.replaceChannels();
+    }
     return this.exporters ? exportWith(this.exporters, this.identity) : Promise.resolve(DISABLED);
   }
 
@@ -222,6 +234,7 @@ export class OtlpComponent implements Component {
       this.connected = false;
       this.lastError = result.error;
       this.consecutiveFailures++;
+      if (result.unreachable) this.freshChannels = true;
       // Once per failing streak; the streak's size is in mtlens_export_retries_total and the drop counters.
       if (this.consecutiveFailures === 1) this.ctx.logger.warn({ signal, error: result.error, retryable: result.retryable }, 'OTLP export failed');
     };

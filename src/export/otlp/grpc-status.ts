@@ -25,5 +25,5 @@ export const RETRYABLE_CODES: ReadonlySet<status> = new Set([
 export function classifyExportError(err: unknown): AttemptResult & { ok: false } {
   const code = typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'number' ? (err.code as status) : undefined;
   const message = err instanceof Error ? err.message : String(err);
-  return { ok: false, retryable: code !== undefined && RETRYABLE_CODES.has(code), error: message };
+  return { ok: false, retryable: code !== undefined && RETRYABLE_CODES.has(code), error: message, unreachable: code === status.UNAVAILABLE };
 }

@@ -87,6 +87,13 @@ self_telemetry:
     assert.equal(ok.code, 0, ok.stderr);
   });
 
+  it('refuses credentials in a URL, without echoing them', async () => {
+    const r = await runCli(['check-config', '--config', await configFile('telemt:\n  api_url: http://admin:hunter2@127.0.0.1:9091\n')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /telemt\.api_url: expected a URL without user:password/);
+    assert.doesNotMatch(r.stderr, /hunter2/);
+  });
+
   it('never echoes a secret value in an error', async () => {
     const r = await runCli(['check-config', '--config', await configFile(`
 self_telemetry:

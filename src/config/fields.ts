@@ -82,18 +82,27 @@ export function cidr() {
   });
 }
 
+function parseUrl(v: string): URL | undefined {
+  try {
+    return new URL(v);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * An http(s) URL without credentials: URLs are shown in /status, events and logs, so a password
+ * in one would leak (telemt authenticates with its auth_header, never with URL credentials).
+ */
 export function httpUrl() {
-  return z.string().refine(
-    (v) => {
-      try {
-        const u = new URL(v);
-        return u.protocol === 'http:' || u.protocol === 'https:';
-      } catch {
-        return false;
-      }
-    },
-    { error: (iss) => `expected an http:// or https:// URL, got ${JSON.stringify(iss.input)}` },
-  );
+  return z
+    .string()
+    .refine((v) => ['http:', 'https:'].includes(parseUrl(v)?.protocol ?? ''), {
+      error: (iss) => `expected an http:// or https:// URL, got ${JSON.stringify(iss.input)}`,
+    })
+    .refine((v) => !parseUrl(v)?.username && !parseUrl(v)?.password, {
+      error: 'expected a URL without user:password (put credentials in the matching auth setting)',
+    });
 }
 
 export function port() {

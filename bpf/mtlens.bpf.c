@@ -164,29 +164,32 @@ static __always_inline void read_addrs(const struct tcp_sock *tp, struct mtlens_
  *   v4 FIN 0/0              -> 2/1,           1/1
  *   v4 RST 300000/777       -> 300001/777,    777/300000
  *   v6 RST 5000/0           -> 5001/0,        0/5000
- * Which corrections apply follows from the TCP state: `peer_fin` and `own_fin_acked` below.
+ * Which corrections apply is read from the socket itself, not guessed from the TCP state:
+ *   peer FIN counted   <=> SOCK_DONE, which only tcp_fin() sets, in the same step that advances
+ *                          rcv_nxt (and bytes_received) over the FIN. RCV_SHUTDOWN is no proof:
+ *                          close() sets it too, and an orphaned socket whose FIN was acked goes
+ *                          FIN_WAIT2 -> CLOSE (tcp_time_wait) before the peer's FIN arrives.
+ *   own FIN counted    <=> our FIN was queued (a state only reached after sending it) and
+ *                          everything up to write_seq, which includes the FIN, is acked. LAST_ACK
+ *                          or CLOSING left by a reset or a timeout did not get its FIN acked.
  */
-static __always_inline bool peer_fin_received(const struct tcp_sock *tp, int state)
+static __always_inline bool peer_fin_received(const struct tcp_sock *tp)
+{
+	return tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags & (1UL << SOCK_DONE);
+}
+
+static __always_inline bool own_fin_acked(const struct tcp_sock *tp, int state)
 {
 	switch (state) {
-	case TCP_CLOSE_WAIT:
-	case TCP_LAST_ACK:
-	case TCP_CLOSING:
-	case TCP_TIME_WAIT:
-		return true;
+	case TCP_FIN_WAIT1:
 	case TCP_FIN_WAIT2:
-		/* FIN_WAIT2 -> CLOSE: either the peer's FIN arrived (tcp_fin() set RCV_SHUTDOWN, then
-		 * tcp_time_wait() closed the full socket) or the FIN_WAIT2 timer expired (no FIN). */
-		return tp->inet_conn.icsk_inet.sk.sk_shutdown & RCV_SHUTDOWN;
+	case TCP_CLOSING:
+	case TCP_LAST_ACK:
+	case TCP_TIME_WAIT:
+		return tp->snd_una == tp->write_seq;
 	default:
 		return false;
 	}
-}
-
-static __always_inline bool own_fin_acked(int state)
-{
-	/* States that are only reached, or left towards CLOSE, once the peer acked our FIN. */
-	return state == TCP_FIN_WAIT2 || state == TCP_TIME_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
 }
 
 /* Fills counters from tcp_sock; `state` is the state the byte counts belong to. */
@@ -194,8 +197,8 @@ static __always_inline void read_counters(const struct tcp_sock *tp, int state, 
 {
 	__u64 received = tp->bytes_received;
 	__u64 acked = tp->bytes_acked;
-	__u64 rx_extra = peer_fin_received(tp, state) ? 1 : 0;
-	__u64 tx_extra = (active ? 1 : 0) + (own_fin_acked(state) ? 1 : 0);
+	__u64 rx_extra = peer_fin_received(tp) ? 1 : 0;
+	__u64 tx_extra = (active ? 1 : 0) + (own_fin_acked(tp, state) ? 1 : 0);
 	r->rx_bytes = received > rx_extra ? received - rx_extra : 0;
 	r->tx_bytes = acked > tx_extra ? acked - tx_extra : 0;
 	r->segs_in = tp->segs_in;
@@ -236,23 +239,39 @@ static __always_inline __u8 classify_upstream(const struct sock *sk)
 	return MTLENS_ROLE_UPSTREAM_OTHER;
 }
 
-/* Starts tracking a socket within ebpf.max_tracked_connections; NULL (counted) when full. */
-static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
+/* Takes one of the ebpf.max_tracked_connections slots. */
+static __always_inline bool take_slot(void)
 {
 	__u32 k_count = 0, k_max = 1;
 	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
 	__u64 *max = bpf_map_lookup_elem(&limits, &k_max);
 	if (!count || !max)
-		return NULL;
-	if (__sync_fetch_and_add(count, 1) >= *max) {
-		__sync_fetch_and_add(count, -1);
+		return false;
+	if (__sync_fetch_and_add(count, 1) < *max)
+		return true;
+	__sync_fetch_and_add(count, -1);
+	return false;
+}
+
+/*
+ * Starts tracking a socket; NULL when the table is full. A refused socket keeps a storage entry
+ * marked `refused` (outside the slots: the kernel frees it with the socket), so it is counted as
+ * untracked once, not again by every snapshot pass that meets it, and a later pass can still
+ * adopt it when a slot frees up.
+ */
+static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
+{
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
 		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
 		return NULL;
 	}
-	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st) {
-		__sync_fetch_and_add(count, -1);
-		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
+	if (!take_slot()) {
+		if (!st->refused)
+			stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
+		__builtin_memset(st, 0, sizeof(*st));
+		st->refused = 1;
+		st->role = MTLENS_NR_ROLES; /* outside every per-role map */
 		return NULL;
 	}
 	__builtin_memset(st, 0, sizeof(*st));
@@ -260,11 +279,12 @@ static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
 	return st;
 }
 
-static __always_inline void untrack(const struct sock *sk)
+static __always_inline void untrack(const struct sock *sk, const struct mtlens_conn_state *st)
 {
 	__u32 k_count = 0;
+	bool held_slot = !st->refused;
 	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
-	if (bpf_sk_storage_delete(&conns, (void *)sk) == 0 && count)
+	if (bpf_sk_storage_delete(&conns, (void *)sk) == 0 && held_slot && count)
 		__sync_fetch_and_add(count, -1);
 }
 
@@ -290,11 +310,10 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 	read_addrs(tp, r);
 	if (kind == MTLENS_REC_CLOSE) {
 		r->state = oldstate;
-		/* ESTABLISHED/SYN_RECV/FIN_WAIT1/CLOSE_WAIT straight to CLOSE: aborted by a reset. */
-		r->close_kind = (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_TIME_WAIT || oldstate == TCP_LAST_ACK ||
-				 oldstate == TCP_CLOSING)
-					? MTLENS_CLOSE_FIN
-					: MTLENS_CLOSE_RST;
+		/* Orderly when our FIN was acknowledged: every byte we sent arrived. Anything else
+		 * reaching CLOSE (from ESTABLISHED, CLOSE_WAIT, FIN_WAIT1, or LAST_ACK/CLOSING with the
+		 * FIN unacked) was cut by a reset sent or received, or by a retransmission timeout. */
+		r->close_kind = own_fin_acked(tp, oldstate) ? MTLENS_CLOSE_FIN : MTLENS_CLOSE_RST;
 		read_counters(tp, oldstate, st->active, r);
 	} else {
 		r->state = TCP_ESTABLISHED;
@@ -315,9 +334,13 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		return 0;
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		/* connect(): the only transition that reliably runs in the owner's context. */
+		/* connect(): the only transition that reliably runs in the owner's context. The
+		 * process is matched by its main thread's name: telemt connects from tokio worker
+		 * threads, whose own comm is "tokio-runtime-w" (bpf_get_current_comm() reads that). */
 		char comm[16];
-		bpf_get_current_comm(comm, sizeof(comm));
+		struct task_struct *task = bpf_get_current_task_btf();
+		if (bpf_probe_read_kernel(comm, sizeof(comm), task->group_leader->comm))
+			return 0;
 		if (!bpf_map_lookup_elem(&watch_comms, comm))
 			return 0;
 		struct mtlens_conn_state *st = track(sk);
@@ -334,6 +357,8 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		struct mtlens_conn_state *st;
 		if (oldstate == TCP_SYN_SENT) {
 			st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
+			if (st && st->refused)
+				return 0;
 		} else if (oldstate == TCP_SYN_RECV) {
 			/* An accepted child socket: skc_num (host order) is still set here. */
 			__u16 lport = sk->__sk_common.skc_num;
@@ -359,7 +384,7 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		/* A connect() that never completed produced no open record and produces no close. */
 		if (st->open_sent)
 			emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
-		untrack(sk);
+		untrack(sk, st);
 	}
 	return 0;
 }
@@ -456,10 +481,10 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 		return 0;
 	__u16 kind = MTLENS_REC_SNAPSHOT;
 	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	if (!st) {
+	if (!st || st->refused) {
 		/*
 		 * Accepted on a watched port before the agent was watching (it started, restarted or
-		 * began watching the port later): track it from now on, so a long-lived client is not
+		 * began watching the port later), or refused while the table was full: track it from now on, so a long-lived client is not
 		 * invisible until it reconnects. Only established connections; the counters read now
 		 * are the baseline, so bytes from before are not counted. Its close then comes through
 		 * conn_lifecycle like any other. (Connections of watched processes cannot be told

@@ -73,7 +73,7 @@ struct mtlens_conn_state {
 	__u8 role;
 	__u8 active; /* 1: this host opened it (its SYN counts in bytes_acked) */
 	__u8 open_sent;
-	__u8 pad;
+	__u8 refused; /* 1: not tracked (table full when it came); kept so it is counted only once */
 	char comm[16];
 };
 

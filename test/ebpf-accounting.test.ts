@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { test } from 'node:test';
-import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, moreTraffic, reset, SizedServer, type Exchange } from './helpers/ebpf.js';
+import { ebpfAgent, ebpfConfig, exchange, finish, kernelGate, moreTraffic, reset, serverCloses, SizedServer, type Exchange } from './helpers/ebpf.js';
 import { sample } from './helpers/prom-text.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -20,7 +20,7 @@ interface Row {
 const config = (ports: number[]) =>
   ebpfConfig(`  watch:\n    ports: [${ports.join(', ')}]\n    processes: [mtlens-nobody]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 200\n`);
 
-test('exact rx/tx over 240 loopback connections (IPv4 and IPv6, FIN and RST) in /status/connections, /metrics and close events; unwatched ports produce nothing', { timeout: 120_000 }, async (t) => {
+test('exact rx/tx over 240 loopback connections (IPv4 and IPv6; FIN from the client, FIN from the server first, RST) in /status/connections, /metrics and close events; unwatched ports produce nothing', { timeout: 120_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const v4 = await SizedServer.listen('127.0.0.1');
   const v6 = await SizedServer.listen('::1');
@@ -64,8 +64,10 @@ test('exact rx/tx over 240 loopback connections (IPv4 and IPv6, FIN and RST) in 
   assert.deepEqual(live.top_peers.map((p) => p.peer_address).sort(), ['127.0.0.1', '::1']);
   assert.equal(live.top_peers.reduce((s, p) => s + p.connections, 0), N);
 
-  // Half close orderly, half abort with RST.
-  await Promise.all(conns.map((c, i) => (i % 2 === 0 ? finish(c) : reset(c))));
+  // A third close orderly from the client, a third abort with RST, a third close from the server first.
+  const closeKind = (i: number) => (i % 3 === 1 ? 'rst' : 'fin');
+  const closeEvent = (c: Exchange) => waitFor(`close event of ${c.localPort}`, () => a.closes.find((e) => e.peer_port === c.localPort && e.family === c.family));
+  await Promise.all(conns.map((c, i) => (i % 3 === 0 ? finish(c) : i % 3 === 1 ? reset(c) : serverCloses(c, c.family === 6 ? v6 : v4, () => closeEvent(c)))));
   await Promise.all(noise.map((c) => finish(c)));
   await waitFor('all close events', () => (a.closes.length >= N ? true : undefined));
   assert.equal(a.closes.length, N, 'one close event per watched connection, none for the unwatched port');
@@ -77,7 +79,7 @@ test('exact rx/tx over 240 loopback connections (IPv4 and IPv6, FIN and RST) in 
     assert.ok(ev, `close event for client port ${c.localPort}`);
     assert.equal(ev.rx_bytes, 8 + c.clientBytes, `rx of connection ${i}`);
     assert.equal(ev.tx_bytes, c.serverBytes, `tx of connection ${i}`);
-    assert.equal(ev.close, i % 2 === 0 ? 'fin' : 'rst', `close kind of connection ${i}`);
+    assert.equal(ev.close, closeKind(i), `close kind of connection ${i}`);
     assert.equal(ev.role, 'client');
     assert.equal(ev.family, i % 4 >= 2 ? 6 : 4);
     assert.equal(ev.user, '~unknown');
@@ -90,11 +92,11 @@ test('exact rx/tx over 240 loopback connections (IPv4 and IPv6, FIN and RST) in 
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="rx"}'), rx);
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="tx"}'), tx);
   assert.equal(sample(m, 'mtlens_tcp_connections_opened_total{role="client"}'), N);
-  assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}'), N / 2);
-  assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="rst"}'), N / 2);
+  assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}'), (2 * N) / 3);
+  assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="rst"}'), N / 3);
   assert.equal(sample(m, 'mtlens_tcp_connections_active{role="client"}'), 0);
   assert.equal(sample(m, 'mtlens_tcp_connection_duration_seconds_count{role="client"}'), N);
-  assert.equal(sample(m, 'mtlens_tcp_resets_total{role="client",direction="rx"}'), N / 2, 'the server sockets received one reset each');
+  assert.equal(sample(m, 'mtlens_tcp_resets_total{role="client",direction="rx"}'), N / 3, 'the server sockets received one reset each');
   assert.ok((sample(m, 'mtlens_tcp_rtt_seconds_count{role="client"}') ?? 0) > 0, 'RTT histogram filled by tcp_probe');
   assert.equal(sample(m, 'mtlens_user_tcp_bytes_total{user="~unknown",direction="rx"}'), rx);
   assert.equal(sample(m, 'mtlens_user_tcp_bytes_total{user="~unknown",direction="tx"}'), tx);
@@ -106,6 +108,33 @@ test('exact rx/tx over 240 loopback connections (IPv4 and IPv6, FIN and RST) in 
   assert.equal(lint.error, undefined, 'promtool runs');
   const problems = `${lint.stdout}${lint.stderr}`.split('\n').filter((l) => l.includes('mtlens_'));
   assert.deepEqual(problems, []);
+});
+
+test('close records alone are exact (no snapshot in between) for every way a connection ends: client FIN, server close() first, RST', { timeout: 60_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const srv = await SizedServer.listen('127.0.0.1');
+  // No snapshot pass after the start: each connection's bytes come from its close record only.
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 3600000\n`));
+  t.after(async () => {
+    await a.cleanup();
+    await srv.close();
+  });
+  const N = 60;
+  const conns = await Promise.all(Array.from({ length: N }, (_, i) => exchange('127.0.0.1', srv.port, i % 10 === 0 ? 0 : randomInt(1, 100_000), i % 7 === 0 ? 0 : randomInt(1, 100_000))));
+  const closeEvent = (c: Exchange) => waitFor(`close event of ${c.localPort}`, () => a.closes.find((e) => e.peer_port === c.localPort));
+  // The server's close() first is telemt's own way (tokio drops the socket): its socket is closed
+  // by the kernel (FIN_WAIT2, orphaned) before the client's FIN, which must not be subtracted.
+  await Promise.all(conns.map((c, i) => (i % 3 === 0 ? finish(c) : i % 3 === 1 ? reset(c) : serverCloses(c, srv, () => closeEvent(c)))));
+  for (const [i, c] of conns.entries()) {
+    const ev = await closeEvent(c);
+    const how = ['client FIN', 'RST', 'server close() first'][i % 3];
+    assert.equal(ev.rx_bytes, 8 + c.clientBytes, `rx of connection ${i} (${how})`);
+    assert.equal(ev.tx_bytes, c.serverBytes, `tx of connection ${i} (${how})`);
+    assert.equal(ev.close, i % 3 === 1 ? 'rst' : 'fin', `close kind of connection ${i} (${how})`);
+  }
+  const m = await a.metrics();
+  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="rx"}'), conns.reduce((n, c) => n + 8 + c.clientBytes, 0));
+  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="tx"}'), conns.reduce((n, c) => n + c.serverBytes, 0));
 });
 
 test('a long-lived connection counts while open and is exact after close', { timeout: 60_000 }, async (t) => {

@@ -60,23 +60,30 @@ test('a tiny ring flooded with connections: seen = delivered + dropped, drops in
   assert.equal(status.tracker.evictions.close_lost, evicted);
 });
 
-test('beyond ebpf.max_tracked_connections new connections are not tracked, and counted', { timeout: 60_000 }, async (t) => {
+test('beyond ebpf.max_tracked_connections new connections are not tracked, and counted once however many snapshot passes meet them', { timeout: 60_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
-  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  max_tracked_connections: 16\n  drain_interval_ms: 10\n`));
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  max_tracked_connections: 16\n  drain_interval_ms: 10\n  snapshot_interval_ms: 100\n`));
   t.after(async () => {
     await a.cleanup();
     await srv.close();
   });
   const open = await Promise.all(Array.from({ length: 20 }, () => exchange('127.0.0.1', srv.port, 10, 10)));
   await waitFor('16 tracked', async () => ((await a.json<{ total: number }>('/status/connections')).total === 16 ? true : undefined));
-  const st = await a.json<{ ringbuf: { drops: { table_full: number } }; maps: Array<{ name: string; entries: number; max_entries: number }> }>('/status/ebpf');
+  type Status = { ringbuf: { drops: { table_full: number } }; snapshots: { applied: number }; maps: Array<{ name: string; entries: number; max_entries: number }> };
+  // Several snapshot passes meet the 4 untracked sockets while the table stays full.
+  const passes = (await a.json<Status>('/status/ebpf')).snapshots.applied;
+  await waitFor('5 more snapshot passes', async () => ((await a.json<Status>('/status/ebpf')).snapshots.applied >= passes + 5 ? true : undefined));
+  const st = await a.json<Status>('/status/ebpf');
   assert.equal(st.ringbuf.drops.table_full, 4);
   assert.deepEqual(st.maps.find((m) => m.name === 'conns'), { name: 'conns', type: 'sk_storage', entries: 16, max_entries: 16 });
   assert.equal(sample(await a.metrics(), 'mtlens_ebpf_untracked_connections_total{reason="table_full"}'), 4);
   await Promise.all(open.map((x) => finish(x)));
-  await waitFor('16 closes', () => (a.closes.length === 16 ? true : undefined));
+  // 16, plus any untracked socket a snapshot pass adopted when a slot freed before it closed.
+  await waitFor('tracked ones closed', async () => (a.closes.length >= 16 && (await a.json<{ total: number }>('/status/connections')).total === 0 ? true : undefined));
+  const closed = a.closes.length;
+  assert.ok(closed <= 20, `${closed} closes for 20 connections`);
   // Room again once they closed.
   await finish(await exchange('127.0.0.1', srv.port, 1, 1));
-  await waitFor('tracked again', () => (a.closes.length === 17 ? true : undefined));
+  await waitFor('tracked again', () => (a.closes.length === closed + 1 ? true : undefined));
 });

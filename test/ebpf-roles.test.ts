@@ -37,6 +37,22 @@ s.on('data', (d) => { got += d.length; if (got >= ${m}) s.end(); });
 s.on('close', () => process.exit(0));
 `;
 
+/** The same client on a worker thread named like tokio's (telemt connects from its runtime workers, never its main thread). */
+const workerClientScript = (host: string, port: number, n: number, m: number) => `
+import { Worker } from 'node:worker_threads';
+const w = new Worker(new URL('data:text/javascript,' + encodeURIComponent(${JSON.stringify(`
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
+writeFileSync('/proc/thread-self/comm', 'tokio-runtime-w');
+const s = net.connect(${port}, '${host}');
+s.on('connect', () => { const h = Buffer.alloc(8); h.writeUInt32LE(${n}, 0); h.writeUInt32LE(${m}, 4); s.write(Buffer.concat([h, Buffer.alloc(${n})])); });
+let got = 0;
+s.on('data', (d) => { got += d.length; if (got >= ${m}) s.end(); });
+`)})));
+w.on('exit', (code) => process.exit(code));
+w.on('error', (err) => { console.error(err); process.exit(1); });
+`;
+
 test('connections made by a watched process are upstreams: upstream_dc for Telegram endpoints from discovery, upstream_other otherwise, with exact bytes', { timeout: 60_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const comm = `telemt-t${process.pid % 10000}`;
@@ -51,26 +67,31 @@ test('connections made by a watched process are upstreams: upstream_dc for Teleg
 
   await runAs(comm, clientScript('127.0.0.1', dc.port, 4000, 900));
   await runAs(comm, clientScript('127.0.0.1', other.port, 1500, 60));
+  // Matched by the process (its main thread's name), not by the name of the thread that connects.
+  await runAs(comm, workerClientScript('127.0.0.1', other.port, 2500, 70));
   // The test process itself (comm "node") is not watched: its connections are not upstreams.
   await finish(await exchange('127.0.0.1', other.port, 10, 10));
 
-  await waitFor('two upstream closes', () => (a.closes.length >= 2 ? true : undefined));
+  await waitFor('three upstream closes', () => (a.closes.length >= 3 ? true : undefined));
   const byPort = (p: number) => a.closes.find((e) => e.peer_port === p);
   const toDc = byPort(dc.port)!;
-  const toOther = byPort(other.port)!;
+  const [toOther, fromWorker] = a.closes.filter((e) => e.peer_port === other.port);
   assert.equal(toDc.role, 'upstream_dc');
-  assert.equal(toOther.role, 'upstream_other');
+  assert.equal(toOther!.role, 'upstream_other');
   // This host opened these connections: its SYN and FIN are removed from bytes_acked.
   assert.deepEqual([toDc.tx_bytes, toDc.rx_bytes], [4008, 900]);
-  assert.deepEqual([toOther.tx_bytes, toOther.rx_bytes], [1508, 60]);
+  assert.deepEqual([toOther!.tx_bytes, toOther!.rx_bytes], [1508, 60]);
+  assert.ok(fromWorker, 'the connection made on a worker thread is tracked');
+  assert.equal(fromWorker.role, 'upstream_other');
+  assert.deepEqual([fromWorker.tx_bytes, fromWorker.rx_bytes], [2508, 70]);
   assert.equal(toDc.user, undefined, 'users are joined for client connections only');
-  assert.equal(a.closes.length, 2);
+  assert.equal(a.closes.length, 3);
 
   const m = await a.metrics();
   assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="upstream_dc",close="fin"}'), 1);
-  assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="upstream_other",close="fin"}'), 1);
+  assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="upstream_other",close="fin"}'), 2);
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="upstream_dc",direction="tx"}'), 4008);
-  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="upstream_other",direction="rx"}'), 60);
+  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="upstream_other",direction="rx"}'), 130);
   const status = await a.json<{ watch: { telegram_endpoints: number; telegram_networks: number } }>('/status/ebpf');
   assert.equal(status.watch.telegram_endpoints, 1, 'the malformed endpoint was ignored');
   assert.ok(status.watch.telegram_networks >= 10);

@@ -177,6 +177,23 @@ export async function finish(x: Exchange): Promise<void> {
   await once(x.socket, 'close');
 }
 
+/**
+ * Orderly close from the server first, the way a proxy drops a finished connection: close() on
+ * its socket, which the kernel closes as soon as its FIN is acked (an orphan goes FIN_WAIT2 ->
+ * CLOSE at once). The half-open client sends its FIN only after `serverGone` (e.g. the close
+ * event arrived): otherwise it would ride on the ACK and the server would see it.
+ */
+export async function serverCloses(x: Exchange, srv: SizedServer, serverGone: () => Promise<unknown>): Promise<void> {
+  const peer = [...srv.sockets].find((s) => s.remotePort === x.localPort && s.remoteFamily === (x.family === 6 ? 'IPv6' : 'IPv4'));
+  if (!peer) throw new Error(`no server socket for client port ${x.localPort}`);
+  const ended = once(x.socket, 'end');
+  peer.destroy();
+  await ended;
+  await serverGone();
+  x.socket.end();
+  await once(x.socket, 'close');
+}
+
 /** Abortive close (SO_LINGER 0): the server's socket sees a reset. */
 export async function reset(x: Exchange): Promise<void> {
   x.socket.resetAndDestroy();

@@ -11,10 +11,10 @@ import type { Component, ReadinessCheck } from '../runtime/components.js';
 import { Cadence, SerialQueue } from './cadence.js';
 import { TelemtClient } from './client.js';
 import { TelemtCollector } from './collector.js';
-import { Continuity, type ContinuityState } from './continuity.js';
+import { Continuity } from './continuity.js';
 import { discoverListeners, discoveryUpdate, sameUpdate, type ListenerDiscovery } from './discovery.js';
 import { TelemtMetrics } from './metrics.js';
-import { readJsonState, writeJsonAtomic } from './state-file.js';
+import { moveAside, readJsonState, writeJsonAtomic } from './state-file.js';
 import { ActiveIpDirectory } from './user-directory.js';
 
 export const STATE_FILE = 'telemt-continuity.json';
@@ -159,21 +159,25 @@ export class TelemtComponent implements Component {
   private async restoreState(): Promise<void> {
     try {
       const read = await readJsonState(this.statePath);
-      if (read.kind === 'corrupt') {
-        this.ctx.logger.error({ path: this.statePath, moved_to: read.movedTo, error: read.error }, 'telemt continuity state unreadable; moved aside, counters continue from telemt\'s values');
-        return;
-      }
       if (read.kind === 'missing') return;
-      const state = read.value as ContinuityState;
-      if (typeof state !== 'object' || state === null || !this.continuity.restore(state)) {
-        this.ctx.logger.info({ path: this.statePath }, 'telemt continuity state is for another telemt or format; starting fresh');
-        return;
-      }
-      this.restoredFrom = this.statePath;
-      this.ctx.logger.info({ path: this.statePath, users: Object.keys(state.users).length }, 'telemt continuity state restored');
+      const refused = read.kind === 'corrupt' ? read : await this.applyState(read.value);
+      if (refused) this.ctx.logger.error({ path: this.statePath, moved_to: refused.movedTo, error: refused.error }, 'telemt continuity state unreadable; moved aside, counters continue from telemt\'s values');
     } catch (err) {
       this.ctx.logger.error({ path: this.statePath, err }, 'cannot read telemt continuity state; starting fresh');
     }
+  }
+
+  /** Restores a parsed state file; an invalid one is moved aside and returned as refused. */
+  private async applyState(value: unknown): Promise<{ movedTo: string; error: string } | undefined> {
+    const result = this.continuity.restore(value);
+    if (result.kind === 'invalid') return { movedTo: await moveAside(this.statePath), error: result.error };
+    if (result.kind === 'other_telemt') {
+      this.ctx.logger.info({ path: this.statePath }, 'telemt continuity state is for another telemt.api_url; starting fresh');
+      return undefined;
+    }
+    this.restoredFrom = this.statePath;
+    this.ctx.logger.info({ path: this.statePath, users: result.users }, 'telemt continuity state restored');
+    return undefined;
   }
 
   /** Saves continuity state; concurrent calls coalesce into the one in flight plus one after it. */

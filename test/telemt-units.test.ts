@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { nextDelayMs } from '../src/telemt/cadence.js';
-import { Continuity, type Clock } from '../src/telemt/continuity.js';
+import { Continuity, FORGET_USERS_AFTER_MS, MAX_ABSENT_USERS, type Clock } from '../src/telemt/continuity.js';
 import { ActiveIpDirectory, normalizeIp } from '../src/telemt/user-directory.js';
 import { redactTelemtData } from '../src/telemt/snapshots.js';
 
@@ -63,9 +63,9 @@ describe('telemt units', () => {
     assert.deepEqual(c.resets, { restart: 1, generation_reload: 1, user_eviction: 1, unexplained: 0 });
     // State round trip; another telemt's state is left alone.
     const restored = new Continuity('http://x', clock);
-    assert.deepEqual(restored.restore(JSON.parse(JSON.stringify(c.snapshot(clock.wall)))), { kind: 'applied', users: 1 });
+    assert.deepEqual(restored.restore(JSON.parse(JSON.stringify(c.snapshot()))), { kind: 'applied', users: 1 });
     assert.equal(restored.userTotal('u'), 1790);
-    assert.deepEqual(new Continuity('http://other').restore(c.snapshot(t0)), { kind: 'other_telemt' });
+    assert.deepEqual(new Continuity('http://other').restore(c.snapshot()), { kind: 'other_telemt' });
   });
 
   it('never takes a slow reply or a wall-clock step for a reset; sees reloads while nobody looked and across an agent restart', () => {
@@ -130,22 +130,48 @@ describe('telemt units', () => {
     };
     clock.advance(15_000);
     assert.equal(poll(5), false);
-    restartAgent(c.snapshot(clock.wall), 120_000);
+    restartAgent(c.snapshot(), 120_000);
     generationStart = clock.mono - 60_000;
     assert.equal(poll(5), true, 'reloaded 60 s ago: less uptime gained than the 2 min the agent was down');
     assert.deepEqual(c.identify(500), { kind: 'generation_reload', generation: 3 });
     assert.equal(c.counter('connections', 3), 10_250);
 
     // An agent restart without a reload is not a reset; nor is an old state file without an uptime.
-    restartAgent(c.snapshot(clock.wall), 120_000);
+    restartAgent(c.snapshot(), 120_000);
     assert.equal(poll(5), false);
     assert.equal(c.counter('connections', 5), 10_252);
-    const old = c.snapshot(clock.wall) as Record<string, unknown>;
+    const old = c.snapshot() as Record<string, unknown>;
     delete old.uptime;
     restartAgent(old, 60_000);
     assert.equal(poll(5), false, 'no uptime to compare with: no detection that once, and no false reset');
     assert.equal(c.counter('connections', 6), 10_253);
     assert.deepEqual(c.resets, { restart: 0, generation_reload: 3, user_eviction: 0, unexplained: 0 });
+  });
+
+  it('forgets users gone from telemt after FORGET_USERS_AFTER_MS, and beyond MAX_ABSENT_USERS, in memory and in the state', () => {
+    const c = new Continuity('http://x');
+    const t0 = 1_700_000_000_000;
+    c.observeUptime(100, 0, 0);
+    c.identify(500);
+    c.user('stays', 10, t0);
+    c.user('leaves', 20, t0);
+    const present = new Set(['stays']);
+    c.forgetAbsentUsers(present, t0 + FORGET_USERS_AFTER_MS - 1);
+    assert.equal(c.userTotal('leaves'), 20, 'remembered in case it comes back');
+    c.user('stays', 11, t0 + FORGET_USERS_AFTER_MS);
+    c.forgetAbsentUsers(present, t0 + FORGET_USERS_AFTER_MS);
+    assert.equal(c.userTotal('leaves'), undefined);
+    assert.equal(c.userTotal('stays'), 11, 'a present user is kept, however long ago it was last applied');
+    assert.deepEqual(Object.keys(c.snapshot().users), ['stays']);
+    // However many users came and went within the window, at most MAX_ABSENT_USERS absent ones are kept, the most recent.
+    const t1 = t0 + FORGET_USERS_AFTER_MS;
+    for (let i = 0; i < MAX_ABSENT_USERS + 5; i++) c.user(`u${i}`, 1, t1 + i);
+    c.forgetAbsentUsers(present, t1 + MAX_ABSENT_USERS + 5);
+    assert.equal(c.usersRemembered, MAX_ABSENT_USERS + 1);
+    assert.equal(c.userTotal('u4'), undefined);
+    assert.equal(c.userTotal('u5'), 1);
+    assert.equal(c.userTotal('stays'), 11);
+    assert.equal(c.usersForgotten, 1 + 5);
   });
 
   it('restores nothing from an invalid state: wrong types, non-numbers, missing parts', () => {

@@ -247,6 +247,7 @@ export class TelemtCollector {
       series.quota.set(label, { used: prev.used + q.used_bytes, quota: prev.quota + q.data_quota_bytes });
     }
     for (const name of this.knownUsers) if (!present.has(name)) this.d.budget.forget(name);
+    this.d.continuity.forgetAbsentUsers(present, now);
     this.knownUsers = present;
     this.series = series;
     if (applyOctets) this.dirty = true;

@@ -184,7 +184,7 @@ export class TelemtComponent implements Component {
   private save(): Promise<void> {
     const write = async () => {
       try {
-        await writeJsonAtomic(this.statePath, this.continuity.snapshot(Date.now()));
+        await writeJsonAtomic(this.statePath, this.continuity.snapshot());
         this.lastSavedAtMs = Date.now();
         if (this.saveError) this.ctx.logger.info({ path: this.statePath }, 'telemt continuity state saved again');
         this.saveError = undefined;
@@ -302,6 +302,8 @@ export class TelemtComponent implements Component {
         counter_resets: { ...this.continuity.resets },
         state_file: this.statePath,
         restored_from_state: this.restoredFrom !== undefined,
+        users_remembered: this.continuity.usersRemembered,
+        users_forgotten: this.continuity.usersForgotten,
         last_saved_at: iso(this.lastSavedAtMs),
         save_error: this.saveError ?? null,
       },

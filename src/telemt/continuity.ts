@@ -26,7 +26,9 @@ export type ResetCause = (typeof RESET_CAUSES)[number];
  */
 const UPTIME_TOLERANCE_MS = 5000;
 /** Users not seen in /v1/users are remembered this long, in case they come back. */
-const FORGET_USERS_AFTER_MS = 7 * 24 * 3600 * 1000;
+export const FORGET_USERS_AFTER_MS = 7 * 24 * 3600 * 1000;
+/** ... and at most this many of them (the oldest-seen are forgotten first). */
+export const MAX_ABSENT_USERS = 10_000;
 
 export interface Clock {
   /** Milliseconds on a clock that never steps (wall-clock-like origin, for readability only). */
@@ -95,6 +97,8 @@ export class Continuity {
   readonly resets = zeroResets();
   private readonly core = new Map<string, Track>();
   private readonly users = new Map<string, UserTrack>();
+  /** Users dropped from memory: gone from telemt for FORGET_USERS_AFTER_MS, or beyond MAX_ABSENT_USERS. */
+  usersForgotten = 0;
 
   constructor(
     readonly apiUrl: string,
@@ -123,10 +127,8 @@ export class Continuity {
     return { kind: 'applied', users: this.users.size };
   }
 
-  snapshot(nowMs: number): ContinuityState {
+  snapshot(): ContinuityState {
     const b = this.baseline;
-    const users: Record<string, UserTrack> = {};
-    for (const [name, t] of this.users) if (nowMs - t.seenAtMs < FORGET_USERS_AFTER_MS) users[name] = { ...t };
     return {
       version: 1,
       api_url: this.apiUrl,
@@ -135,7 +137,7 @@ export class Continuity {
       ...(b ? { uptime: { seconds: b.seconds, received_at_ms: this.clock.wallMs() - (this.clock.monotonicMs() - b.receivedAtMs) } } : {}),
       resets: { ...this.resets },
       core: Object.fromEntries([...this.core].map(([k, t]) => [k, { ...t }])),
-      users,
+      users: Object.fromEntries([...this.users].map(([k, t]) => [k, { ...t }])),
     };
   }
 
@@ -145,6 +147,10 @@ export class Continuity {
 
   get identity(): { process_started_at_epoch_secs?: number; generation: number } {
     return { ...(this.processStartedAt !== undefined ? { process_started_at_epoch_secs: this.processStartedAt } : {}), generation: this.generation };
+  }
+
+  get usersRemembered(): number {
+    return this.users.size;
   }
 
   /**
@@ -210,6 +216,27 @@ export class Continuity {
     t.seenAtMs = nowMs;
     if (advance(t, raw, epoch)) this.resets.user_eviction++;
     return t.total;
+  }
+
+  /**
+   * After a /v1/users answer: users absent from it are remembered (in case they come back)
+   * for FORGET_USERS_AFTER_MS since last seen, and at most MAX_ABSENT_USERS of them.
+   */
+  forgetAbsentUsers(present: ReadonlySet<string>, nowMs: number): void {
+    const absent: Array<[string, UserTrack]> = [];
+    for (const entry of this.users) {
+      if (present.has(entry[0])) continue;
+      if (nowMs - entry[1].seenAtMs >= FORGET_USERS_AFTER_MS) this.forget(entry[0]);
+      else absent.push(entry);
+    }
+    if (absent.length <= MAX_ABSENT_USERS) return;
+    absent.sort((a, b) => a[1].seenAtMs - b[1].seenAtMs);
+    for (const [name] of absent.slice(0, absent.length - MAX_ABSENT_USERS)) this.forget(name);
+  }
+
+  private forget(name: string): void {
+    this.users.delete(name);
+    this.usersForgotten++;
   }
 
   coreTotal(key: string): number | undefined {

@@ -353,9 +353,10 @@ export class TelemtCollector {
     };
   }
 
-  topology(): { dcs: DcStatus | undefined; meWriters: MeWriters | undefined; upstreams: Upstreams | undefined; users: string[] } {
+  topology(): { dcs: DcStatus | undefined; meWriters: MeWriters | undefined; upstreams: Upstreams | undefined; users: string[]; configPath: string | undefined } {
     const users = this.snapshotData<Users>('users');
     return {
+      configPath: this.snapshotData<EndpointData<'systemInfo'>>('systemInfo')?.config_path,
       dcs: this.snapshotData<DcStatus>('dcs'),
       meWriters: this.snapshotData<MeWriters>('meWriters'),
       upstreams: this.snapshotData<Upstreams>('upstreams'),

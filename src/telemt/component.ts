@@ -205,7 +205,8 @@ export class TelemtComponent implements Component {
   // ---- discovery ---------------------------------------------------------------------------
 
   private async refreshListeners(): Promise<void> {
-    this.listeners = await discoverListeners(this.settings.config_path, apiPort(this.settings.api_url), this.deps.procRoot);
+    const telemtConfigPath = this.current()?.topology().configPath;
+    this.listeners = await discoverListeners({ configPath: this.settings.config_path, apiPort: apiPort(this.settings.api_url), telemtConfigPath, procRoot: this.deps.procRoot });
   }
 
   /** The last discovery sent to the sink, for a consumer that starts after it was sent. */

@@ -126,6 +126,20 @@ describe('telemt counters and continuity', () => {
     });
   });
 
+  it('does not take a slow summary reply for a generation reload (counters are not doubled)', async () => {
+    await withTelemt({}, async (h) => {
+      await sendAndPoll(h, 'alice', 1000);
+      // The uptime in the reply is 3.5 s old when it arrives (telemt.timeout_ms is 5 s here).
+      h.sim.configure({ lateReplies: { '/v1/stats/summary': 3500 } });
+      await h.telemt.pollNow();
+      const m = await h.metrics();
+      assert.equal(octets(m, 'alice'), 2000);
+      assert.equal(sample(m, 'mtlens_telemt_connections_total'), 1);
+      for (const cause of ['restart', 'generation_reload', 'user_eviction', 'unexplained']) assert.equal(resets(m, cause), 0, cause);
+      assert.ok(!h.events.some((e) => e.type === 'telemt.generation_reload'));
+    });
+  });
+
   it('keeps a user\'s octets monotonic across telemt\'s per-user eviction', async () => {
     await withTelemt({}, async (h) => {
       await sendAndPoll(h, 'carol', 400);
@@ -201,6 +215,47 @@ describe('telemt counters and continuity', () => {
       assert.ok(files.some((f) => f.startsWith('telemt-continuity.json.corrupt-')), files.join(','));
       assert.ok(h.t.log.lines.some((l) => l.level === 'error' && String(l.msg).includes('continuity state unreadable')));
       await h.cleanup();
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it('moves a parsable but invalid state file aside, says why, and exports only finite counters', async () => {
+    const sim = await new TelemtSim().start();
+    try {
+      await send(sim, 'bob', 10);
+      await settled(sim);
+      const base = { version: 1, api_url: sim.apiUrl, process_started_at: sim.processStartedAtSecs, generation: 0 };
+      const epoch = `${sim.processStartedAtSecs}/0`;
+      const variants: Array<[string, object, RegExp]> = [
+        [
+          'wrong types',
+          { ...base, resets: {}, core: { 'core.connections_total': { raw: '5', total: 'x', epoch: 'old' } }, users: { bob: { raw: 'a', total: 7, epoch, seenAtMs: 0 } } },
+          /core\.core\.connections_total\.raw: .*expected number.*; core\.core\.connections_total\.total: .*; users\.bob\.raw: /,
+        ],
+        ['missing parts', { ...base, core: { 'core.connections_total': { raw: 1, total: 1e9, epoch } } }, /resets: .*; users: /],
+      ];
+      for (const [name, state, why] of variants) {
+        const dir = join(await (await import('./helpers/agent.js')).tempDir(), 'state');
+        await mkdir(dir, { recursive: true });
+        await writeFile(join(dir, 'telemt-continuity.json'), JSON.stringify(state));
+        const h = await telemtHarness({ reuseSim: sim, stateDir: dir });
+        try {
+          const m = await h.metrics();
+          assert.equal(octets(m, 'bob'), 20, name);
+          assert.equal(sample(m, 'mtlens_telemt_connections_total'), 1, `${name}: nothing of the file was used`);
+          assert.doesNotMatch(m, /^mtlens_telemt_\S+ (NaN|[+-]?Inf)/m, name);
+          const files = await readdir(dir);
+          assert.ok(files.some((f) => f.startsWith('telemt-continuity.json.corrupt-')), `${name}: ${files.join(',')}`);
+          const line = h.t.log.lines.find((l) => l.level === 'error' && String(l.msg).includes('continuity state unreadable'));
+          assert.ok(line, name);
+          assert.match(String(line.error), why, name);
+          const status = await h.json<{ continuity: { restored_from_state: boolean; generation: number } }>('/status/telemt');
+          assert.equal(status.continuity.restored_from_state, false, name);
+        } finally {
+          await h.cleanup();
+        }
+      }
     } finally {
       await sim.stop();
     }

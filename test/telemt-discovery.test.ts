@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -120,19 +120,23 @@ mask_host = "203.0.113.7"
     ]);
   });
 
-  it('falls back to the listening sockets of the real process named telemt when the config file is unreadable', async () => {
+  it('falls back to the listening sockets of the real process named telemt when the config file is unreadable, minus its API and metrics ports', async () => {
     const dir = await tempDir();
     const telemtBinary = join(dir, 'telemt');
     await symlink(process.execPath, telemtBinary);
     // An external DC, so the simulator process listens only on its proxy and API ports.
     const dc: Server = createServer((s) => s.pipe(s));
     await new Promise<void>((r) => dc.listen(0, '127.0.0.1', () => r()));
-    const child: ChildProcess = spawn(telemtBinary, [join(repoRoot, 'dist/test/fixtures/telemt-sim.js'), '--dc', `127.0.0.1:${(dc.address() as AddressInfo).port}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // telemt's own config (as /v1/system/info reports it) has the metrics port; the agent's telemt.config_path is missing.
+    const ownConfig = join(dir, 'own.toml');
+    const args = [join(repoRoot, 'dist/test/fixtures/telemt-sim.js'), '--dc', `127.0.0.1:${(dc.address() as AddressInfo).port}`, '--config-out', ownConfig, '--metrics', '0'];
+    const child: ChildProcess = spawn(telemtBinary, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-      const addrs = JSON.parse(line) as { proxy: string; api: string };
+      const addrs = JSON.parse(line) as { proxy: string; api: string; metrics: string };
       const proxyPort = Number(addrs.proxy.split(':').at(-1));
       const apiPort = Number(new URL(addrs.api).port);
+      const metricsPort = Number(addrs.metrics.split(':').at(-1));
       const sim = { apiUrl: addrs.api } as TelemtSim;
       await withTelemt({ reuseSim: sim, telemtYaml: [`config_path: ${join(dir, 'missing.toml')}`] }, async (h) => {
         const d = await h.json<DiscoveryBody>('/status/discovery');
@@ -140,7 +144,8 @@ mask_host = "203.0.113.7"
         // Other processes named telemt (other suites on this machine) may add listeners of their own.
         assert.ok(d.telemt.listeners.some((l) => l.address === '127.0.0.1' && l.port === proxyPort), JSON.stringify(d.telemt.listeners));
         assert.ok(!d.telemt.listeners.some((l) => l.port === apiPort), 'the API port is not a proxy listener');
-        assert.deepEqual(d.excluded_ports, [apiPort]);
+        assert.ok(!d.telemt.listeners.some((l) => l.port === metricsPort), 'the metrics port is not a proxy listener');
+        assert.deepEqual(d.excluded_ports, [apiPort, metricsPort]);
         assert.match(d.notes.join(' '), /missing\.toml: ENOENT/);
         assert.ok(h.discoveries.at(-1)!.listenerPorts.includes(proxyPort));
       });
@@ -149,6 +154,45 @@ mask_host = "203.0.113.7"
       await once(child, 'exit');
       await new Promise<void>((r) => dc.close(() => r()));
     }
+  });
+
+  it('finds telemt\'s listeners in its own network namespace (a container), minus the API and metrics ports of its own config', async () => {
+    const proc = await tempDir();
+    const pid = join(proc, '4242');
+    await mkdir(join(pid, 'fd'), { recursive: true });
+    await mkdir(join(pid, 'net'));
+    await mkdir(join(pid, 'root', 'etc', 'telemt'), { recursive: true });
+    await mkdir(join(proc, 'net'));
+    await writeFile(join(pid, 'comm'), 'telemt\n');
+    const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
+    const row = (addr: string, port: number, inode: number) =>
+      `   0: ${addr}:${port.toString(16).toUpperCase().padStart(4, '0')} ${'0'.repeat(addr.length)}:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${inode} 1 0000000000000000 100 0 0 10 0\n`;
+    const any4 = '00000000';
+    const any6 = '0'.repeat(32);
+    // telemt's namespace: the proxy on 8443 (both families), its API on 9091, its metrics on 9090 (loopback).
+    await writeFile(join(pid, 'net', 'tcp'), header + row(any4, 8443, 9001) + row(any4, 9091, 9003) + row('0100007F', 9090, 9004));
+    await writeFile(join(pid, 'net', 'tcp6'), header + row(any6, 8443, 9002) + row('00000000000000000000000001000000', 9090, 9005));
+    // The agent's namespace has none of them.
+    await writeFile(join(proc, 'net', 'tcp'), header);
+    for (const [fd, inode] of [[3, 9001], [4, 9002], [5, 9003], [6, 9004], [7, 9005]] as const) await symlink(`socket:[${inode}]`, join(pid, 'fd', String(fd)));
+    await symlink('/dev/null', join(pid, 'fd', '8'));
+    // The simulator's /v1/system/info says telemt reads /etc/telemt/telemt.toml (inside the container).
+    await writeFile(join(pid, 'root', 'etc', 'telemt', 'telemt.toml'), '[server]\nport = 8443\nmetrics_port = 9090\n\n[server.api]\nlisten = "0.0.0.0:9091"\n');
+    await withTelemt({ procRoot: proc }, async (h) => {
+      const d = await h.json<DiscoveryBody>('/status/discovery');
+      assert.equal(d.listeners_source, 'proc', d.notes.join(' | '));
+      assert.deepEqual(d.telemt.listeners, [
+        { address: '0.0.0.0', port: 8443 },
+        { address: '::', port: 8443 },
+      ]);
+      assert.deepEqual(d.excluded_ports, [h.sim.apiPort, 9091, 9090]);
+      assert.deepEqual(h.discoveries.at(-1)!.listenerPorts, [8443]);
+      // Without telemt's own config file the metrics port cannot be told from a proxy listener: said so.
+      await rm(join(pid, 'root'), { recursive: true });
+      await h.telemt.pollNow();
+      const after = await h.json<DiscoveryBody>('/status/discovery');
+      assert.match(after.notes.join(' | '), /telemt's own config .*4242\/root\/etc\/telemt\/telemt\.toml: ENOENT; its metrics port is not excluded/);
+    });
   });
 
   it('reports none, with the reason, when neither the config file nor a telemt process is there', async () => {

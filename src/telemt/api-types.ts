@@ -96,6 +96,7 @@ export const SystemInfoData = z.looseObject({
   version: z.string(),
   process_started_at_epoch_secs: count,
   uptime_seconds: z.number().nonnegative(),
+  config_path: z.string().optional(),
   config_hash: z.string().optional(),
   config_reload_count: count.optional(),
 });

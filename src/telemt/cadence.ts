@@ -68,11 +68,6 @@ export class Cadence {
     return this.running;
   }
 
-  start(initialDelayMs: number): void {
-    this.stopped = false;
-    this.schedule(initialDelayMs);
-  }
-
   private schedule(delayMs: number): void {
     clearTimeout(this.timer);
     this.nextRunAtMs = Date.now() + delayMs;

@@ -83,14 +83,12 @@ export class TelemtCollector {
   /** health, readiness, summary, core counters, active IPs, gates; then the revision batch when due. */
   fastBatch(): Promise<boolean> {
     return this.batch(async () => {
-      const summary = await this.fetch('summary');
-      if (summary) await this.identify(summary.uptime_seconds, Date.now());
+      await this.fetchUptime('summary', (d) => d.uptime_seconds);
       const health = await this.fetch('health');
       const ready = await this.fetch('ready');
-      const zero = await this.fetch('zero');
+      const zero = await this.fetchUptime('zero', (d) => d.core.uptime_seconds);
       if (zero) {
         this.userTelemetry = zero.core.telemetry_user_enabled !== false;
-        await this.identify(zero.core.uptime_seconds, Date.now());
         if (this.d.continuity.epoch !== undefined) this.applyCounters(zero);
       }
       const ips = await this.fetch('activeIps');
@@ -108,12 +106,10 @@ export class TelemtCollector {
   slowBatch(): Promise<boolean> {
     return this.batch(async () => {
       let failures = 0;
-      const before = await this.fetch('summary');
-      if (before) await this.identify(before.uptime_seconds, Date.now());
+      await this.fetchUptime('summary', (d) => d.uptime_seconds);
       const epochBefore = this.d.continuity.epoch;
       const users = await this.fetch('users');
-      const after = users ? await this.fetch('summary') : undefined;
-      if (after) await this.identify(after.uptime_seconds, Date.now());
+      const after = users ? await this.fetchUptime('summary', (d) => d.uptime_seconds) : undefined;
       const quota = await this.fetch('quota');
       if (users) {
         // Octets read across a restart or reload belong to neither epoch for sure: skip them once.
@@ -186,14 +182,25 @@ export class TelemtCollector {
 
   // ---- continuity ----------------------------------------------------------------------
 
-  /** Tells a restart from a generation reload when a generation uptime says the instance changed. */
-  private async identify(generationUptime: number, atMs: number): Promise<void> {
+  /**
+   * Fetches an endpoint carrying a generation uptime and feeds it to continuity with when the
+   * request left and the reply arrived; when continuity suspects a reset (or knows nothing
+   * yet), /v1/system/info tells a restart from a generation reload.
+   */
+  private async fetchUptime<K extends 'summary' | 'zero'>(key: K, uptimeOf: (data: EndpointData<K>) => number): Promise<EndpointData<K> | undefined> {
     const c = this.d.continuity;
-    if (!c.observeUptime(generationUptime, atMs)) return;
+    const sentAtMs = c.clock.monotonicMs();
+    const data = await this.fetch(key);
+    if (data === undefined) return undefined;
+    if (c.observeUptime(uptimeOf(data), sentAtMs, c.clock.monotonicMs())) await this.identify();
+    return data;
+  }
+
+  private async identify(): Promise<void> {
     const info = await this.fetch('systemInfo');
     if (!info) return;
     this.version = info.version;
-    const change = c.identify(info.process_started_at_epoch_secs, generationUptime, atMs);
+    const change = this.d.continuity.identify(info.process_started_at_epoch_secs);
     this.dirty = true;
     if (change.kind === 'restart') {
       this.d.logger.warn({ previous_started_at: change.previous, started_at: change.current }, 'telemt restarted; its counters restarted at 0 and are continued');
@@ -202,7 +209,7 @@ export class TelemtCollector {
       this.revisionDue = true;
     } else if (change.kind === 'generation_reload') {
       this.d.logger.warn({ generation: change.generation }, 'telemt generation reload; its counters restarted at 0 and are continued');
-      this.d.publish('telemt.generation_reload', { url: this.url, current: String(change.generation), detail: 'uptime_seconds went backwards; counters reset' });
+      this.d.publish('telemt.generation_reload', { url: this.url, current: String(change.generation), detail: 'the generation uptime restarted; counters reset' });
       this.revisionDue = true;
     }
   }
@@ -240,6 +247,7 @@ export class TelemtCollector {
       series.quota.set(label, { used: prev.used + q.used_bytes, quota: prev.quota + q.data_quota_bytes });
     }
     for (const name of this.knownUsers) if (!present.has(name)) this.d.budget.forget(name);
+    this.d.continuity.forgetAbsentUsers(present, now);
     this.knownUsers = present;
     this.series = series;
     if (applyOctets) this.dirty = true;
@@ -345,9 +353,10 @@ export class TelemtCollector {
     };
   }
 
-  topology(): { dcs: DcStatus | undefined; meWriters: MeWriters | undefined; upstreams: Upstreams | undefined; users: string[] } {
+  topology(): { dcs: DcStatus | undefined; meWriters: MeWriters | undefined; upstreams: Upstreams | undefined; users: string[]; configPath: string | undefined } {
     const users = this.snapshotData<Users>('users');
     return {
+      configPath: this.snapshotData<EndpointData<'systemInfo'>>('systemInfo')?.config_path,
       dcs: this.snapshotData<DcStatus>('dcs'),
       meWriters: this.snapshotData<MeWriters>('meWriters'),
       upstreams: this.snapshotData<Upstreams>('upstreams'),

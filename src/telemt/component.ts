@@ -11,10 +11,10 @@ import type { Component, ReadinessCheck } from '../runtime/components.js';
 import { Cadence, SerialQueue } from './cadence.js';
 import { TelemtClient } from './client.js';
 import { TelemtCollector } from './collector.js';
-import { Continuity, type ContinuityState } from './continuity.js';
+import { Continuity } from './continuity.js';
 import { discoverListeners, discoveryUpdate, sameUpdate, type ListenerDiscovery } from './discovery.js';
 import { TelemtMetrics } from './metrics.js';
-import { readJsonState, writeJsonAtomic } from './state-file.js';
+import { moveAside, readJsonState, writeJsonAtomic } from './state-file.js';
 import { ActiveIpDirectory } from './user-directory.js';
 
 export const STATE_FILE = 'telemt-continuity.json';
@@ -159,28 +159,32 @@ export class TelemtComponent implements Component {
   private async restoreState(): Promise<void> {
     try {
       const read = await readJsonState(this.statePath);
-      if (read.kind === 'corrupt') {
-        this.ctx.logger.error({ path: this.statePath, moved_to: read.movedTo, error: read.error }, 'telemt continuity state unreadable; moved aside, counters continue from telemt\'s values');
-        return;
-      }
       if (read.kind === 'missing') return;
-      const state = read.value as ContinuityState;
-      if (typeof state !== 'object' || state === null || !this.continuity.restore(state)) {
-        this.ctx.logger.info({ path: this.statePath }, 'telemt continuity state is for another telemt or format; starting fresh');
-        return;
-      }
-      this.restoredFrom = this.statePath;
-      this.ctx.logger.info({ path: this.statePath, users: Object.keys(state.users).length }, 'telemt continuity state restored');
+      const refused = read.kind === 'corrupt' ? read : await this.applyState(read.value);
+      if (refused) this.ctx.logger.error({ path: this.statePath, moved_to: refused.movedTo, error: refused.error }, 'telemt continuity state unreadable; moved aside, counters continue from telemt\'s values');
     } catch (err) {
       this.ctx.logger.error({ path: this.statePath, err }, 'cannot read telemt continuity state; starting fresh');
     }
+  }
+
+  /** Restores a parsed state file; an invalid one is moved aside and returned as refused. */
+  private async applyState(value: unknown): Promise<{ movedTo: string; error: string } | undefined> {
+    const result = this.continuity.restore(value);
+    if (result.kind === 'invalid') return { movedTo: await moveAside(this.statePath), error: result.error };
+    if (result.kind === 'other_telemt') {
+      this.ctx.logger.info({ path: this.statePath }, 'telemt continuity state is for another telemt.api_url; starting fresh');
+      return undefined;
+    }
+    this.restoredFrom = this.statePath;
+    this.ctx.logger.info({ path: this.statePath, users: result.users }, 'telemt continuity state restored');
+    return undefined;
   }
 
   /** Saves continuity state; concurrent calls coalesce into the one in flight plus one after it. */
   private save(): Promise<void> {
     const write = async () => {
       try {
-        await writeJsonAtomic(this.statePath, this.continuity.snapshot(Date.now()));
+        await writeJsonAtomic(this.statePath, this.continuity.snapshot());
         this.lastSavedAtMs = Date.now();
         if (this.saveError) this.ctx.logger.info({ path: this.statePath }, 'telemt continuity state saved again');
         this.saveError = undefined;
@@ -201,7 +205,8 @@ export class TelemtComponent implements Component {
   // ---- discovery ---------------------------------------------------------------------------
 
   private async refreshListeners(): Promise<void> {
-    this.listeners = await discoverListeners(this.settings.config_path, apiPort(this.settings.api_url), this.deps.procRoot);
+    const telemtConfigPath = this.current()?.topology().configPath;
+    this.listeners = await discoverListeners({ configPath: this.settings.config_path, apiPort: apiPort(this.settings.api_url), telemtConfigPath, procRoot: this.deps.procRoot });
   }
 
   /** The last discovery sent to the sink, for a consumer that starts after it was sent. */
@@ -298,6 +303,8 @@ export class TelemtComponent implements Component {
         counter_resets: { ...this.continuity.resets },
         state_file: this.statePath,
         restored_from_state: this.restoredFrom !== undefined,
+        users_remembered: this.continuity.usersRemembered,
+        users_forgotten: this.continuity.usersForgotten,
         last_saved_at: iso(this.lastSavedAtMs),
         save_error: this.saveError ?? null,
       },

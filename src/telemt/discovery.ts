@@ -2,6 +2,7 @@
 // Telegram's (direct DCs, middle-proxy endpoints) and which are other upstreams (SOCKS,
 // Shadowsocks, the masking relay). It feeds the eBPF watch list and role classification.
 import { readFile } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
 import type { DiscoveryUpdate } from '../model/links.js';
 import type { DcStatus, MeWriters, Upstreams } from './api-types.js';
 import { listenersOf } from './proc-listeners.js';
@@ -39,15 +40,25 @@ export interface ListenerDiscovery {
   notes: string[];
 }
 
+export interface ListenerSources {
+  /** `telemt.config_path`: telemt's config file as the agent sees it. */
+  configPath: string;
+  /** The Control API port, from `telemt.api_url`. */
+  apiPort: number | undefined;
+  /** telemt's config file as telemt sees it (/v1/system/info `config_path`), once known. */
+  telemtConfigPath?: string | undefined;
+  procRoot?: string | undefined;
+}
+
 /** Listeners from the config file when readable, else from the telemt process's sockets. */
-export async function discoverListeners(configPath: string, apiPort: number | undefined, procRoot = '/proc'): Promise<ListenerDiscovery> {
+export async function discoverListeners(sources: ListenerSources): Promise<ListenerDiscovery> {
+  const { configPath, apiPort, telemtConfigPath, procRoot = '/proc' } = sources;
   const notes: string[] = [];
   let facts: TelemtFileFacts | undefined;
   try {
     facts = readTelemtConfig(await readFile(configPath, 'utf8'));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    notes.push(code ? `config_path ${configPath}: ${code}` : `config_path ${configPath}: ${(err as Error).message.split('\n')[0]}`);
+    notes.push(`config_path ${configPath}: ${describeReadError(err)}`);
   }
   if (facts) {
     return {
@@ -60,15 +71,39 @@ export async function discoverListeners(configPath: string, apiPort: number | un
       notes,
     };
   }
-  const excludedPorts = apiPort === undefined ? [] : [apiPort];
+  const excluded = new Set(apiPort === undefined ? [] : [apiPort]);
   try {
     const found = await listenersOf(TELEMT_COMM, procRoot);
-    const listeners = uniqueListeners(found.filter((l) => !excludedPorts.includes(l.port)));
+    for (const pid of new Set(found.map((l) => l.pid))) for (const port of await ownExcludedPorts(pid, telemtConfigPath, procRoot, notes)) excluded.add(port);
+    const listeners = uniqueListeners(found.filter((l) => !excluded.has(l.port)));
     if (listeners.length === 0) notes.push(`no listening socket of a process named "${TELEMT_COMM}" is visible in ${procRoot}`);
-    return { source: listeners.length > 0 ? 'proc' : 'none', listeners, excludedPorts, dcOverrides: [], notes };
+    return { source: listeners.length > 0 ? 'proc' : 'none', listeners, excludedPorts: [...excluded], dcOverrides: [], notes };
   } catch (err) {
     notes.push(`${procRoot}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    return { source: 'none', listeners: [], excludedPorts, dcOverrides: [], notes };
+    return { source: 'none', listeners: [], excludedPorts: [...excluded], dcOverrides: [], notes };
+  }
+}
+
+function describeReadError(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message.split('\n')[0]!;
+}
+
+/**
+ * The API and metrics ports of one telemt process, from its own config file read through
+ * /proc/<pid>/root (or cwd, for a relative path): the agent's `telemt.config_path` was not
+ * readable, but telemt's own file usually is to root, also inside a container.
+ */
+async function ownExcludedPorts(pid: number, telemtConfigPath: string | undefined, procRoot: string, notes: string[]): Promise<number[]> {
+  if (telemtConfigPath === undefined) {
+    notes.push('telemt\'s metrics port is not known until /v1/system/info tells where its config file is');
+    return [];
+  }
+  const path = join(procRoot, String(pid), isAbsolute(telemtConfigPath) ? 'root' : 'cwd', telemtConfigPath);
+  try {
+    return readTelemtConfig(await readFile(path, 'utf8')).excludedPorts;
+  } catch (err) {
+    notes.push(`telemt's own config ${path}: ${describeReadError(err)}; its metrics port is not excluded`);
+    return [];
   }
 }
 

@@ -1,7 +1,8 @@
 // Listening TCP sockets of the telemt process, from /proc: when telemt's config file cannot be
 // read, these are its proxy listeners (minus the API and metrics ports). Processes are found
 // by `comm`; their sockets by the inodes behind /proc/<pid>/fd, matched against the LISTEN
-// rows of /proc/net/tcp and tcp6 (reading another user's fds needs root or CAP_SYS_PTRACE).
+// rows of the process's own /proc/<pid>/net/tcp and tcp6 (reading another user's fds needs
+// root or CAP_SYS_PTRACE).
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -29,7 +30,14 @@ export async function pidsByComm(comm: string, procRoot = '/proc'): Promise<numb
 async function socketInodes(pid: number, procRoot: string): Promise<Set<string>> {
   const inodes = new Set<string>();
   const fdDir = join(procRoot, String(pid), 'fd');
-  for (const fd of await readdir(fdDir)) {
+  let fds: string[];
+  try {
+    fds = await readdir(fdDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return inodes; // the process exited meanwhile
+    throw err;
+  }
+  for (const fd of fds) {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(await readlink(join(fdDir, fd)));
       if (m) inodes.add(m[1]!);
@@ -67,19 +75,22 @@ export function parseListenTable(text: string): Map<string, { address: string; p
   return out;
 }
 
+/**
+ * LISTEN sockets of the processes named `comm`, each looked up in that process's own view of
+ * the network (/proc/<pid>/net/tcp{,6}), so a telemt in another network namespace (a
+ * container) is seen as well as one in the agent's.
+ */
 export async function listenersOf(comm: string, procRoot = '/proc'): Promise<ProcListener[]> {
-  const pids = await pidsByComm(comm, procRoot);
-  if (pids.length === 0) return [];
-  const tables = new Map<string, { address: string; port: number }>();
-  for (const name of ['tcp', 'tcp6']) {
-    try {
-      for (const [inode, row] of parseListenTable(await readFile(join(procRoot, 'net', name), 'utf8'))) tables.set(inode, row);
-    } catch {
-      // No IPv6 in this kernel.
-    }
-  }
   const out: ProcListener[] = [];
-  for (const pid of pids) {
+  for (const pid of await pidsByComm(comm, procRoot)) {
+    const tables = new Map<string, { address: string; port: number }>();
+    for (const name of ['tcp', 'tcp6']) {
+      try {
+        for (const [inode, row] of parseListenTable(await readFile(join(procRoot, String(pid), 'net', name), 'utf8'))) tables.set(inode, row);
+      } catch {
+        // No IPv6 in this kernel, or the process exited meanwhile.
+      }
+    }
     for (const inode of await socketInodes(pid, procRoot)) {
       const row = tables.get(inode);
       if (row) out.push({ pid, ...row });

@@ -37,8 +37,13 @@ export async function readJsonState(path: string): Promise<StateRead> {
   try {
     return { kind: 'ok', value: JSON.parse(text) as unknown };
   } catch (err) {
-    const movedTo = `${path}.corrupt-${Date.now()}`;
-    await rename(path, movedTo);
-    return { kind: 'corrupt', movedTo, error: (err as Error).message };
+    return { kind: 'corrupt', movedTo: await moveAside(path), error: (err as Error).message };
   }
+}
+
+/** Moves a state file its reader refused aside (kept for inspection; the next save writes a fresh one); returns where. */
+export async function moveAside(path: string): Promise<string> {
+  const movedTo = `${path}.corrupt-${Date.now()}`;
+  await rename(path, movedTo);
+  return movedTo;
 }

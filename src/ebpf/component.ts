@@ -52,6 +52,7 @@ export class EbpfComponent implements Component, DiscoverySink {
     rtt: new Float64Array(NR_ROLES * RTT_BUCKETS),
   };
   private countersReadAt = -Infinity;
+  private readonly drainRing = (): void => this.drain?.drainAll();
   private snapshotRecords = 0;
   private snapshotOverflows = 0;
   private discovery: DiscoveryUpdate | undefined;
@@ -251,12 +252,8 @@ export class EbpfComponent implements Component, DiscoverySink {
       this.snapshotOverflows++;
       return;
     }
-    // Opens and closes written before the pass ended must be applied before its records.
-    this.drain.drainAll();
-    this.trackerInstance.beginSnapshot(startNs);
     const count = Math.floor(n / RECORD_SIZE);
-    for (let i = 0; i < count; i++) this.trackerInstance.snapshot(reader, i * RECORD_SIZE);
-    this.trackerInstance.endSnapshot();
+    this.trackerInstance.applySnapshotPass(reader, count, startNs, this.drainRing);
     this.snapshotRecords += count;
     this.clock.refresh();
   }

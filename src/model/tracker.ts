@@ -5,7 +5,7 @@
 // exactly once: open and snapshot records advance a per-connection "counted" mark and add the
 // difference; the close record adds what remains, so the total at close equals the sum of the
 // deltas. Directions are from this host's side: rx received, tx sent.
-import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, ROLE_CLIENT } from '../ebpf/abi.js';
+import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, RECORD_SIZE, ROLE_CLIENT } from '../ebpf/abi.js';
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
 import { CookieIndex } from './cookie-index.js';
@@ -252,8 +252,20 @@ export class ConnectionTracker {
     this.opts.publish('connection.close', data);
   }
 
+  /**
+   * Applies one iterator pass: `count` records of `r` (at offsets i * RECORD_SIZE), taken from
+   * kernel time `startNs`. `drainRing` applies what the ring holds, which may be older than the pass.
+   */
+  applySnapshotPass(r: RecordReader, count: number, startNs: number, drainRing: () => void): void {
+    // Opens and closes written before the pass ended must be applied before its records.
+    drainRing();
+    this.beginSnapshot(startNs);
+    for (let i = 0; i < count; i++) this.snapshot(r, i * RECORD_SIZE);
+    this.endSnapshot();
+  }
+
   /** Call before applying the records of one iterator pass taken at kernel time `tsNs`. */
-  beginSnapshot(tsNs: number): void {
+  private beginSnapshot(tsNs: number): void {
     this.gen++;
     this.prevSnapshotNs = this.snapshotNs;
     this.snapshotNs = tsNs;
@@ -261,7 +273,7 @@ export class ConnectionTracker {
   }
 
   /** A snapshot record at offset `p`: live counters of a tracked connection. */
-  snapshot(r: RecordReader, p: number): void {
+  private snapshot(r: RecordReader, p: number): void {
     if (r.kind(p) === REC_ADOPT) {
       this.adopt(r, p);
       return;
@@ -292,7 +304,7 @@ export class ConnectionTracker {
    * After a snapshot pass: connections opened before the previous pass and missing from both
    * are gone without a close record (it was lost in a full ring); they leave the table, counted.
    */
-  endSnapshot(): void {
+  private endSnapshot(): void {
     if (this.prevSnapshotNs === 0) return;
     for (let s = this.oldest; s >= 0; ) {
       const next = this.newer[s]!;

@@ -5,7 +5,7 @@
 // exactly once: open and snapshot records advance a per-connection "counted" mark and add the
 // difference; the close record adds what remains, so the total at close equals the sum of the
 // deltas. Directions are from this host's side: rx received, tx sent.
-import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, RECORD_SIZE, ROLE_CLIENT } from '../ebpf/abi.js';
+import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT } from '../ebpf/abi.js';
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
 import { CookieIndex } from './cookie-index.js';
@@ -254,13 +254,21 @@ export class ConnectionTracker {
 
   /**
    * Applies one iterator pass: `count` records of `r` (at offsets i * RECORD_SIZE), taken from
-   * kernel time `startNs`. `drainRing` applies what the ring holds, which may be older than the pass.
+   * kernel time `startNs`. `drainRing` applies what the ring holds by now, which the pass's
+   * records must be ordered against, record kind by record kind:
+   * - an adopted socket has nothing in the ring from before the pass (the kernel tracked it only
+   *   then), but may have closed since: the adoption goes first, so its close finds the entry and
+   *   adds only what flowed after the baseline;
+   * - a snapshotted socket may still have its open record in the ring (so the ring goes first),
+   *   or its close record, which carries the final counts: the snapshot then finds no entry and
+   *   counts nothing. Marks only move forward, so a snapshot older than a record already applied
+   *   counts nothing either.
    */
   applySnapshotPass(r: RecordReader, count: number, startNs: number, drainRing: () => void): void {
-    // Opens and closes written before the pass ended must be applied before its records.
-    drainRing();
     this.beginSnapshot(startNs);
-    for (let i = 0; i < count; i++) this.snapshot(r, i * RECORD_SIZE);
+    for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_ADOPT) this.adopt(r, i * RECORD_SIZE);
+    drainRing();
+    for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_SNAPSHOT) this.snapshot(r, i * RECORD_SIZE);
     this.endSnapshot();
   }
 
@@ -274,10 +282,6 @@ export class ConnectionTracker {
 
   /** A snapshot record at offset `p`: live counters of a tracked connection. */
   private snapshot(r: RecordReader, p: number): void {
-    if (r.kind(p) === REC_ADOPT) {
-      this.adopt(r, p);
-      return;
-    }
     const s = this.index.get(r.cookie(p));
     // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
     if (s < 0) return;

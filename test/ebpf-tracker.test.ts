@@ -1,0 +1,48 @@
+// The connection tracker's accounting under orders of kernel records that real sockets produce
+// only by chance (a close racing an iterator pass, a close after its entry was evicted): built
+// by hand in the real record layout. Every byte is counted once, every connection opened once.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ROLE_CLIENT } from '../src/ebpf/abi.js';
+import { testTracker } from './helpers/records.js';
+
+test('a socket adopted by a pass that closes before the ring is drained counts its bytes since adoption, once', () => {
+  const t = testTracker();
+  // The pass adopts cookie 7 at 1000/1000; it closes at 1500/1200 before the drain that follows.
+  t.pass([{ kind: 'adopt', cookie: 7, rx: 1000, tx: 1000 }], [{ kind: 'close', cookie: 7, rx: 1500, tx: 1200 }]);
+  assert.deepEqual(t.clientBytes(), [500, 200], 'only bytes since adoption');
+  const tr = t.tracker;
+  assert.equal(tr.opened[ROLE_CLIENT], 0, 'an adopted connection was not opened while watched');
+  assert.equal(tr.adopted[ROLE_CLIENT], 1);
+  assert.equal(tr.closed[ROLE_CLIENT * 2], 1);
+  assert.equal(tr.active[ROLE_CLIENT], 0, 'no dead entry left behind');
+  assert.equal(tr.closedUntracked, 0);
+  assert.equal(t.closes.length, 1);
+  assert.equal(t.closes[0]!.adopted, true);
+  t.pass([]);
+  t.pass([]);
+  assert.equal(tr.evictedStale, 0);
+});
+
+test('every order of open, snapshot and close around an iterator pass counts each byte once', () => {
+  const t = testTracker();
+  // 1: open still in the ring when the pass saw it live.
+  t.pass([{ kind: 'snapshot', cookie: 1, rx: 100, tx: 50 }], [{ kind: 'open', cookie: 1 }]);
+  assert.deepEqual(t.clientBytes(), [100, 50], 'the snapshot counts once its open is applied');
+  // 2: seen live by the pass, closed before the drain: the close brings the final counts.
+  t.pass([{ kind: 'snapshot', cookie: 1, rx: 300, tx: 80 }], [{ kind: 'close', cookie: 1, rx: 400, tx: 90 }]);
+  assert.deepEqual(t.clientBytes(), [400, 90]);
+  // 3: opened and closed between two passes, both records in the ring during the pass.
+  t.pass([], [{ kind: 'open', cookie: 2 }, { kind: 'close', cookie: 2, rx: 10, tx: 20 }]);
+  assert.deepEqual(t.clientBytes(), [410, 110]);
+  // 4: adopted, counted by a later pass, closed in the ring before that pass's drain.
+  t.pass([{ kind: 'adopt', cookie: 3, rx: 5000, tx: 5000 }]);
+  t.pass([{ kind: 'snapshot', cookie: 3, rx: 5100, tx: 5010 }]);
+  assert.deepEqual(t.clientBytes(), [510, 120]);
+  t.pass([{ kind: 'snapshot', cookie: 3, rx: 5100, tx: 5010 }], [{ kind: 'close', cookie: 3, rx: 5200, tx: 5020 }]);
+  assert.deepEqual(t.clientBytes(), [610, 130]);
+  const tr = t.tracker;
+  assert.deepEqual([tr.opened[ROLE_CLIENT], tr.adopted[ROLE_CLIENT], tr.closed[ROLE_CLIENT * 2], tr.active[ROLE_CLIENT]], [2, 1, 3, 0]);
+  assert.equal(tr.closedUntracked, 0);
+  assert.deepEqual(t.closes.map((c) => [c.cookie, c.rx_bytes, c.tx_bytes]).slice(0, 2), [['1', 400, 90], ['2', 10, 20]]);
+});

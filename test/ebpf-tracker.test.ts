@@ -46,3 +46,33 @@ test('every order of open, snapshot and close around an iterator pass counts eac
   assert.equal(tr.closedUntracked, 0);
   assert.deepEqual(t.closes.map((c) => [c.cookie, c.rx_bytes, c.tx_bytes]).slice(0, 2), [['1', 400, 90], ['2', 10, 20]]);
 });
+
+test('an adopted connection tells the bytes since adoption everywhere: row, close event and counters agree', () => {
+  const t = testTracker();
+  const row = () => t.tracker.list({ sort: 'bytes', limit: 10 }).connections[0]!;
+  // Adopted with 5008 bytes in and 3000 out already behind it.
+  t.pass([{ kind: 'adopt', cookie: 9, rx: 5008, tx: 3000 }]);
+  assert.deepEqual([row().rx_bytes, row().tx_bytes], [0, 0]);
+  assert.deepEqual(t.clientBytes(), [0, 0]);
+  t.pass([{ kind: 'snapshot', cookie: 9, rx: 12008, tx: 3500 }]);
+  assert.deepEqual([row().rx_bytes, row().tx_bytes], [7000, 500]);
+  assert.deepEqual(t.clientBytes(), [7000, 500]);
+  assert.deepEqual(t.tracker.list({ sort: 'bytes', limit: 10 }).top_peers.map((p) => [p.rx_bytes, p.tx_bytes]), [[7000, 500]]);
+  t.ring([{ kind: 'close', cookie: 9, rx: 12008, tx: 4000 }]);
+  assert.deepEqual(t.clientBytes(), [7000, 1000]);
+  const ev = t.closes[0]!;
+  assert.equal(ev.adopted, true);
+  assert.deepEqual([ev.rx_bytes, ev.tx_bytes], [7000, 1000], 'the event tells what the counters counted');
+});
+
+test('the stall detector reads a connection\'s own counters, also when it was adopted', () => {
+  const t = testTracker({ stallAfterMs: 30_000 });
+  // Adopted after answering, then only receiving: not a stall (it sent bytes before adoption).
+  t.pass([{ kind: 'adopt', cookie: 1, rx: 100, tx: 50 }, { kind: 'adopt', cookie: 2, rx: 100, tx: 0 }]);
+  for (let i = 0; i < 3; i++) {
+    t.clock.nowMs += 20_000;
+    t.pass([{ kind: 'snapshot', cookie: 1, rx: 200 + i, tx: 50 }, { kind: 'snapshot', cookie: 2, rx: 200 + i, tx: 0 }]);
+  }
+  assert.equal(t.tracker.stalls[ROLE_CLIENT], 1, 'only the connection that never sent a byte');
+  assert.deepEqual(t.tracker.list({ sort: 'rx', limit: 10 }).connections.map((c) => [c.cookie, c.stalled]).sort(), [['1', false], ['2', true]]);
+});

@@ -4,7 +4,10 @@
 // nothing; strings (addresses, users) are built only for events and status. Bytes are counted
 // exactly once: open and snapshot records advance a per-connection "counted" mark and add the
 // difference; the close record adds what remains, so the total at close equals the sum of the
-// deltas. Directions are from this host's side: rx received, tx sent.
+// deltas. Marks count from when tracking began: the kernel's counters minus a baseline, which is
+// zero for a connection seen opening and the counters at adoption for an adopted one, so a
+// connection's row, events and span tell the same bytes the counters counted. Directions are
+// from this host's side: rx received, tx sent.
 import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT } from '../ebpf/abi.js';
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
@@ -78,8 +81,12 @@ export class ConnectionTracker {
   /** 32 bytes per slot: local address, then peer address. */
   private readonly addr: Uint8Array;
   private readonly openedNs: Float64Array;
+  /** Bytes counted for the connection (since tracking began). */
   private readonly rx: Float64Array;
   private readonly tx: Float64Array;
+  /** The kernel's counters when tracking began (adoption), subtracted from every record's. */
+  private readonly baseRx: Float64Array;
+  private readonly baseTx: Float64Array;
   private readonly srtt: Uint32Array;
   private readonly retrans: Uint32Array;
   private readonly rxOnlySinceMs: Float64Array;
@@ -118,6 +125,8 @@ export class ConnectionTracker {
     this.openedNs = new Float64Array(n);
     this.rx = new Float64Array(n);
     this.tx = new Float64Array(n);
+    this.baseRx = new Float64Array(n);
+    this.baseTx = new Float64Array(n);
     this.srtt = new Uint32Array(n);
     this.retrans = new Uint32Array(n);
     this.rxOnlySinceMs = new Float64Array(n);
@@ -176,8 +185,8 @@ export class ConnectionTracker {
     if (s < 0) return;
     this.adoptedSlot[s] = 1;
     this.adopted[this.role[s]!]++;
-    this.rx[s] = r.rxBytes(p);
-    this.tx[s] = r.txBytes(p);
+    this.baseRx[s] = r.rxBytes(p);
+    this.baseTx[s] = r.txBytes(p);
     this.srtt[s] = r.srttUs(p);
     this.retrans[s] = r.retransmits(p);
   }
@@ -212,6 +221,8 @@ export class ConnectionTracker {
     this.openedNs[s] = r.openedNs(p);
     this.rx[s] = 0;
     this.tx[s] = 0;
+    this.baseRx[s] = 0;
+    this.baseTx[s] = 0;
     this.rxOnlySinceMs[s] = 0;
     this.stalled[s] = 0;
     this.seenGen[s] = this.gen;
@@ -290,7 +301,9 @@ export class ConnectionTracker {
     // telemt's active IPs may name this peer's user by now, even with no new bytes.
     if (this.role[s] === ROLE_CLIENT && this.userCell[s] === undefined) this.joinUser(s, false);
     if (this.role[s] !== ROLE_CLIENT) return;
-    if (this.rx[s]! > 0 && this.tx[s] === 0) {
+    // The connection's own counters, not the ones since adoption: an adopted connection that
+    // answered before it was adopted is not stalled.
+    if (r.rxBytes(p) > 0 && r.txBytes(p) === 0) {
       const now = this.opts.clock.nowMonoMs();
       if (this.rxOnlySinceMs[s] === 0) this.rxOnlySinceMs[s] = now;
       else if (!this.stalled[s] && now - this.rxOnlySinceMs[s]! >= this.opts.stallAfterMs) {
@@ -323,8 +336,8 @@ export class ConnectionTracker {
   /** Advances the counted marks to the record's values and accounts the difference. */
   private update(s: number, r: RecordReader, p: number): void {
     const role = this.role[s]!;
-    const rx = r.rxBytes(p);
-    const tx = r.txBytes(p);
+    const rx = r.rxBytes(p) - this.baseRx[s]!;
+    const tx = r.txBytes(p) - this.baseTx[s]!;
     const dRx = rx > this.rx[s]! ? rx - this.rx[s]! : 0;
     const dTx = tx > this.tx[s]! ? tx - this.tx[s]! : 0;
     if (dRx > 0 || dTx > 0) {

@@ -46,8 +46,18 @@ export function recordBuffer(recs: readonly Rec[]): RecordReader {
   return new RecordReader(buf);
 }
 
+/** The kernel clock, stopped: tests move it. */
+export class StoppedClock extends MonotonicClock {
+  nowMs = 1e6;
+
+  override nowMonoMs(): number {
+    return this.nowMs;
+  }
+}
+
 export interface TestTracker {
   tracker: ConnectionTracker;
+  clock: StoppedClock;
   opens: ConnectionEventData[];
   closes: ConnectionEventData[];
   /** Ring records, applied in order, as the drain does. */
@@ -61,10 +71,11 @@ export interface TestTracker {
 export function testTracker(opts: Partial<TrackerOptions> & { users?: UserDirectory } = {}): TestTracker {
   const opens: ConnectionEventData[] = [];
   const closes: ConnectionEventData[] = [];
+  const clock = new StoppedClock();
   const tracker = new ConnectionTracker({
     capacity: 16,
     stallAfterMs: 30_000,
-    clock: new MonotonicClock(),
+    clock,
     users: NO_USER_DIRECTORY,
     publish: <K extends keyof AgentEventMap>(type: K, data: AgentEventMap[K]) => {
       if (type === 'connection.open') opens.push(data as ConnectionEventData);
@@ -82,6 +93,7 @@ export function testTracker(opts: Partial<TrackerOptions> & { users?: UserDirect
   };
   return {
     tracker,
+    clock,
     opens,
     closes,
     ring,

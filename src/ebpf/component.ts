@@ -220,6 +220,7 @@ export class EbpfComponent implements Component, DiscoverySink {
         max: this.trackerInstance.capacity,
         evictions: { table_full: this.trackerInstance.evictedFull, close_lost: this.trackerInstance.evictedStale },
         closed_untracked: this.trackerInstance.closedUntracked,
+        evicted_remembered: { entries: this.trackerInstance.evicted.size, max: this.trackerInstance.evicted.capacity, forgotten: this.trackerInstance.evicted.forgotten },
       },
       watch: { ports: this.watchedPorts(), processes: this.settings.watch.processes, telegram_endpoints: kernel.dcEndpoints.size, telegram_networks: kernel.dcNets.size },
     };
@@ -327,6 +328,12 @@ export type EbpfStatus =
         drops: { ringbuf_full: number; table_full: number; malformed: number };
       };
       snapshots: { applied: number; records: number; overflows: number; interval_ms: number };
-      tracker: { tracked: number; max: number; evictions: { table_full: number; close_lost: number }; closed_untracked: number };
+      tracker: {
+        tracked: number;
+        max: number;
+        evictions: { table_full: number; close_lost: number };
+        closed_untracked: number;
+        evicted_remembered: { entries: number; max: number; forgotten: number };
+      };
       watch: { ports: number[]; processes: string[]; telegram_endpoints: number; telegram_networks: number };
     };

@@ -12,6 +12,7 @@ import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECO
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
 import { CookieIndex } from './cookie-index.js';
+import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
 import type { AgentEventMap, ConnectionEventData, Role } from './events.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from './links.js';
 import { roleName } from './roles.js';
@@ -62,6 +63,8 @@ export class ConnectionTracker {
   evictedStale = 0;
   /** Close records of connections the table did not hold (open record lost, or evicted). */
   closedUntracked = 0;
+  /** What was counted for evicted connections, until their close record comes. */
+  readonly evicted: EvictedConnections;
   recordsIngested = 0;
   snapshotsApplied = 0;
 
@@ -111,6 +114,9 @@ export class ConnectionTracker {
   constructor(private opts: TrackerOptions) {
     const n = opts.capacity;
     this.index = new CookieIndex(n);
+    // Evictions are rare (the kernel's table is as large, so the live table fills only with
+    // connections whose close was lost): a quarter of the table's size is plenty.
+    this.evicted = new EvictedConnections(Math.max(64, Math.ceil(n / 4)));
     this.older = new Int32Array(n);
     this.newer = new Int32Array(n);
     this.free = new Int32Array(n);
@@ -239,15 +245,8 @@ export class ConnectionTracker {
   }
 
   private close(r: RecordReader, p: number): void {
-    const cookie = r.cookie(p);
-    let s = this.index.get(cookie);
-    if (s < 0) {
-      // Its open record was lost or its entry evicted: account it from the close record alone.
-      this.closedUntracked++;
-      this.open(r, p);
-      s = this.index.get(cookie);
-      if (s < 0) return;
-    }
+    let s = this.index.get(r.cookie(p));
+    if (s < 0) s = this.reinstate(r, p);
     this.update(s, r, p);
     const role = this.role[s]!;
     const rst = r.closeKind(p) === CLOSE_RST;
@@ -281,6 +280,38 @@ export class ConnectionTracker {
     drainRing();
     for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_SNAPSHOT) this.snapshot(r, i * RECORD_SIZE);
     this.endSnapshot();
+  }
+
+  /**
+   * A close record of a connection the table does not hold takes a slot again. An evicted one
+   * gets back what was counted for it, so the close adds only the rest; one never seen (its open
+   * record was lost) is counted as opened now. Neither publishes connection.open: neither was
+   * seen opening.
+   */
+  private reinstate(r: RecordReader, p: number): number {
+    this.closedUntracked++;
+    const m = this.evicted.find(r.cookie(p));
+    if (m < 0) {
+      const s = this.insert(r, p);
+      this.opened[this.role[s]!]++;
+      return s;
+    }
+    // Read out and freed first: taking a slot may evict another connection into this memory.
+    const ev = this.evicted;
+    const rx = ev.rx[m]!;
+    const tx = ev.tx[m]!;
+    const baseRx = ev.baseRx[m]!;
+    const baseTx = ev.baseTx[m]!;
+    const flags = ev.flags[m]!;
+    ev.release(m);
+    const s = this.insert(r, p);
+    this.rx[s] = rx;
+    this.tx[s] = tx;
+    this.baseRx[s] = baseRx;
+    this.baseTx[s] = baseTx;
+    this.adoptedSlot[s] = flags & EVICTED_ADOPTED ? 1 : 0;
+    this.stalled[s] = flags & EVICTED_STALLED ? 1 : 0;
+    return s;
   }
 
   /** Call before applying the records of one iterator pass taken at kernel time `tsNs`. */
@@ -327,7 +358,7 @@ export class ConnectionTracker {
       const next = this.newer[s]!;
       if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs) {
         this.evictedStale++;
-        this.release(s);
+        this.evict(s);
       }
       s = next;
     }
@@ -366,7 +397,14 @@ export class ConnectionTracker {
   private evictOldest(): void {
     if (this.oldest < 0) return;
     this.evictedFull++;
-    this.release(this.oldest);
+    this.evict(this.oldest);
+  }
+
+  /** Drops a connection whose close record has not come, remembering what was counted for it. */
+  private evict(s: number): void {
+    const flags = (this.adoptedSlot[s] ? EVICTED_ADOPTED : 0) | (this.stalled[s] ? EVICTED_STALLED : 0);
+    this.evicted.remember(this.cookie[s]!, this.rx[s]!, this.tx[s]!, this.baseRx[s]!, this.baseTx[s]!, flags);
+    this.release(s);
   }
 
   private release(s: number): void {

@@ -32,8 +32,16 @@ export interface TrackerOptions {
   publish: ConnectionPublisher;
   /** Whether anyone would receive an event of this type: when not, it is not built at all. */
   wants(type: 'connection.open' | 'connection.close' | 'connection.stall'): boolean;
-  /** The [rx, tx] byte totals of a telemt user (client connections); the tracker adds deltas to it. */
-  userTotals(user: string): Float64Array;
+  /** The byte totals of a telemt user (client connections); the tracker adds deltas to it. */
+  userTotals(user: string): UserTotals;
+}
+
+/**
+ * A user's [rx, tx] totals, held by every connection joined to the user. The owner may point
+ * `totals` elsewhere (a user whose series was retired): those connections follow.
+ */
+export interface UserTotals {
+  totals: Float64Array;
 }
 
 export type LiveConnection = Pick<
@@ -101,7 +109,7 @@ export class ConnectionTracker {
   private readonly cookieStr: Array<string | undefined>;
   /** The user a client connection was joined to, once the directory named one, and that user's [rx, tx] totals. */
   private readonly userName: Array<string | undefined>;
-  private readonly userCell: Array<Float64Array | undefined>;
+  private readonly userCell: Array<UserTotals | undefined>;
   /** Client bytes counted before the join named a user: moved to the user when it does, or settled at close. */
   private readonly pendingRx: Float64Array;
   private readonly pendingTx: Float64Array;
@@ -143,7 +151,7 @@ export class ConnectionTracker {
     this.localText = new Array<string | undefined>(n).fill(undefined);
     this.cookieStr = new Array<string | undefined>(n).fill(undefined);
     this.userName = new Array<string | undefined>(n).fill(undefined);
-    this.userCell = new Array<Float64Array | undefined>(n).fill(undefined);
+    this.userCell = new Array<UserTotals | undefined>(n).fill(undefined);
     this.pendingRx = new Float64Array(n);
     this.pendingTx = new Float64Array(n);
   }
@@ -447,7 +455,7 @@ export class ConnectionTracker {
   }
 
   private settleUser(s: number): void {
-    const cell = this.userCell[s]!;
+    const cell = this.userCell[s]!.totals;
     cell[0] = cell[0]! + this.pendingRx[s]!;
     cell[1] = cell[1]! + this.pendingTx[s]!;
     this.pendingRx[s] = 0;

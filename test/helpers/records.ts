@@ -55,6 +55,13 @@ export class StoppedClock extends MonotonicClock {
   }
 }
 
+/** Ring records into `tracker`, applied in order as one drain batch. */
+export function ingest(tracker: ConnectionTracker, recs: readonly Rec[]): void {
+  const r = recordBuffer(recs);
+  tracker.beginBatch();
+  for (let i = 0; i < recs.length; i++) tracker.ingest(r, i * RECORD_SIZE);
+}
+
 export interface TestTracker {
   tracker: ConnectionTracker;
   clock: StoppedClock;
@@ -82,15 +89,11 @@ export function testTracker(opts: Partial<TrackerOptions> & { users?: UserDirect
       if (type === 'connection.close') closes.push(data as ConnectionEventData);
     },
     wants: () => true,
-    userTotals: () => new Float64Array(2),
+    userTotals: () => ({ totals: new Float64Array(2) }),
     ...opts,
   });
   let passNs = 10e9;
-  const ring = (recs: readonly Rec[]) => {
-    const r = recordBuffer(recs);
-    tracker.beginBatch();
-    for (let i = 0; i < recs.length; i++) tracker.ingest(r, i * RECORD_SIZE);
-  };
+  const ring = (recs: readonly Rec[]) => ingest(tracker, recs);
   return {
     tracker,
     clock,

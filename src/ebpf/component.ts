@@ -7,8 +7,8 @@ import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { DiscoverySink, DiscoveryUpdate, UserDirectory } from '../model/links.js';
 import { endpointKey, networkKey, TELEGRAM_NETWORKS } from '../model/roles.js';
-import { ConnectionTracker, type SortKey } from '../model/tracker.js';
-import type { UserSeriesBudget } from '../model/user-series.js';
+import { ConnectionTracker, type SortKey, type UserTotals } from '../model/tracker.js';
+import { OVERFLOW_USER, type UserSeriesBudget } from '../model/user-series.js';
 import type { Role } from '../model/events.js';
 import type { Component, ReadinessCheck } from '../runtime/components.js';
 import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
@@ -43,15 +43,18 @@ export class EbpfComponent implements Component, DiscoverySink {
   private failure: string | undefined;
   private readonly clock = new MonotonicClock();
   private readonly trackerInstance: ConnectionTracker;
-  /** Per-user label (bounded by the shared UserSeriesBudget) -> [rx, tx]. */
-  /** Per user label: [rx, tx] totals and the label sets of its two series, kept so /metrics formats them once. */
-  private readonly userBytes = new Map<string, { totals: Float64Array; rx: Record<string, string>; tx: Record<string, string> }>();
+  /**
+   * Per user label, within the shared UserSeriesBudget: [rx, tx] totals and the label sets of its
+   * two series, kept so /metrics formats them once.
+   */
+  private readonly userBytes = new Map<string, UserTotals & { rx: Record<string, string>; tx: Record<string, string> }>();
   private readonly counters: KernelCounters = {
     stats: new Float64Array(STAT_PROGRAMS.length * STAT_NR),
     health: new Float64Array(NR_ROLES * HEALTH_NR),
     rtt: new Float64Array(NR_ROLES * RTT_BUCKETS),
   };
   private countersReadAt = -Infinity;
+  private readonly drainRing = (): void => this.drain?.drainAll();
   private snapshotRecords = 0;
   private snapshotOverflows = 0;
   private discovery: DiscoveryUpdate | undefined;
@@ -60,7 +63,7 @@ export class EbpfComponent implements Component, DiscoverySink {
 
   constructor(
     private readonly ctx: ComponentContext,
-    links: EbpfLinks,
+    private readonly links: EbpfLinks,
     private readonly artifacts: EbpfArtifacts = {},
   ) {
     const loaded = ctx.config();
@@ -71,10 +74,13 @@ export class EbpfComponent implements Component, DiscoverySink {
       USER_BYTES_METRIC,
       'Application payload bytes of client connections by telemt user (joined by peer IP; ~ambiguous, ~unknown, ~other past telemt.max_user_series) and direction.',
       'counter',
-      () => [...this.userBytes.values()].flatMap((u) => [
-        { labels: u.rx, value: u.totals[0]! },
-        { labels: u.tx, value: u.totals[1]! },
-      ]),
+      () => {
+        this.retireForgottenUsers();
+        return [...this.userBytes.values()].flatMap((u) => [
+          { labels: u.rx, value: u.totals[0]! },
+          { labels: u.tx, value: u.totals[1]! },
+        ]);
+      },
     );
     this.trackerInstance = new ConnectionTracker({
       capacity: this.settings.max_tracked_connections,
@@ -83,12 +89,7 @@ export class EbpfComponent implements Component, DiscoverySink {
       users: links.users,
       publish: (type, data) => ctx.events.publish(type, data),
       wants: (type) => ctx.events.wants(type),
-      userTotals: (user) => {
-        const label = links.userSeries.label(user, USER_BYTES_METRIC);
-        let u = this.userBytes.get(label);
-        if (!u) this.userBytes.set(label, (u = { totals: new Float64Array(2), rx: { user: label, direction: 'rx' }, tx: { user: label, direction: 'tx' } }));
-        return u.totals;
-      },
+      userTotals: (user) => this.userSeries(links.userSeries.label(user, USER_BYTES_METRIC)),
     });
     registerEbpfMetrics(ctx.registry, {
       tracker: () => this.trackerInstance,
@@ -219,6 +220,7 @@ export class EbpfComponent implements Component, DiscoverySink {
         max: this.trackerInstance.capacity,
         evictions: { table_full: this.trackerInstance.evictedFull, close_lost: this.trackerInstance.evictedStale },
         closed_untracked: this.trackerInstance.closedUntracked,
+        evicted_remembered: { entries: this.trackerInstance.evicted.size, max: this.trackerInstance.evicted.capacity, forgotten: this.trackerInstance.evicted.forgotten },
       },
       watch: { ports: this.watchedPorts(), processes: this.settings.watch.processes, telegram_endpoints: kernel.dcEndpoints.size, telegram_networks: kernel.dcNets.size },
     };
@@ -251,12 +253,8 @@ export class EbpfComponent implements Component, DiscoverySink {
       this.snapshotOverflows++;
       return;
     }
-    // Opens and closes written before the pass ended must be applied before its records.
-    this.drain.drainAll();
-    this.trackerInstance.beginSnapshot(startNs);
     const count = Math.floor(n / RECORD_SIZE);
-    for (let i = 0; i < count; i++) this.trackerInstance.snapshot(reader, i * RECORD_SIZE);
-    this.trackerInstance.endSnapshot();
+    this.trackerInstance.applySnapshotPass(reader, count, startNs, this.drainRing);
     this.snapshotRecords += count;
     this.clock.refresh();
   }
@@ -271,6 +269,34 @@ export class EbpfComponent implements Component, DiscoverySink {
       }
     }, this.settings.snapshot_interval_ms);
     this.snapshotTimer.unref();
+  }
+
+  private userSeries(label: string): UserTotals {
+    const u = this.userBytes.get(label);
+    if (u) return u;
+    // A new series: first make sure the ones it may have taken the slot of are gone.
+    this.retireForgottenUsers();
+    return this.addUserSeries(label);
+  }
+
+  private addUserSeries(label: string): UserTotals {
+    const u = { totals: new Float64Array(2), rx: { user: label, direction: 'rx' }, tx: { user: label, direction: 'tx' } };
+    this.userBytes.set(label, u);
+    return u;
+  }
+
+  /**
+   * Series of users the shared budget no longer holds (telemt forgot them, freeing their slots
+   * for others) leave /metrics, as telemt's own per-user series do, so the kernel's stay within
+   * telemt.max_user_series too. Connections still joined to such a user count under ~other from
+   * then on.
+   */
+  private retireForgottenUsers(): void {
+    for (const [label, u] of this.userBytes) {
+      if (label === OVERFLOW_USER || this.links.userSeries.has(label)) continue;
+      this.userBytes.delete(label);
+      u.totals = (this.userBytes.get(OVERFLOW_USER) ?? this.addUserSeries(OVERFLOW_USER)).totals;
+    }
   }
 
   private reason(): string {
@@ -330,6 +356,12 @@ export type EbpfStatus =
         drops: { ringbuf_full: number; table_full: number; malformed: number };
       };
       snapshots: { applied: number; records: number; overflows: number; interval_ms: number };
-      tracker: { tracked: number; max: number; evictions: { table_full: number; close_lost: number }; closed_untracked: number };
+      tracker: {
+        tracked: number;
+        max: number;
+        evictions: { table_full: number; close_lost: number };
+        closed_untracked: number;
+        evicted_remembered: { entries: number; max: number; forgotten: number };
+      };
       watch: { ports: number[]; processes: string[]; telegram_endpoints: number; telegram_networks: number };
     };

@@ -52,6 +52,13 @@ export function registerEbpfMetrics(registry: Registry, src: EbpfMetricSource): 
   registerCollected(registry, 'mtlens_tracker_evictions_total', 'Live-table entries dropped without their close record: table full, or close record lost.', 'counter', () => [
     { labels: {}, value: src.tracker().evictedFull + src.tracker().evictedStale },
   ]);
+  registerCollected(
+    registry,
+    'mtlens_tracker_evictions_forgotten_total',
+    'Evicted connections the tracker stopped remembering before their close record came, to remember newer ones; such a close counts as a connection never seen (opened again).',
+    'counter',
+    () => [{ labels: {}, value: src.tracker().evicted.forgotten }],
+  );
 
   registerCollected(registry, 'mtlens_tcp_retransmits_total', 'Segments retransmitted on tracked connections (kernel), by role.', 'counter', () => kernel((c) => perRole(c.health, HEALTH_NR, HEALTH_RETRANSMITS)));
   registerCollected(registry, 'mtlens_tcp_resets_total', 'TCP resets on tracked connections (kernel), by role and direction (rx received, tx sent).', 'counter', () =>

@@ -4,11 +4,15 @@
 // nothing; strings (addresses, users) are built only for events and status. Bytes are counted
 // exactly once: open and snapshot records advance a per-connection "counted" mark and add the
 // difference; the close record adds what remains, so the total at close equals the sum of the
-// deltas. Directions are from this host's side: rx received, tx sent.
-import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, ROLE_CLIENT } from '../ebpf/abi.js';
+// deltas. Marks count from when tracking began: the kernel's counters minus a baseline, which is
+// zero for a connection seen opening and the counters at adoption for an adopted one, so a
+// connection's row, events and span tell the same bytes the counters counted. Directions are
+// from this host's side: rx received, tx sent.
+import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT } from '../ebpf/abi.js';
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
 import { CookieIndex } from './cookie-index.js';
+import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
 import type { AgentEventMap, ConnectionEventData, Role } from './events.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from './links.js';
 import { roleName } from './roles.js';
@@ -28,8 +32,16 @@ export interface TrackerOptions {
   publish: ConnectionPublisher;
   /** Whether anyone would receive an event of this type: when not, it is not built at all. */
   wants(type: 'connection.open' | 'connection.close' | 'connection.stall'): boolean;
-  /** The [rx, tx] byte totals of a telemt user (client connections); the tracker adds deltas to it. */
-  userTotals(user: string): Float64Array;
+  /** The byte totals of a telemt user (client connections); the tracker adds deltas to it. */
+  userTotals(user: string): UserTotals;
+}
+
+/**
+ * A user's [rx, tx] totals, held by every connection joined to the user. The owner may point
+ * `totals` elsewhere (a user whose series was retired): those connections follow.
+ */
+export interface UserTotals {
+  totals: Float64Array;
 }
 
 export type LiveConnection = Pick<
@@ -59,6 +71,8 @@ export class ConnectionTracker {
   evictedStale = 0;
   /** Close records of connections the table did not hold (open record lost, or evicted). */
   closedUntracked = 0;
+  /** What was counted for evicted connections, until their close record comes. */
+  readonly evicted: EvictedConnections;
   recordsIngested = 0;
   snapshotsApplied = 0;
 
@@ -78,8 +92,12 @@ export class ConnectionTracker {
   /** 32 bytes per slot: local address, then peer address. */
   private readonly addr: Uint8Array;
   private readonly openedNs: Float64Array;
+  /** Bytes counted for the connection (since tracking began). */
   private readonly rx: Float64Array;
   private readonly tx: Float64Array;
+  /** The kernel's counters when tracking began (adoption), subtracted from every record's. */
+  private readonly baseRx: Float64Array;
+  private readonly baseTx: Float64Array;
   private readonly srtt: Uint32Array;
   private readonly retrans: Uint32Array;
   private readonly rxOnlySinceMs: Float64Array;
@@ -91,7 +109,7 @@ export class ConnectionTracker {
   private readonly cookieStr: Array<string | undefined>;
   /** The user a client connection was joined to, once the directory named one, and that user's [rx, tx] totals. */
   private readonly userName: Array<string | undefined>;
-  private readonly userCell: Array<Float64Array | undefined>;
+  private readonly userCell: Array<UserTotals | undefined>;
   /** Client bytes counted before the join named a user: moved to the user when it does, or settled at close. */
   private readonly pendingRx: Float64Array;
   private readonly pendingTx: Float64Array;
@@ -104,6 +122,9 @@ export class ConnectionTracker {
   constructor(private opts: TrackerOptions) {
     const n = opts.capacity;
     this.index = new CookieIndex(n);
+    // Evictions are rare (the kernel's table is as large, so the live table fills only with
+    // connections whose close was lost): a quarter of the table's size is plenty.
+    this.evicted = new EvictedConnections(Math.max(64, Math.ceil(n / 4)));
     this.older = new Int32Array(n);
     this.newer = new Int32Array(n);
     this.free = new Int32Array(n);
@@ -118,6 +139,8 @@ export class ConnectionTracker {
     this.openedNs = new Float64Array(n);
     this.rx = new Float64Array(n);
     this.tx = new Float64Array(n);
+    this.baseRx = new Float64Array(n);
+    this.baseTx = new Float64Array(n);
     this.srtt = new Uint32Array(n);
     this.retrans = new Uint32Array(n);
     this.rxOnlySinceMs = new Float64Array(n);
@@ -128,7 +151,7 @@ export class ConnectionTracker {
     this.localText = new Array<string | undefined>(n).fill(undefined);
     this.cookieStr = new Array<string | undefined>(n).fill(undefined);
     this.userName = new Array<string | undefined>(n).fill(undefined);
-    this.userCell = new Array<Float64Array | undefined>(n).fill(undefined);
+    this.userCell = new Array<UserTotals | undefined>(n).fill(undefined);
     this.pendingRx = new Float64Array(n);
     this.pendingTx = new Float64Array(n);
   }
@@ -176,8 +199,8 @@ export class ConnectionTracker {
     if (s < 0) return;
     this.adoptedSlot[s] = 1;
     this.adopted[this.role[s]!]++;
-    this.rx[s] = r.rxBytes(p);
-    this.tx[s] = r.txBytes(p);
+    this.baseRx[s] = r.rxBytes(p);
+    this.baseTx[s] = r.txBytes(p);
     this.srtt[s] = r.srttUs(p);
     this.retrans[s] = r.retransmits(p);
   }
@@ -212,6 +235,8 @@ export class ConnectionTracker {
     this.openedNs[s] = r.openedNs(p);
     this.rx[s] = 0;
     this.tx[s] = 0;
+    this.baseRx[s] = 0;
+    this.baseTx[s] = 0;
     this.rxOnlySinceMs[s] = 0;
     this.stalled[s] = 0;
     this.seenGen[s] = this.gen;
@@ -228,15 +253,8 @@ export class ConnectionTracker {
   }
 
   private close(r: RecordReader, p: number): void {
-    const cookie = r.cookie(p);
-    let s = this.index.get(cookie);
-    if (s < 0) {
-      // Its open record was lost or its entry evicted: account it from the close record alone.
-      this.closedUntracked++;
-      this.open(r, p);
-      s = this.index.get(cookie);
-      if (s < 0) return;
-    }
+    let s = this.index.get(r.cookie(p));
+    if (s < 0) s = this.reinstate(r, p);
     this.update(s, r, p);
     const role = this.role[s]!;
     const rst = r.closeKind(p) === CLOSE_RST;
@@ -252,8 +270,60 @@ export class ConnectionTracker {
     this.opts.publish('connection.close', data);
   }
 
+  /**
+   * Applies one iterator pass: `count` records of `r` (at offsets i * RECORD_SIZE), taken from
+   * kernel time `startNs`. `drainRing` applies what the ring holds by now, which the pass's
+   * records must be ordered against, record kind by record kind:
+   * - an adopted socket has nothing in the ring from before the pass (the kernel tracked it only
+   *   then), but may have closed since: the adoption goes first, so its close finds the entry and
+   *   adds only what flowed after the baseline;
+   * - a snapshotted socket may still have its open record in the ring (so the ring goes first),
+   *   or its close record, which carries the final counts: the snapshot then finds no entry and
+   *   counts nothing. Marks only move forward, so a snapshot older than a record already applied
+   *   counts nothing either.
+   */
+  applySnapshotPass(r: RecordReader, count: number, startNs: number, drainRing: () => void): void {
+    this.beginSnapshot(startNs);
+    for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_ADOPT) this.adopt(r, i * RECORD_SIZE);
+    drainRing();
+    for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_SNAPSHOT) this.snapshot(r, i * RECORD_SIZE);
+    this.endSnapshot();
+  }
+
+  /**
+   * A close record of a connection the table does not hold takes a slot again. An evicted one
+   * gets back what was counted for it, so the close adds only the rest; one never seen (its open
+   * record was lost) is counted as opened now. Neither publishes connection.open: neither was
+   * seen opening.
+   */
+  private reinstate(r: RecordReader, p: number): number {
+    this.closedUntracked++;
+    const m = this.evicted.find(r.cookie(p));
+    if (m < 0) {
+      const s = this.insert(r, p);
+      this.opened[this.role[s]!]++;
+      return s;
+    }
+    // Read out and freed first: taking a slot may evict another connection into this memory.
+    const ev = this.evicted;
+    const rx = ev.rx[m]!;
+    const tx = ev.tx[m]!;
+    const baseRx = ev.baseRx[m]!;
+    const baseTx = ev.baseTx[m]!;
+    const flags = ev.flags[m]!;
+    ev.release(m);
+    const s = this.insert(r, p);
+    this.rx[s] = rx;
+    this.tx[s] = tx;
+    this.baseRx[s] = baseRx;
+    this.baseTx[s] = baseTx;
+    this.adoptedSlot[s] = flags & EVICTED_ADOPTED ? 1 : 0;
+    this.stalled[s] = flags & EVICTED_STALLED ? 1 : 0;
+    return s;
+  }
+
   /** Call before applying the records of one iterator pass taken at kernel time `tsNs`. */
-  beginSnapshot(tsNs: number): void {
+  private beginSnapshot(tsNs: number): void {
     this.gen++;
     this.prevSnapshotNs = this.snapshotNs;
     this.snapshotNs = tsNs;
@@ -261,11 +331,7 @@ export class ConnectionTracker {
   }
 
   /** A snapshot record at offset `p`: live counters of a tracked connection. */
-  snapshot(r: RecordReader, p: number): void {
-    if (r.kind(p) === REC_ADOPT) {
-      this.adopt(r, p);
-      return;
-    }
+  private snapshot(r: RecordReader, p: number): void {
     const s = this.index.get(r.cookie(p));
     // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
     if (s < 0) return;
@@ -274,7 +340,9 @@ export class ConnectionTracker {
     // telemt's active IPs may name this peer's user by now, even with no new bytes.
     if (this.role[s] === ROLE_CLIENT && this.userCell[s] === undefined) this.joinUser(s, false);
     if (this.role[s] !== ROLE_CLIENT) return;
-    if (this.rx[s]! > 0 && this.tx[s] === 0) {
+    // The connection's own counters, not the ones since adoption: an adopted connection that
+    // answered before it was adopted is not stalled.
+    if (r.rxBytes(p) > 0 && r.txBytes(p) === 0) {
       const now = this.opts.clock.nowMonoMs();
       if (this.rxOnlySinceMs[s] === 0) this.rxOnlySinceMs[s] = now;
       else if (!this.stalled[s] && now - this.rxOnlySinceMs[s]! >= this.opts.stallAfterMs) {
@@ -292,13 +360,13 @@ export class ConnectionTracker {
    * After a snapshot pass: connections opened before the previous pass and missing from both
    * are gone without a close record (it was lost in a full ring); they leave the table, counted.
    */
-  endSnapshot(): void {
+  private endSnapshot(): void {
     if (this.prevSnapshotNs === 0) return;
     for (let s = this.oldest; s >= 0; ) {
       const next = this.newer[s]!;
       if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs) {
         this.evictedStale++;
-        this.release(s);
+        this.evict(s);
       }
       s = next;
     }
@@ -307,8 +375,8 @@ export class ConnectionTracker {
   /** Advances the counted marks to the record's values and accounts the difference. */
   private update(s: number, r: RecordReader, p: number): void {
     const role = this.role[s]!;
-    const rx = r.rxBytes(p);
-    const tx = r.txBytes(p);
+    const rx = r.rxBytes(p) - this.baseRx[s]!;
+    const tx = r.txBytes(p) - this.baseTx[s]!;
     const dRx = rx > this.rx[s]! ? rx - this.rx[s]! : 0;
     const dTx = tx > this.tx[s]! ? tx - this.tx[s]! : 0;
     if (dRx > 0 || dTx > 0) {
@@ -337,7 +405,14 @@ export class ConnectionTracker {
   private evictOldest(): void {
     if (this.oldest < 0) return;
     this.evictedFull++;
-    this.release(this.oldest);
+    this.evict(this.oldest);
+  }
+
+  /** Drops a connection whose close record has not come, remembering what was counted for it. */
+  private evict(s: number): void {
+    const flags = (this.adoptedSlot[s] ? EVICTED_ADOPTED : 0) | (this.stalled[s] ? EVICTED_STALLED : 0);
+    this.evicted.remember(this.cookie[s]!, this.rx[s]!, this.tx[s]!, this.baseRx[s]!, this.baseTx[s]!, flags);
+    this.release(s);
   }
 
   private release(s: number): void {
@@ -380,7 +455,7 @@ export class ConnectionTracker {
   }
 
   private settleUser(s: number): void {
-    const cell = this.userCell[s]!;
+    const cell = this.userCell[s]!.totals;
     cell[0] = cell[0]! + this.pendingRx[s]!;
     cell[1] = cell[1]! + this.pendingTx[s]!;
     this.pendingRx[s] = 0;

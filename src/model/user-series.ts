@@ -38,6 +38,11 @@ export class UserSeriesBudget {
     this.max = max;
   }
 
+  /** Whether `user` holds a slot now: a series of a user that no longer does must go. */
+  has(user: string): boolean {
+    return this.admitted.has(user);
+  }
+
   /** Frees the slot of a user whose series were removed (deleted or evicted in telemt). */
   forget(user: string): void {
     this.admitted.delete(user);

@@ -36,7 +36,10 @@ const EbpfStatusBody = z
         tracked: z.number(),
         max: z.number(),
         evictions: z.object({ table_full: z.number(), close_lost: z.number() }),
-        closed_untracked: z.number(),
+        closed_untracked: z.number().openapi({ description: 'close records of connections the live table did not hold (evicted, or open record lost)' }),
+        evicted_remembered: z
+          .object({ entries: z.number(), max: z.number(), forgotten: z.number() })
+          .openapi({ description: 'evicted connections whose counted bytes are kept until their close record comes (so it adds only the rest); forgotten: dropped to remember newer ones' }),
       })
       .optional(),
     watch: z.object({ ports: z.array(z.number()), processes: z.array(z.string()), telegram_endpoints: z.number(), telegram_networks: z.number() }).optional(),

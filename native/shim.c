@@ -10,7 +10,10 @@
  * (unbounded on a busy ring) and cannot stop between two records without losing one on libbpf
  * 1.1. Reading the mmapped ring directly copies at most N records per call and leaves the rest.
  */
+#define _GNU_SOURCE /* setns */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -412,9 +415,36 @@ int shim_percpu_sum(int fd, uint32_t first, uint32_t n, uint64_t *out)
 
 /* ---- iterator ------------------------------------------------------------------------- */
 
-/* Runs the iterator program `prog` once and copies its output into buf; returns bytes read,
- * or -ENOSPC when the output did not fit (buf then holds a prefix of whole records). */
-int shim_iter_read(struct shim_obj *o, const char *prog, void *buf, uint32_t cap)
+/*
+ * iter/tcp walks the sockets of the network namespace that is current when the iterator is
+ * created, so reading another namespace (the proxy in a container, the agent on the host) means
+ * creating it from inside: the calling thread enters `netns_fd` for bpf_iter_create() only.
+ */
+static int iter_create_in(int link, int netns_fd)
+{
+	int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (home < 0)
+		return -errno;
+	if (setns(netns_fd, CLONE_NEWNET) < 0) {
+		int err = -errno;
+		close(home);
+		return err;
+	}
+	int fd = bpf_iter_create(link);
+	int err = fd < 0 ? -errno : fd;
+	if (setns(home, CLONE_NEWNET) < 0) {
+		/* The thread would open every later socket in the proxy's namespace: not survivable. */
+		fprintf(stderr, "mtlens shim: cannot return to the agent's network namespace: %s\n", strerror(errno));
+		abort();
+	}
+	close(home);
+	return err;
+}
+
+/* Runs the iterator program `prog` once, in network namespace `netns_fd` (-1: the caller's),
+ * and copies its output into buf; returns bytes read, or -ENOSPC when the output did not fit
+ * (buf then holds a prefix of whole records). */
+int shim_iter_read(struct shim_obj *o, const char *prog, int netns_fd, void *buf, uint32_t cap)
 {
 	if (o->iter_link_fd < 0) {
 		struct bpf_program *p = bpf_object__find_program_by_name(o->obj, prog);
@@ -425,9 +455,9 @@ int shim_iter_read(struct shim_obj *o, const char *prog, void *buf, uint32_t cap
 			return -errno;
 		o->iter_link_fd = link;
 	}
-	int fd = bpf_iter_create(o->iter_link_fd);
+	int fd = netns_fd < 0 ? bpf_iter_create(o->iter_link_fd) : iter_create_in(o->iter_link_fd, netns_fd);
 	if (fd < 0)
-		return -errno;
+		return netns_fd < 0 ? -errno : fd;
 	uint32_t total = 0;
 	int overflow = 0;
 	for (;;) {

@@ -36,7 +36,7 @@ export interface Shim {
   mapDelete: Fn<[number, Uint8Array], number>;
   mapLookup: Fn<[number, Uint8Array, Uint8Array], number>;
   percpuSum: Fn<[number, number, number, Uint32Array], number>;
-  iterRead: Fn<[ObjectHandle, string, Uint8Array, number], number>;
+  iterRead: Fn<[ObjectHandle, string, number, Uint8Array, number], number>;
   rbOpen: Fn<[ObjectHandle, string], number>;
   rbDrain: Fn<[ObjectHandle, Uint8Array, number, number], number>;
   rbPending: Fn<[ObjectHandle], number>;
@@ -77,7 +77,7 @@ export function loadShim(path: string = DEFAULT_ARTIFACTS.library): Shim {
     mapDelete: f('shim_map_delete', 'int', ['int', 'const void *']),
     mapLookup: f('shim_map_lookup', 'int', ['int', 'const void *', 'void *']),
     percpuSum: f('shim_percpu_sum', 'int', ['int', 'uint32_t', 'uint32_t', 'void *']),
-    iterRead: f('shim_iter_read', 'int', [objPtr, 'const char *', 'void *', 'uint32_t']),
+    iterRead: f('shim_iter_read', 'int', [objPtr, 'const char *', 'int', 'void *', 'uint32_t']),
     rbOpen: f('shim_rb_open', 'int', [objPtr, 'const char *']),
     rbDrain: f('shim_rb_drain', 'int', [objPtr, 'void *', 'uint32_t', 'int']),
     rbPending: f('shim_rb_pending', 'int64_t', [objPtr]),

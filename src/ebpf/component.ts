@@ -15,6 +15,7 @@ import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_D
 import { MonotonicClock } from './clock.js';
 import { registerCollected } from '../export/collected-metric.js';
 import { RecordReader } from './decode.js';
+import { WatchedNamespaces } from './netns.js';
 import { RingDrain } from './drain.js';
 import { EbpfLoadError, KernelCollector, type KernelCounters, type KernelOptions, type ProgramInfo } from './kernel.js';
 import { registerEbpfMetrics } from './metrics.js';
@@ -42,6 +43,7 @@ export class EbpfComponent implements Component, DiscoverySink {
   private snapshotReader: RecordReader | undefined;
   private failure: string | undefined;
   private readonly clock = new MonotonicClock();
+  private readonly namespaces = new WatchedNamespaces();
   private readonly trackerInstance: ConnectionTracker;
   /**
    * Per user label, within the shared UserSeriesBudget: [rx, tx] totals and the label sets of its
@@ -140,6 +142,7 @@ export class EbpfComponent implements Component, DiscoverySink {
     this.snapshotReader = new RecordReader(memory);
     this.drain = new RingDrain(kernel, this.trackerInstance, this.settings.drain_interval_ms);
     this.drain.start();
+    await this.namespaces.refresh(this.settings.watch.processes);
     // At once rather than after one interval: adopts the clients already connected.
     this.snapshotNow();
     this.scheduleSnapshots();
@@ -168,6 +171,7 @@ export class EbpfComponent implements Component, DiscoverySink {
     this.drain?.drainAll();
     this.kernel.close();
     this.kernel = undefined;
+    this.namespaces.close();
     this.ctx.logger.info('eBPF programs detached');
   }
 
@@ -214,7 +218,13 @@ export class EbpfComponent implements Component, DiscoverySink {
         occupancy: this.occupancy(),
         drops: { ringbuf_full: stat(0, STAT_DROPPED_RINGBUF_FULL), table_full: stat(0, STAT_DROPPED_TABLE_FULL), malformed: this.drain?.malformed ?? 0 },
       },
-      snapshots: { applied: this.trackerInstance.snapshotsApplied, records: this.snapshotRecords, overflows: this.snapshotOverflows, interval_ms: this.settings.snapshot_interval_ms },
+      snapshots: {
+        applied: this.trackerInstance.snapshotsApplied,
+        records: this.snapshotRecords,
+        overflows: this.snapshotOverflows,
+        interval_ms: this.settings.snapshot_interval_ms,
+        namespaces: 1 + this.namespaces.foreignCount,
+      },
       tracker: {
         tracked: this.trackerInstance.size,
         max: this.trackerInstance.capacity,
@@ -248,7 +258,14 @@ export class EbpfComponent implements Component, DiscoverySink {
     const reader = this.snapshotReader;
     if (!kernel || !buf || !reader || !this.drain) return;
     const startNs = this.clock.nowMonoMs() * 1e6;
-    const n = kernel.snapshot(buf);
+    let n = kernel.snapshot(buf);
+    for (const fd of this.namespaces.foreignFds()) {
+      if (n < 0) break;
+      const more = kernel.snapshot(buf.subarray(n), fd);
+      n = more < 0 ? -1 : n + more;
+    }
+    // Where the watched processes live may change (a proxy container restarted): seen by the next pass.
+    this.namespaces.refresh(this.settings.watch.processes).catch((err: unknown) => this.ctx.logger.warn({ err }, 'cannot read the network namespaces of the watched processes'));
     if (n < 0) {
       this.snapshotOverflows++;
       return;
@@ -355,7 +372,7 @@ export type EbpfStatus =
         occupancy: number;
         drops: { ringbuf_full: number; table_full: number; malformed: number };
       };
-      snapshots: { applied: number; records: number; overflows: number; interval_ms: number };
+      snapshots: { applied: number; records: number; overflows: number; interval_ms: number; namespaces: number };
       tracker: {
         tracked: number;
         max: number;

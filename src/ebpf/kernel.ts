@@ -231,9 +231,12 @@ export class KernelCollector {
     return this.shim.rbPending(this.obj);
   }
 
-  /** Runs the snapshot iterator into `buf`; returns bytes, or -1 when the buffer was too small. */
-  snapshot(buf: Uint8Array): number {
-    const n = this.shim.iterRead(this.obj, SNAPSHOT_PROGRAM, buf, buf.byteLength);
+  /**
+   * Runs the snapshot iterator into `buf` over the sockets of one network namespace (`netnsFd`,
+   * an open /proc/<pid>/ns/net; -1: the agent's own); returns bytes, or -1 when `buf` was too small.
+   */
+  snapshot(buf: Uint8Array, netnsFd = -1): number {
+    const n = this.shim.iterRead(this.obj, SNAPSHOT_PROGRAM, netnsFd, buf, buf.byteLength);
     if (n < 0 && errnoName(n) === 'ENOSPC') return -1;
     if (n < 0) throw new Error(`${SNAPSHOT_PROGRAM} iterator failed: ${errnoName(n)}`);
     return n;

@@ -30,7 +30,7 @@ const EbpfStatusBody = z
         drops: z.object({ ringbuf_full: z.number(), table_full: z.number(), malformed: z.number() }),
       })
       .optional(),
-    snapshots: z.object({ applied: z.number(), records: z.number(), overflows: z.number(), interval_ms: z.number() }).optional(),
+    snapshots: z.object({ applied: z.number(), records: z.number(), overflows: z.number(), interval_ms: z.number(), namespaces: z.number().openapi({ description: "network namespaces walked per pass: the agent's own and those of the watched processes" }) }).optional(),
     tracker: z
       .object({
         tracked: z.number(),

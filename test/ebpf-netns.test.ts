@@ -1,0 +1,81 @@
+// A proxy in its own network namespace (a container) with the agent outside it: live snapshots
+// walk the proxy's namespace too, so its long-lived connections count while open and are not
+// taken for lost. On the real kernel, as root.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ebpfAgent, ebpfConfig, kernelGate } from './helpers/ebpf.js';
+import { sample } from './helpers/prom-text.js';
+import { waitFor } from './helpers/wait.js';
+
+interface Row {
+  role: string;
+  local_port: number;
+  peer_port: number;
+  rx_bytes: number;
+  tx_bytes: number;
+}
+
+/** Inside the namespace: a server on `port` and one client of it, 5000 bytes up, 3000 down, kept open until stdin says so. */
+const script = (port: number) => `
+import net from 'node:net';
+const srv = net.createServer((s) => {
+  let got = 0;
+  s.on('data', (d) => { got += d.length; if (got === 5000) s.write(Buffer.alloc(3000)); });
+  s.on('end', () => s.end());
+});
+srv.listen(${port}, '127.0.0.1', () => {
+  const c = net.connect(${port}, '127.0.0.1', () => c.write(Buffer.alloc(5000)));
+  let got = 0;
+  c.on('data', (d) => { got += d.length; if (got === 3000) process.stdout.write('ready\\n'); });
+  process.stdin.on('data', () => c.end());
+  c.on('close', () => { srv.close(); process.exit(0); });
+});
+`;
+
+test('a proxy in another network namespace: its live connections are snapshotted there (bytes while open, not evicted), exact at close', { timeout: 60_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const comm = `telemt-n${process.pid % 10000}`;
+  const port = 20000 + (process.pid % 10000);
+  const dir = await mkdtemp(join(tmpdir(), 'mtlens-netns-'));
+  const exe = join(dir, comm);
+  await symlink(process.execPath, exe);
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${port}]\n    processes: [${comm}]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 100\n`));
+  const proxy = spawn('unshare', ['--net', 'sh', '-c', `ip link set lo up && exec "${exe}" --input-type=module -e "$0"`, script(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(async () => {
+    proxy.kill();
+    await a.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  });
+  let out = '';
+  proxy.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  await waitFor('the proxy in its namespace exchanged its bytes', () => out.includes('ready'));
+
+  const live = await waitFor('both ends live with their bytes', async () => {
+    const body = await a.json<{ connections: Row[] }>('/status/connections?limit=100');
+    const client = body.connections.find((r) => r.role === 'client' && r.local_port === port);
+    const upstream = body.connections.find((r) => r.role === 'upstream_other' && r.peer_port === port);
+    return client?.rx_bytes === 5000 && client.tx_bytes === 3000 && upstream?.tx_bytes === 5000 && upstream.rx_bytes === 3000 ? { client, upstream } : undefined;
+  });
+  assert.ok(live);
+  type Status = { snapshots: { applied: number; namespaces: number }; tracker: { evictions: { close_lost: number } } };
+  const before = await a.json<Status>('/status/ebpf');
+  assert.equal(before.snapshots.namespaces, 2, "the agent's namespace and the proxy's");
+  await waitFor('5 more snapshot passes', async () => ((await a.json<Status>('/status/ebpf')).snapshots.applied >= before.snapshots.applied + 5 ? true : undefined));
+  const after = await a.json<Status>('/status/ebpf');
+  assert.equal(after.tracker.evictions.close_lost, 0, 'live connections seen by every pass are not taken for lost');
+  assert.equal((await a.json<{ total: number }>('/status/connections')).total, 2);
+
+  proxy.stdin.write('close\n');
+  await once(proxy, 'exit');
+  await waitFor('both close events', () => (a.closes.length >= 2 ? true : undefined));
+  const m = await a.metrics();
+  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="rx"}'), 5000);
+  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="tx"}'), 3000);
+  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="upstream_other",direction="tx"}'), 5000);
+  assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="upstream_other",direction="rx"}'), 3000);
+});

@@ -171,19 +171,25 @@ export class Agent implements AgentControl {
       return { ok: false, kind: 'invalid', errors: result.errors, revision: this.loaded.revision };
     }
     const next = result.loaded;
-    const changed = changedPaths(this.loaded.config, next.config);
+    const previous = this.loaded;
+    const changed = changedPaths(previous.config, next.config);
     const restartRequired = changed.filter((p) => RESTART_REQUIRED.some((pattern) => matchesPattern(p, pattern)));
-    this.loaded = next;
-    this.prometheus.maxAgeMs = next.config.self_telemetry.metrics_max_age_ms;
-    this.events.configure({ maxClients: next.config.self_telemetry.events.max_clients, bufferEvents: next.config.self_telemetry.events.buffer_events });
+    this.apply(next);
+    const applied: Component[] = [];
     for (const c of this.components) {
       try {
         await c.reload(next, changed);
+        applied.push(c);
       } catch (err) {
         this.reloads.inc({ result: 'failure' });
         this.lastReloadOk.set(0);
-        this.logger.error({ err, component: c.name }, 'component failed to apply the reloaded config');
-        return { ok: false, kind: 'failed', component: c.name, revision: next.revision };
+        this.logger.error({ err, component: c.name }, 'component failed to apply the reloaded config; rolling back to the running config');
+        // All or nothing: the components that took the new config go back, in reverse order.
+        this.apply(previous);
+        for (const done of applied.reverse()) {
+          await done.reload(previous, changed).catch((rollbackErr: unknown) => this.logger.error({ err: rollbackErr, component: done.name }, 'component failed to return to the running config'));
+        }
+        return { ok: false, kind: 'failed', component: c.name, revision: previous.revision };
       }
     }
     this.reloads.inc({ result: 'success' });
@@ -193,6 +199,12 @@ export class Agent implements AgentControl {
     this.logger.info({ revision: next.revision, changed, restart_required: restartRequired }, 'config reloaded');
     this.logger.level = next.config.logging.level;
     return { ok: true, revision: next.revision, changed, restart_required: restartRequired };
+  }
+
+  private apply(loaded: LoadedConfig): void {
+    this.loaded = loaded;
+    this.prometheus.maxAgeMs = loaded.config.self_telemetry.metrics_max_age_ms;
+    this.events.configure({ maxClients: loaded.config.self_telemetry.events.max_clients, bufferEvents: loaded.config.self_telemetry.events.buffer_events });
   }
 
   async flush(deadline = Date.now() + FLUSH_TIMEOUT_MS): Promise<FlushCounts> {

@@ -81,9 +81,12 @@ async function run(args: string[]): Promise<number> {
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
   process.on('SIGHUP', () => {
-    void agent.reload().then((outcome) => {
-      if (!outcome.ok) log.warn({ outcome: outcome.kind }, 'SIGHUP reload did not apply');
-    });
+    agent.reload().then(
+      (outcome) => {
+        if (!outcome.ok) log.warn({ outcome: outcome.kind }, 'SIGHUP reload did not apply');
+      },
+      (err: unknown) => log.error({ err }, 'SIGHUP reload failed; running config unchanged'),
+    );
   });
 
   try {

@@ -102,6 +102,18 @@ self_telemetry:
     assert.equal(r.code, 1);
     assert.match(r.stderr, /self_telemetry\.auth\.bearer_token: expected at least 16 characters/);
     assert.doesNotMatch(r.stderr, /s3cr3t/);
+    // A map of secrets given as one string (the OTEL_EXPORTER_OTLP_HEADERS habit) is not echoed either.
+    const headers = await runCli(['check-config', '--config', await configFile('otlp:\n  headers: "api-key=SUPERSECRET"\n')]);
+    assert.equal(headers.code, 1);
+    assert.match(headers.stderr, /otlp\.headers: expected a mapping, got a string/);
+    assert.doesNotMatch(headers.stderr, /SUPERSECRET/);
+  });
+
+  it('refuses a YAML alias bomb as invalid YAML, never crashes', async () => {
+    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]', 'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]', 'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]', 'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]'].join('\n');
+    const r = await runCli(['check-config', '--config', await configFile(`${bomb}\n`)]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /invalid YAML: .*alias/i);
   });
 });
 
@@ -160,6 +172,10 @@ otlp: { headers: { x-api-key: collector-key-123 } }
       assert.equal(res.headers.get('etag'), `"${body.revision}"`);
       const again = await t.request('/config', { headers: { Authorization: `Bearer ${token}`, 'If-None-Match': `"${body.revision}"` } });
       assert.equal(again.status, 304);
+      for (const tag of [`W/"${body.revision}"`, '*', `"other", "${body.revision}"`]) {
+        assert.equal((await t.request('/config', { headers: { Authorization: `Bearer ${token}`, 'If-None-Match': tag } })).status, 304, tag);
+      }
+      assert.equal((await t.request('/config', { headers: { Authorization: `Bearer ${token}`, 'If-None-Match': '"other"' } })).status, 200);
     } finally {
       await t.cleanup();
     }

@@ -74,8 +74,9 @@ describe('POST /admin/reload', () => {
       assert.deepEqual(out['changed'], []);
     }));
 
-  it('answers 500 naming the component when one cannot apply the config', () =>
+  it('answers 500 naming the component when one cannot apply the config, and rolls the whole reload back', () =>
     withAgent(async (t, component) => {
+      const before = await revision(t);
       component.failReload = new Error('map update failed: EPERM');
       await t.rewrite(base() + 'logging: { level: warn }\n');
       const res = await t.request('/admin/reload', { method: 'POST' });
@@ -83,7 +84,13 @@ describe('POST /admin/reload', () => {
       const out = await body(res);
       assert.equal(out['error'], 'internal_error');
       assert.deepEqual((out['details'] as Record<string, unknown>)['component'], 'fake');
-      assert.ok(t.log.lines.some((l) => l['msg'] === 'component failed to apply the reloaded config' && l['component'] === 'fake'));
+      assert.ok(t.log.lines.some((l) => String(l['msg']).startsWith('component failed to apply the reloaded config') && l['component'] === 'fake'));
+      assert.equal(await revision(t), before, 'the running config stays in force');
+      // Once the component can apply it, the same file is a real change again (not "unchanged").
+      component.failReload = undefined;
+      const retry = await body(await t.request('/admin/reload', { method: 'POST' }));
+      assert.deepEqual(retry['changed'], ['logging.level']);
+      assert.notEqual(await revision(t), before);
     }));
 
   it('shares one reload between concurrent callers', () =>

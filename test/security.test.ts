@@ -77,6 +77,13 @@ describe('source address allowlist', () => {
       }
       assert.equal((await t.request('/healthz', {}, '192.168.1.1')).status, 200);
     }));
+
+  it('an entry with stray whitespace (from a variable) is the address it names, not a 500', () =>
+    withAgent(config('allowed_ips: ["10.0.0.0/8 ", " 192.168.7.7"]'), async (t) => {
+      assert.equal((await t.request('/status', {}, '10.1.2.3')).status, 200);
+      assert.equal((await t.request('/status', {}, '192.168.7.7')).status, 200);
+      assert.equal((await t.request('/status', {}, '192.168.1.1')).status, 403);
+    }));
 });
 
 describe('brute-force guard', () => {
@@ -93,6 +100,13 @@ describe('brute-force guard', () => {
       const metrics = await (await t.request('/metrics', bearer())).text();
       assert.match(metrics, /mtlens_http_rejected_total\{reason="unauthorized"\} 3/);
       assert.match(metrics, /mtlens_http_rejected_total\{reason="brute_force_blocked"\} 1/);
+    }));
+
+  it('requests without credentials are refused but never count as guesses (they cannot lock out the scraper at that address)', () =>
+    withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\n  brute_force: { max_failures: 3, window_seconds: 60, block_seconds: 30 }'), async (t) => {
+      const shared = '203.0.113.20';
+      for (let i = 0; i < 10; i++) assert.equal((await t.request('/status', {}, shared)).status, 401);
+      assert.equal((await t.request('/status', bearer(), shared)).status, 200);
     }));
 
   it('a success resets the count', () =>

@@ -1,7 +1,7 @@
 // Turns validation issues into lines an operator can act on:
 // `self_telemetry.listen: expected "host:port", got "abc"`.
 import type { z } from 'zod';
-import { isSecretPath, objectKeysAt } from './walk.js';
+import { mayHoldSecret, objectKeysAt } from './walk.js';
 
 export interface ConfigError {
   /** Key path such as `self_telemetry.allowed_ips[1]`; empty for file-level problems. */
@@ -76,7 +76,7 @@ export function issuesToErrors(schema: z.ZodType, issues: readonly Issue[]): Con
   const errors: ConfigError[] = [];
   for (const iss of issues) {
     const path = iss.path;
-    const got = describe(iss.input, isSecretPath(schema, path));
+    const got = describe(iss.input, mayHoldSecret(schema, path));
     switch (iss.code) {
       case 'unrecognized_keys': {
         const known = objectKeysAt(schema, path);
@@ -90,7 +90,7 @@ export function issuesToErrors(schema: z.ZodType, issues: readonly Issue[]): Con
         continue;
       }
       case 'invalid_type':
-        errors.push({ path: formatPath(path), message: `expected ${iss.expected === 'object' ? 'a mapping' : iss.expected === 'array' ? 'a list' : iss.expected}, got ${got}` });
+        errors.push({ path: formatPath(path), message: `expected ${iss.expected === 'object' || iss.expected === 'record' ? 'a mapping' : iss.expected === 'array' ? 'a list' : iss.expected}, got ${got}` });
         continue;
       case 'invalid_value':
         errors.push({ path: formatPath(path), message: `expected one of ${iss.values.map((v) => JSON.stringify(v)).join(', ')}, got ${got}` });

@@ -77,7 +77,8 @@ export function parseCidr(value: string): { address: string; prefix: number; fam
 }
 
 export function cidr() {
-  return z.string().refine((v) => parseCidr(v) !== null, {
+  // Trimmed here, so what is validated is exactly what the allowlist gets ("${ADMIN_NET}" with a stray space).
+  return z.string().trim().refine((v) => parseCidr(v) !== null, {
     error: (iss) => `expected an IP address or CIDR block (e.g. "10.0.0.0/8"), got ${JSON.stringify(iss.input)}`,
   });
 }

@@ -40,7 +40,14 @@ export function parseConfigText(text: string, env: Env, source = '<inline>'): Lo
     const first = doc.errors[0]!.message.split('\n')[0]!.replace(/:$/, '');
     return { ok: false, errors: [{ path: '', message: `invalid YAML: ${first}` }] };
   }
-  const raw: unknown = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    // Throws on documents that parse but cannot be built (e.g. an alias bomb past the yaml
+    // library's expansion limit): an invalid file like any other, never a crash.
+    raw = doc.toJS() ?? {};
+  } catch (err) {
+    return { ok: false, errors: [{ path: '', message: `invalid YAML: ${(err as Error).message}` }] };
+  }
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     return { ok: false, errors: [{ path: '', message: 'expected a mapping of sections (agent, self_telemetry, ...) at the top level' }] };
   }

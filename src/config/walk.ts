@@ -67,6 +67,21 @@ export function isSecretPath(root: z.ZodType, path: readonly PropertyKey[]): boo
   return resolve(root, path)?.secret ?? false;
 }
 
+function containsSecret(u: Unwrapped): boolean {
+  if (u.secret) return true;
+  const children = u.def.type === 'object' ? Object.values(u.def.shape ?? {}) : [u.def.valueType ?? u.def.element].filter((c) => c !== undefined);
+  return children.some((c) => containsSecret(unwrap(c)));
+}
+
+/**
+ * True when the value at `path` is secret, sits inside a secret, or may hold one (a map whose
+ * values are secrets, given as a plain string by mistake): such values are never echoed.
+ */
+export function mayHoldSecret(root: z.ZodType, path: readonly PropertyKey[]): boolean {
+  const u = resolve(root, path);
+  return u ? u.secret || containsSecret(u) : false;
+}
+
 /** The keys an object schema at `path` accepts (empty when it is not an object). */
 export function objectKeysAt(root: z.ZodType, path: readonly PropertyKey[]): string[] {
   const u = resolve(root, path);

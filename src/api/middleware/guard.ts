@@ -57,7 +57,10 @@ export function guard(settings: () => Settings, logger: Logger, rejections: Reje
     } catch (err) {
       if (err instanceof HTTPException && err.status === 401) {
         rejections.count('unauthorized');
-        if (bruteForce.fail(ip, auth.brute_force)) logger.warn({ source_ip: ip, block_seconds: auth.brute_force.block_seconds }, 'blocking source address after repeated authentication failures');
+        // Only a token presented and wrong is a guess: a request with no credentials at all
+        // (any local curl) must not lock the real scraper at the same address out.
+        const guessed = c.req.raw.headers.has('authorization');
+        if (guessed && bruteForce.fail(ip, auth.brute_force)) logger.warn({ source_ip: ip, block_seconds: auth.brute_force.block_seconds }, 'blocking source address after repeated authentication failures');
       }
       throw err;
     }

@@ -25,7 +25,9 @@ export function configRoutes(deps: ApiDeps) {
     (c) => {
       const loaded = deps.agent.config();
       const etag = `"${loaded.revision}"`;
-      if (c.req.header('if-none-match')?.split(',').some((t) => t.trim() === etag)) return c.body(null, 304, { ETag: etag });
+      // RFC 9110 13.1.2: weak comparison, and "*" matches any current representation.
+      const inm = c.req.header('if-none-match');
+      if (inm?.split(',').some((t) => ['*', etag, `W/${etag}`].includes(t.trim()))) return c.body(null, 304, { ETag: etag });
       return c.json({ revision: loaded.revision, source: loaded.source, config: loaded.sanitized as Record<string, unknown> }, 200, { ETag: etag });
     },
   );

@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { buildAgent, configFile, repoRoot } from './helpers/agent.js';
 import { runCli } from './helpers/cli.js';
+import { parseConfigText } from '../src/config/load.js';
+import { canonicalJson, sha256Hex } from '../src/config/revision.js';
 
 
 describe('mtlens check-config', () => {
@@ -196,5 +198,31 @@ otlp: { headers: { x-api-key: collector-key-123 } }
     assert.match(a, /^[0-9a-f]{64}$/);
     assert.equal(a, b, 'defaults written out explicitly do not change the revision');
     assert.notEqual(a, c);
+  });
+});
+
+describe('revision', () => {
+  const load = (text: string) => {
+    const r = parseConfigText(text, {});
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.loaded;
+  };
+
+  it('is the plain SHA-256 of a config without secrets, the same for every load', () => {
+    const a = load('logging: { level: warn }\n');
+    assert.equal(a.revision, sha256Hex(canonicalJson(a.config)));
+    assert.equal(load('logging: { level: warn }\n').revision, a.revision);
+  });
+
+  it('cannot be used to test a guess of a secret, yet changes when the secret does', () => {
+    const text = (secret: string) => `telemt: { auth_header: "${secret}" }\n`;
+    const a = load(text('Secret-pw1'));
+    // What an attacker holding /config (sanitized) and the revision could compute per guess:
+    const guess = JSON.parse(JSON.stringify(a.sanitized)) as { telemt: { auth_header: string } };
+    guess.telemt.auth_header = 'Secret-pw1';
+    assert.notEqual(a.revision, sha256Hex(canonicalJson(guess)));
+    assert.notEqual(a.revision, sha256Hex(canonicalJson(a.config)));
+    assert.equal(load(text('Secret-pw1')).revision, a.revision, 'stable within the process');
+    assert.notEqual(load(text('Secret-pw2')).revision, a.revision, 'a rotated secret is a new revision');
   });
 });

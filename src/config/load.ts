@@ -60,9 +60,10 @@ export function parseConfigText(text: string, env: Env, source = '<inline>'): Lo
   const errors = [...substitutionErrors, ...validationErrors.filter((e) => !substitutedPaths.has(e.path))];
   if (!parsed.success || errors.length > 0) return { ok: false, errors };
   const config = parsed.data;
+  const sanitized = redactConfig(config);
   return {
     ok: true,
-    loaded: { config, revision: configRevision(config), sanitized: redactConfig(config), source, explicit: presentPaths(substituted.value) },
+    loaded: { config, revision: configRevision(config, sanitized), sanitized, source, explicit: presentPaths(substituted.value) },
   };
 }
 

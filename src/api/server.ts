@@ -18,6 +18,8 @@ export interface RunningServer {
   close(deadline: number): Promise<void>;
 }
 
+const TLS_HANDSHAKE_TIMEOUT_MS = 5000;
+
 type Fetch = Parameters<typeof createAdaptorServer>[0]['fetch'];
 
 export async function startServer(fetch: Fetch, settings: Config['self_telemetry']): Promise<RunningServer> {
@@ -27,7 +29,10 @@ export async function startServer(fetch: Fetch, settings: Config['self_telemetry
     ? createAdaptorServer({
         fetch,
         createServer: createHttpsServer,
-        serverOptions: { cert: readFileSync(settings.tls.cert_file!), key: readFileSync(settings.tls.key_file!) },
+        // A connection still in its TLS handshake is invisible to the HTTP layer (no request, not
+        // in closeAllConnections), so only this bounds how long one can hold a graceful stop (Node's
+        // default is 120 s, past the 10 s stop deadline) or a connection slot.
+        serverOptions: { cert: readFileSync(settings.tls.cert_file!), key: readFileSync(settings.tls.key_file!), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
       })
     : createAdaptorServer({ fetch });
   const http = server as Server;

@@ -6,6 +6,7 @@ import { Agent } from './agent.js';
 import { formatError } from './config/errors.js';
 import { loadConfigFile } from './config/load.js';
 import { sha256Hex } from './config/revision.js';
+import { bearerToken } from './config/sections/self-telemetry.js';
 import { buildInfo } from './runtime/build-info.js';
 import { productionWiring } from './wiring.js';
 
@@ -106,6 +107,12 @@ async function token(args: string[]): Promise<number> {
       const input = (await text(process.stdin)).replace(/\r?\n$/, '');
       if (input === '') {
         process.stderr.write('mtlens token hash: no token on stdin\n');
+        return 1;
+      }
+      // A token that could never authenticate must not get a hash to configure.
+      const valid = bearerToken.safeParse(input);
+      if (!valid.success) {
+        process.stderr.write(`mtlens token hash: not a usable bearer token: ${valid.error.issues.map((i) => i.message).join('; ')}\n`);
         return 1;
       }
       process.stdout.write(`${sha256Hex(input)}\n`);

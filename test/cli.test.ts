@@ -27,6 +27,11 @@ describe('mtlens CLI commands', () => {
     const empty = await runCli(['token', 'hash'], { input: '' });
     assert.equal(empty.code, 1);
     assert.match(empty.stderr, /no token on stdin/);
+    // A token bearer auth could never accept gets no hash.
+    const unusable = await runCli(['token', 'hash'], { input: 'my secret token with spaces!\n' });
+    assert.equal(unusable.code, 1);
+    assert.match(unusable.stderr, /not a usable bearer token: expected only the characters/);
+    assert.equal(unusable.stdout, '');
   });
 
   it('token generate prints a usable token and its hash', async () => {

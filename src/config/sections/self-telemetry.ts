@@ -4,6 +4,12 @@ import { bool, cidr, hostPort, int, nonEmpty, secret } from '../fields.js';
 // An empty string (`${MTLENS_API_TOKEN:-}` with the variable unset) means "not set".
 const emptyAsUnset = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
 
+/** What a bearer token must be: long enough, and sendable (RFC 6750 token68, as bearerAuth checks). */
+export const bearerToken = z
+  .string()
+  .min(16, { error: 'expected at least 16 characters' })
+  .regex(/^[A-Za-z0-9._~+/-]+=*$/, { error: 'expected only the characters A-Z a-z 0-9 . _ ~ + / - (and trailing =)' });
+
 const urlPath = z.string().regex(/^\/[^\s?#]*$/, { error: (iss) => `expected an absolute URL path such as "/healthz", got ${JSON.stringify(iss.input)}` });
 
 const origin = z.string().refine(
@@ -25,12 +31,7 @@ const auth = z
     // RFC 6750 b64token syntax: what an Authorization: Bearer header can carry.
     bearer_token: z.preprocess(
       emptyAsUnset,
-      secret(
-        z
-          .string()
-          .min(16, { error: 'expected at least 16 characters' })
-          .regex(/^[A-Za-z0-9._~+/-]+=*$/, { error: 'expected only the characters A-Z a-z 0-9 . _ ~ + / - (and trailing =)' }),
-      ).optional(),
+      secret(bearerToken).optional(),
     ),
     bearer_token_sha256: z.preprocess(
       emptyAsUnset,

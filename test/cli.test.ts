@@ -89,6 +89,7 @@ describe('mtlens run (end to end over real HTTP)', () => {
       assert.equal(echoed.headers.get('x-request-id'), 'trace-42');
       assert.equal(((await echoed.json()) as { request_id: string }).request_id, 'trace-42');
       assert.equal(echoed.headers.get('content-type'), 'application/json');
+      assert.equal(echoed.headers.get('cache-control'), 'no-store', 'error answers carry them once');
       const ready = (await (await fetch(`${cli.url}/ready`)).json()) as { status: string; checks: Record<string, string> };
       assert.equal(ready.status, 'ready');
       assert.equal(ready.checks['agent'], 'ok');
@@ -155,10 +156,10 @@ describe('mtlens run (end to end over real HTTP)', () => {
         httpsGet(`${cli.url}/healthz`, { ca }, (res) => {
           let data = '';
           res.on('data', (d: Buffer) => (data += d.toString()));
-          res.on('end', () => resolve(`${res.statusCode} ${data}`));
+          res.on('end', () => resolve(`${res.statusCode} ${data} ${res.headers['strict-transport-security']} ${res.headers['x-frame-options']}`));
         }).on('error', reject);
       });
-      assert.equal(body, '200 {"status":"ok"}');
+      assert.equal(body, '200 {"status":"ok"} max-age=31536000; includeSubDomains DENY');
       await assert.rejects(fetch(cli.url.replace('https:', 'http:') + '/healthz'), 'plain HTTP is not served');
       const listening = cli.logs.find((l) => l['msg'] === 'control API listening');
       assert.equal(listening?.['tls'], true);

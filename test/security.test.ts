@@ -24,6 +24,21 @@ const errorOf = async (res: Response) => ((await res.json()) as { error: string 
 describe('bearer token', () => {
   const yaml = config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}');
 
+  it('comes before request validation, and a validated route is measured once per request', () =>
+    withAgent(config('debug: true\nmetrics_max_age_ms: 0\nauth:\n  enabled: true\n  bearer_token: ${TOKEN}'), async (t) => {
+      const anonymous = await t.request('/debug/pprof/profile?seconds=0');
+      assert.equal(anonymous.status, 401, 'no token: refused before the query is looked at');
+      for (let i = 0; i < 2; i++) {
+        const invalid = await t.request('/debug/pprof/profile?seconds=0', bearer());
+        assert.equal(invalid.status, 400);
+        assert.equal(await errorOf(invalid), 'invalid_request');
+        assert.equal(invalid.headers.get('x-content-type-options'), 'nosniff');
+      }
+      const text = await (await t.request('/metrics', bearer())).text();
+      assert.match(text, /mtlens_http_requests_total\{method="GET",route="\/debug\/pprof\/profile",status="400"\} 2\n/);
+      assert.match(text, /mtlens_http_requests_total\{method="GET",route="\/debug\/pprof\/profile",status="401"\} 1\n/);
+    }));
+
   it('protects every non-public path and leaves the probes open', () =>
     withAgent(yaml, async (t) => {
       for (const path of ['/status', '/metrics', '/config', '/openapi.json', '/nope']) {

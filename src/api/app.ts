@@ -1,10 +1,11 @@
 // The control API. Production serves exactly this app; tests call app.request() on it.
 //
-// Order matters: the edge (client IP, request id, response headers; metrics and audit of
-// every outcome) first, then 405s, CORS and the body limit, then the guard that protected
-// paths pass through (allowlist -> brute-force guard -> bearer token -> rate limit), then
-// read-only for admin mutations, then the routes. Public probe paths skip the guard.
-import { OpenAPIHono } from '@hono/zod-openapi';
+// Every route handler, the OpenAPI document and the not-found handler are wrapped in the
+// request policy (middleware/policy.ts), in this order: the edge (client IP, request id,
+// response headers; metrics and audit of every outcome), CORS, the body limit, the guard that
+// protected paths pass through (allowlist -> brute-force guard -> bearer token -> rate limit),
+// read-only for admin mutations, then the route. Public probe paths skip the guard.
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import { HTTPException } from 'hono/http-exception';
@@ -12,8 +13,9 @@ import { methodNotAllowed } from 'hono/method-not-allowed';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Config } from '../config/schema.js';
 import { buildInfo } from '../runtime/build-info.js';
-import { edge } from './middleware/edge.js';
+import { Edge } from './middleware/edge.js';
 import { guard, readOnly } from './middleware/guard.js';
+import { policy, type Wrap } from './middleware/policy.js';
 import { Rejections } from './middleware/rejections.js';
 import { codeForStatus, problem } from './problem.js';
 import { adminRoutes } from './routes/admin.js';
@@ -23,7 +25,8 @@ import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { statusRoutes } from './routes/status.js';
-import type { ApiDeps, AppEnv } from './types.js';
+import { apiRouter } from './router.js';
+import type { ApiDeps, AppEnv, Router } from './types.js';
 
 const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -36,22 +39,21 @@ const MESSAGES: Record<number, string> = {
   413: 'request body too large',
 };
 
-export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
+/** The router's routes with every handler behind the policy; its OpenAPI definitions travel along. */
+function behindPolicy(router: Router, wrap: Wrap): Router {
+  const wrapped = apiRouter();
+  for (const r of router.routes) wrapped.on(r.method, r.path, wrap(r.handler));
+  wrapped.openAPIRegistry = router.openAPIRegistry;
+  return wrapped;
+}
+
+export function createApp(deps: ApiDeps): Router {
   const settings = (): Config['self_telemetry'] => deps.agent.config().config.self_telemetry;
   const rejections = new Rejections(deps.prometheus.registry);
 
-  const app = new OpenAPIHono<AppEnv>({
-    defaultHook: (result, c) => {
-      if (result.success) return;
-      const issues = result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
-      return problem(c, 400, 'invalid_request', 'request validation failed', { issues });
-    },
-  });
+  const app = apiRouter();
 
-  app.use('*', edge({ registry: deps.prometheus.registry, logger: deps.logger, tls: () => settings().tls.enabled }));
-  app.use('*', methodNotAllowed({ app, onMethodNotAllowed: (c, methods) => problem(c, 405, 'method_not_allowed', `${c.req.method} is not allowed here`, { allow: methods }, { Allow: methods.join(', ') }) }));
-
-  const corsMiddleware = cors({
+  const corsLayer = cors({
     origin: (origin) => {
       const allowed = settings().cors.allowed_origins;
       return allowed.includes('*') || allowed.includes(origin) ? origin : null;
@@ -61,51 +63,18 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
     exposeHeaders: ['X-Request-Id', 'Retry-After', 'ETag'],
     maxAge: 600,
   });
-  // Only methods that carry a body: bodyLimit reads c.req.raw.body, which makes node-server
-  // build a full Request (with an AbortController) for every GET.
-  app.use('*', (c, next) => (settings().cors.enabled ? corsMiddleware(c, next) : next()));
-  app.use('*', (c, next) =>
-    BODYLESS.has(c.req.method)
-      ? next()
-      : bodyLimit({
-          maxSize: settings().request_body_limit_bytes,
-          onError: (ctx) => {
-            rejections.count('payload_too_large');
-            return problem(ctx, 413, 'payload_too_large', `request body exceeds ${settings().request_body_limit_bytes} bytes`);
-          },
-        })(c, next),
-  );
+  const bodyLimitLayer: MiddlewareHandler<AppEnv> = (c, next) =>
+    bodyLimit({
+      maxSize: settings().request_body_limit_bytes,
+      onError: (ctx) => {
+        rejections.count('payload_too_large');
+        return problem(ctx, 413, 'payload_too_large', `request body exceeds ${settings().request_body_limit_bytes} bytes`);
+      },
+    })(c, next);
+  const guardLayer = guard(settings, deps.logger, rejections);
+  const readOnlyLayer = readOnly(settings, rejections);
 
-  app.use('*', guard(settings, deps.logger, rejections));
-  app.use('/admin/*', readOnly(settings, rejections));
-
-  for (const router of [
-    healthRoutes(deps),
-    metricsRoutes(deps),
-    statusRoutes(deps),
-    configRoutes(deps),
-    adminRoutes(deps),
-    eventRoutes(deps),
-    debugRoutes(deps),
-    ...(deps.routers ?? []),
-  ]) {
-    app.route('/', router);
-  }
-
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
-    type: 'http',
-    scheme: 'bearer',
-    description: 'self_telemetry.auth.bearer_token; paths in self_telemetry.auth.public_paths need none',
-  });
-  app.doc31('/openapi.json', {
-    openapi: '3.1.0',
-    info: { title: 'mtlens control API', version: buildInfo().version, description: 'Health, readiness, metrics, status and administration of an mtlens agent.' },
-    security: [{ bearerAuth: [] }],
-  });
-
-  app.notFound((c) => problem(c, 404, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
-
-  app.onError((err, c) => {
+  const onError = (err: unknown, c: Context<AppEnv>): Response => {
     if (err instanceof HTTPException) {
       const status = err.status as ContentfulStatusCode;
       const headers: Record<string, string> = {};
@@ -118,7 +87,60 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
     }
     deps.logger.error({ err, request_id: c.get('requestId'), route: c.req.path }, 'unhandled error in control API');
     return problem(c, 500, 'internal_error', 'internal error; the agent log has details under this request id');
+  };
+
+  const wrap = policy({
+    edge: new Edge(deps.prometheus.registry, deps.logger, () => settings().tls.enabled),
+    layers: (c) => {
+      const s = settings();
+      const method = c.req.method;
+      const layers: MiddlewareHandler<AppEnv>[] = [];
+      if (s.cors.enabled) layers.push(corsLayer);
+      // Only methods that carry a body: bodyLimit reads c.req.raw.body, which makes node-server
+      // build a full Request (with an AbortController).
+      if (!BODYLESS.has(method)) layers.push(bodyLimitLayer);
+      if (!s.auth.public_paths.includes(c.req.path)) layers.push(guardLayer);
+      if (!BODYLESS.has(method) && c.req.path.startsWith('/admin/')) layers.push(readOnlyLayer);
+      return layers;
+    },
+    onError,
   });
+
+  for (const router of [
+    healthRoutes(deps),
+    metricsRoutes(deps),
+    statusRoutes(deps),
+    configRoutes(deps),
+    adminRoutes(deps),
+    eventRoutes(deps),
+    debugRoutes(deps),
+    ...(deps.routers ?? []),
+  ]) {
+    app.route('/', behindPolicy(router, wrap));
+  }
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'self_telemetry.auth.bearer_token; paths in self_telemetry.auth.public_paths need none',
+  });
+  const document = {
+    openapi: '3.1.0',
+    info: { title: 'mtlens control API', version: buildInfo().version, description: 'Health, readiness, metrics, status and administration of an mtlens agent.' },
+    security: [{ bearerAuth: [] }],
+  };
+  app.get('/openapi.json', wrap((c) => c.json(app.getOpenAPI31Document(document))));
+
+  // The allowed methods of a path that exists but not for this method: 405 with Allow.
+  const allowedMethods = methodNotAllowed({ app, onMethodNotAllowed: (c, methods) => problem(c, 405, 'method_not_allowed', `${c.req.method} is not allowed here`, { allow: methods }, { Allow: methods.join(', ') }) });
+  const notFound = wrap(async (c) => {
+    await allowedMethods(c, async () => {
+      c.res = problem(c, 404, 'not_found', `no route for ${c.req.method} ${c.req.path}`);
+    });
+    return c.res;
+  });
+  app.notFound((c) => notFound(c, () => Promise.resolve()));
+  app.onError(onError);
 
   return app;
 }

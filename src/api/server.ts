@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { parseHostPort } from '../config/fields.js';
+import { EdgeResponse } from './middleware/edge.js';
 import type { Config } from '../config/schema.js';
 
 export interface RunningServer {
@@ -32,9 +33,9 @@ export async function startServer(fetch: Fetch, settings: Config['self_telemetry
         // A connection still in its TLS handshake is invisible to the HTTP layer (no request, not
         // in closeAllConnections), so only this bounds how long one can hold a graceful stop (Node's
         // default is 120 s, past the 10 s stop deadline) or a connection slot.
-        serverOptions: { cert: readFileSync(settings.tls.cert_file!), key: readFileSync(settings.tls.key_file!), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
+        serverOptions: { ServerResponse: EdgeResponse, cert: readFileSync(settings.tls.cert_file!), key: readFileSync(settings.tls.key_file!), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
       })
-    : createAdaptorServer({ fetch });
+    : createAdaptorServer({ fetch, serverOptions: { ServerResponse: EdgeResponse } });
   const http = server as Server;
   http.maxConnections = 1024;
   const connections = trackConnections(http, tls ? 'secureConnection' : 'connection');

@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { ipRestriction } from 'hono/ip-restriction';
 import type { AppEnv } from '../types.js';
+import { clientIp } from './client-ip.js';
 
 /**
  * Source-IP allowlist (CIDRs, IPv4 and IPv6; IPv4-mapped peers match IPv4 rules).
@@ -11,9 +12,9 @@ export function allowlist(current: () => readonly string[], deny: (c: Context<Ap
   return async (c, next) => {
     const list = current();
     if (list.length === 0) return next();
-    if (!c.get('clientIp')) return deny(c);
+    if (!clientIp(c)) return deny(c);
     if (built?.list !== list) {
-      built = { list, check: ipRestriction((ctx) => ctx.get('clientIp') as string, { allowList: [...list] }, (_remote, ctx) => deny(ctx)) };
+      built = { list, check: ipRestriction((ctx) => clientIp(ctx as Context<AppEnv>), { allowList: [...list] }, (_remote, ctx) => deny(ctx)) };
     }
     return built.check(c, next);
   };

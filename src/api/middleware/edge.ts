@@ -1,17 +1,18 @@
 // The first and last thing every request meets: who is asking (client IP, request id), the
 // response headers every answer carries, and what happened (HTTP metrics, audit line).
 //
-// One middleware rather than five, and headers set on Node's ServerResponse rather than
-// through Hono: on this machine ten pass-through Hono layers cost ~27% of /healthz
-// throughput, and four headers set with c.header() ~42% (they turn every response's
-// headers into an undici Headers object that @hono/node-server then has to convert).
-import type { Context, MiddlewareHandler } from 'hono';
+// Over node:http the headers every answer carries leave with the response head, merged into
+// the one writeHead() call @hono/node-server makes (EdgeResponse). Set through Hono, with
+// c.header(), they cost ~42% of /healthz throughput on this machine (every response's headers
+// become an undici Headers object that node-server then converts); one setHeader() per header
+// still ~15% (validation, a lower-cased copy, a second merge at writeHead).
+import type { Context } from 'hono';
+import { ServerResponse, type IncomingMessage, type OutgoingHttpHeader, type OutgoingHttpHeaders } from 'node:http';
+import type { Registry } from 'prom-client';
 import type { Logger } from '../../log.js';
 import type { AppEnv } from '../types.js';
 import { audit } from './audit.js';
-import { clientIpOf } from './client-ip.js';
 import { HttpMetrics, routeLabel } from './http-metrics.js';
-import type { Registry } from 'prom-client';
 
 // What matters for a JSON API: no MIME sniffing, no framing, nothing cached (status and
 // config are live and may be sensitive).
@@ -22,17 +23,35 @@ const STATIC_HEADERS: ReadonlyArray<readonly [string, string]> = [
 ];
 const HSTS = 'max-age=31536000; includeSubDomains';
 
+type HeadHeaders = OutgoingHttpHeaders | OutgoingHttpHeader[];
+
+/**
+ * The ServerResponse of the control API's server: writes the edge's headers (set per request
+ * by Edge.begin) with whatever headers the response brings. The edge owns these names; no
+ * route sets them.
+ */
+export class EdgeResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
+  edgeHeaders: Record<string, string> | undefined;
+
+  override writeHead(statusCode: number, statusMessage?: string, headers?: HeadHeaders): this;
+  override writeHead(statusCode: number, headers?: HeadHeaders): this;
+  override writeHead(statusCode: number, messageOrHeaders?: string | HeadHeaders, headers?: HeadHeaders): this {
+    const own = typeof messageOrHeaders === 'string' ? headers : messageOrHeaders;
+    const edge = this.edgeHeaders;
+    let merged: HeadHeaders | undefined = own;
+    if (edge) {
+      this.edgeHeaders = undefined;
+      // Raw headers are a flat [name, value, ...] list.
+      merged = own === undefined ? edge : Array.isArray(own) ? [...own, ...Object.entries(edge).flat()] : Object.assign(edge, own);
+    }
+    return typeof messageOrHeaders === 'string' ? super.writeHead(statusCode, messageOrHeaders, merged) : super.writeHead(statusCode, merged);
+  }
+}
+
 /** An inbound X-Request-Id is kept when short and plain, so callers can correlate. */
 const ACCEPTABLE_REQUEST_ID = /^[\w=-]{1,128}$/;
 
 const bindings = (c: Context<AppEnv>) => c.env as Partial<AppEnv['Bindings']> | undefined;
-
-/** On node-server, straight onto the ServerResponse (merged by writeHead); in-process, through Hono. */
-function setHeader(c: Context<AppEnv>, name: string, value: string): void {
-  const out = bindings(c)?.outgoing;
-  if (out && !out.headersSent) out.setHeader(name, value);
-  else c.header(name, value);
-}
 
 /** On node-server, from Node's parsed headers: c.req.header() would build a whole undici Headers per request. */
 function requestHeader(c: Context<AppEnv>, lowercaseName: string): string | undefined {
@@ -42,24 +61,48 @@ function requestHeader(c: Context<AppEnv>, lowercaseName: string): string | unde
   return Array.isArray(v) ? v[0] : v;
 }
 
-export function edge(opts: { registry: Registry; logger: Logger; tls: () => boolean }): MiddlewareHandler<AppEnv> {
-  const metrics = new HttpMetrics(opts.registry);
-  return async (c, next) => {
+export class Edge {
+  private readonly metrics: HttpMetrics;
+
+  constructor(
+    registry: Registry,
+    private readonly logger: Logger,
+    private readonly tls: () => boolean,
+  ) {
+    this.metrics = new HttpMetrics(registry);
+  }
+
+  /** Identifies the request and sets the headers every answer carries; returns its start time. */
+  begin(c: Context<AppEnv>): number {
     const start = performance.now();
-    c.set('clientIp', clientIpOf(c));
     const inbound = requestHeader(c, 'x-request-id');
     const requestId = inbound !== undefined && ACCEPTABLE_REQUEST_ID.test(inbound) ? inbound : crypto.randomUUID();
     c.set('requestId', requestId);
-    setHeader(c, 'X-Request-Id', requestId);
-    for (const [name, value] of STATIC_HEADERS) setHeader(c, name, value);
-    if (opts.tls()) setHeader(c, 'Strict-Transport-Security', HSTS);
-    try {
-      await next();
-    } finally {
-      const ms = performance.now() - start;
-      const route = routeLabel(c);
-      metrics.record(c, route, ms / 1000);
-      audit(opts.logger, c, route, ms);
+    const out = bindings(c)?.outgoing;
+    if (out instanceof EdgeResponse) {
+      const headers: Record<string, string> = { 'X-Request-Id': requestId };
+      for (const [name, value] of STATIC_HEADERS) headers[name] = value;
+      if (this.tls()) headers['Strict-Transport-Security'] = HSTS;
+      out.edgeHeaders = headers;
+    } else {
+      // In-process (app.request) or a foreign server: through Hono.
+      c.header('X-Request-Id', requestId);
+      for (const [name, value] of STATIC_HEADERS) c.header(name, value);
+      if (this.tls()) c.header('Strict-Transport-Security', HSTS);
     }
-  };
+    return start;
+  }
+
+  /** Whether begin() already ran for this request. */
+  began(c: Context<AppEnv>): boolean {
+    return c.get('requestId') !== undefined;
+  }
+
+  /** Records the outcome once the response is known. */
+  end(c: Context<AppEnv>, status: number, start: number): void {
+    const ms = performance.now() - start;
+    const route = routeLabel(c);
+    this.metrics.record(c.req.method, route, status, ms / 1000);
+    audit(this.logger, c, route, status, ms);
+  }
 }

@@ -1,6 +1,6 @@
-// The policy chain protected paths pass through: source allowlist -> brute-force guard ->
-// bearer token -> per-address rate limit. Paths in auth.public_paths (the probes) skip it
-// with a single check. Every setting is read per request, so a reload applies at once.
+// The chain protected paths pass through: source allowlist -> brute-force guard -> bearer
+// token -> per-address rate limit (paths in auth.public_paths, the probes, skip it: see
+// policy.ts). Every setting is read per request, so a reload applies at once.
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { every } from 'hono/combine';
@@ -10,6 +10,7 @@ import type { Logger } from '../../log.js';
 import { problem } from '../problem.js';
 import type { AppEnv } from '../types.js';
 import { allowlist } from './allowlist.js';
+import { clientIp } from './client-ip.js';
 import { credentialsOf, verifyToken, type Credential } from './auth.js';
 import { BruteForceGuard } from './brute-force.js';
 import { TokenBuckets } from './rate-limit.js';
@@ -46,7 +47,7 @@ export function guard(settings: () => Settings, logger: Logger, rejections: Reje
   const authenticate: MiddlewareHandler<AppEnv> = async (c, next: Next) => {
     const auth = settings().auth;
     if (!auth.enabled) return next();
-    const ip = c.get('clientIp');
+    const ip = clientIp(c);
     const wait = bruteForce.retryAfter(ip);
     if (wait > 0) {
       rejections.count('brute_force_blocked');
@@ -70,21 +71,20 @@ export function guard(settings: () => Settings, logger: Logger, rejections: Reje
   const rateLimit: MiddlewareHandler<AppEnv> = async (c, next) => {
     const rl = settings().rate_limit;
     if (!rl.enabled) return next();
-    const wait = buckets.take(c.get('clientIp') || 'unknown', rl.requests_per_second, rl.burst);
+    const wait = buckets.take(clientIp(c) || 'unknown', rl.requests_per_second, rl.burst);
     if (wait === 0) return next();
     rejections.count('rate_limited');
     return problem(c, 429, 'rate_limited', `rate limit of ${rl.requests_per_second} requests/s exceeded`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
   };
 
   // every() is typed for the default Env; it only sequences the handlers it is given.
-  const chain = every(allowlist(() => settings().allowed_ips, denyIp), authenticate, rateLimit) as unknown as MiddlewareHandler<AppEnv>;
-  return (c, next) => (settings().auth.public_paths.includes(c.req.path) ? next() : chain(c, next));
+  return every(allowlist(() => settings().allowed_ips, denyIp), authenticate, rateLimit) as unknown as MiddlewareHandler<AppEnv>;
 }
 
-/** Refuses mutations with 403 read_only while self_telemetry.read_only is set. */
+/** Refuses admin mutations with 403 read_only while self_telemetry.read_only is set. */
 export function readOnly(settings: () => Settings, rejections: Rejections): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    if (c.req.method === 'GET' || c.req.method === 'HEAD' || !settings().read_only) return next();
+    if (!settings().read_only) return next();
     rejections.count('read_only');
     return problem(c, 403, 'read_only', 'the control API is read-only (self_telemetry.read_only)');
   };

@@ -48,13 +48,12 @@ export class HttpMetrics {
     return [...this.series.values()].flatMap((byMethod) => [...byMethod.values()]);
   }
 
-  record(c: Context, route: string, seconds: number): void {
-    const method = METHODS.has(c.req.method) ? c.req.method : 'OTHER';
+  record(requestMethod: string, route: string, status: number, seconds: number): void {
+    const method = METHODS.has(requestMethod) ? requestMethod : 'OTHER';
     let byMethod = this.series.get(route);
     if (!byMethod) this.series.set(route, (byMethod = new Map()));
     let s = byMethod.get(method);
     if (!s) byMethod.set(method, (s = { labels: { method, route }, statuses: new Map(), buckets: new Float64Array(BUCKETS.length + 1), sum: 0 }));
-    const status = c.res.status;
     const st = s.statuses.get(status);
     if (st) st.count++;
     else s.statuses.set(status, { labels: { ...s.labels, status: String(status) }, count: 1 });

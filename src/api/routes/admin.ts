@@ -1,7 +1,8 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import { formatError } from '../../config/errors.js';
 import { errorResponses, problem } from '../problem.js';
-import type { ApiDeps, AppEnv } from '../types.js';
+import type { ApiDeps } from '../types.js';
 
 const Reloaded = z
   .object({
@@ -21,7 +22,7 @@ const Flushed = z
   .openapi('Flushed');
 
 export function adminRoutes(deps: ApiDeps) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
 
   r.openapi(
     createRoute({

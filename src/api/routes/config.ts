@@ -1,5 +1,6 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { ApiDeps, AppEnv } from '../types.js';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
+import type { ApiDeps } from '../types.js';
 
 const ConfigBody = z
   .object({
@@ -10,7 +11,7 @@ const ConfigBody = z
   .openapi('Config');
 
 export function configRoutes(deps: ApiDeps) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

@@ -1,8 +1,8 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import type { EbpfComponent } from '../../ebpf/component.js';
 import { ROLES } from '../../model/events.js';
 import { errorResponses } from '../problem.js';
-import type { AppEnv } from '../types.js';
 
 const SORT_KEYS = ['bytes', 'rx', 'tx', 'age', 'srtt', 'retransmits'] as const;
 
@@ -45,7 +45,7 @@ const Body = z
   .openapi('Connections');
 
 export function connectionRoutes(ebpf: EbpfComponent) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

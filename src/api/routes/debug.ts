@@ -1,12 +1,13 @@
 // Runtime introspection for operators, mounted only in effect when self_telemetry.debug is true.
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getHeapSnapshot, getHeapStatistics } from 'node:v8';
 import { errorResponses, problem } from '../problem.js';
-import type { ApiDeps, AppEnv } from '../types.js';
+import type { ApiDeps } from '../types.js';
 
 const VarsBody = z
   .object({
@@ -26,7 +27,7 @@ const VarsBody = z
 const ns = (v: number) => (Number.isFinite(v) ? v / 1e6 : 0);
 
 export function debugRoutes(deps: ApiDeps) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   const delay = monitorEventLoopDelay({ resolution: 20 });
   delay.enable();
   let profiling = false;

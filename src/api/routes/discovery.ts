@@ -1,5 +1,5 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { AppEnv } from '../types.js';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 
 const Discovery = z
   .object({
@@ -31,7 +31,7 @@ export interface DiscoverySource {
 }
 
 export function discoveryRoutes(source: DiscoverySource) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

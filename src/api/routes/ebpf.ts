@@ -1,7 +1,7 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import type { EbpfComponent } from '../../ebpf/component.js';
 import { errorResponses } from '../problem.js';
-import type { AppEnv } from '../types.js';
 
 const Program = z.object({
   name: z.string().openapi({ example: 'conn_lifecycle' }),
@@ -47,7 +47,7 @@ const EbpfStatusBody = z
   .openapi('EbpfStatus');
 
 export function ebpfRoutes(ebpf: EbpfComponent) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

@@ -1,12 +1,13 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import { errorResponses, problem } from '../problem.js';
-import type { ApiDeps, AppEnv } from '../types.js';
+import type { ApiDeps } from '../types.js';
 
 const PING_MS = 15_000;
 
 export function eventRoutes(deps: ApiDeps) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

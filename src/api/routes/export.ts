@@ -1,7 +1,7 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import type { ExportStatus } from '../../export/otlp/component.js';
 import { errorResponses } from '../problem.js';
-import type { AppEnv } from '../types.js';
 
 const Queue = z
   .object({
@@ -26,7 +26,7 @@ const ExportStatusBody = z
   .openapi('ExportStatus');
 
 export function exportRoutes(source: { status(): ExportStatus }) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

@@ -1,5 +1,6 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { ApiDeps, AppEnv } from '../types.js';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
+import type { ApiDeps } from '../types.js';
 
 const Healthy = z.object({ status: z.literal('ok') }).openapi('Healthy');
 const Unhealthy = z.object({ status: z.literal('unhealthy'), reason: z.string() }).openapi('Unhealthy');
@@ -13,7 +14,7 @@ const ReadyBody = z
 const json = <T extends z.ZodType>(schema: T, description: string) => ({ description, content: { 'application/json': { schema } } });
 
 export function healthRoutes(deps: ApiDeps) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
 
   r.openapi(
     createRoute({

@@ -1,9 +1,10 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import { negotiateFormat } from '../../export/prometheus.js';
-import type { ApiDeps, AppEnv } from '../types.js';
+import type { ApiDeps } from '../types.js';
 
 export function metricsRoutes(deps: ApiDeps) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

@@ -1,7 +1,8 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import { buildInfo } from '../../runtime/build-info.js';
 import { formatDuration, hostInfo } from '../../runtime/host.js';
-import type { ApiDeps, AppEnv } from '../types.js';
+import type { ApiDeps } from '../types.js';
 
 const StatusBody = z
   .object({
@@ -19,7 +20,7 @@ const StatusBody = z
   .openapi('Status', { description: 'Agent identity and uptime, plus one block per registered component (ebpf, telemt, export, ...).' });
 
 export function statusRoutes(deps: ApiDeps) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

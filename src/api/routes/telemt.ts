@@ -1,5 +1,5 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { AppEnv } from '../types.js';
+import { apiRouter } from '../router.js';
+import { createRoute, z } from '@hono/zod-openapi';
 
 const EndpointSnapshot = z
   .object({
@@ -41,7 +41,7 @@ export interface TelemtStatusSource {
 }
 
 export function telemtRoutes(source: TelemtStatusSource) {
-  const r = new OpenAPIHono<AppEnv>();
+  const r = apiRouter();
   r.openapi(
     createRoute({
       method: 'get',

@@ -2,6 +2,7 @@
 // time (collect), so a scrape never waits on telemt; counters are the continuity-corrected
 // totals, never telemt's resetting raw values.
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { registerCollected, type Sample } from '../export/collected-metric.js';
 import type { DcStatus, MeWriters } from './api-types.js';
 import { RESET_CAUSES, type ResetCause } from './continuity.js';
 
@@ -106,23 +107,21 @@ export class TelemtMetrics {
           }
         },
       });
+    // Read at scrape time like the others, but not through prom-client's reset-and-refill: that
+    // hashes every label set again and makes a new label object per series on every scrape, so
+    // the renderer could never reuse a series' formatted name{labels} (thousands of users).
     const perUser = (name: string, help: string, type: 'counter' | 'gauge', read: (s: UserSeries) => Map<string, number>) => {
-      const opts = { name, help, labelNames: ['user'] as const, registers };
-      if (type === 'counter') {
-        return new Counter({
-          ...opts,
-          collect() {
-            this.reset();
-            for (const [user, v] of read(view().users)) this.inc({ user }, v);
-          },
-        });
-      }
-      return new Gauge({
-        ...opts,
-        collect() {
-          this.reset();
-          for (const [user, v] of read(view().users)) this.set({ user }, v);
-        },
+      const labelsOf = new Map<string, { user: string }>();
+      registerCollected(registry, name, help, type, () => {
+        const values = read(view().users);
+        const out: Sample[] = [];
+        for (const [user, value] of values) {
+          let labels = labelsOf.get(user);
+          if (!labels) labelsOf.set(user, (labels = { user }));
+          out.push({ labels, value });
+        }
+        if (labelsOf.size > values.size) for (const user of labelsOf.keys()) if (!values.has(user)) labelsOf.delete(user);
+        return out;
       });
     };
 

@@ -230,6 +230,7 @@ export class Agent implements AgentControl {
       }
     }
     await closing;
+    this.prometheus.stop();
     this.watchdog.stop();
     this.state = 'stopped';
     this.logger.info('agent stopped');

@@ -108,6 +108,30 @@ describe('GET /metrics', () => {
     );
   });
 
+  it('renders ahead of a steady scraper, never of irregular ones or with metrics_max_age_ms 0', async () => {
+    const ahead = (text: string, outcome: string) => Number(new RegExp(`^mtlens_metrics_renders_ahead_total\\{format="prometheus",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    /** Scrapes starting at the given offsets (ms) from now; returns the last scrape's text. */
+    const scrapeAt = async (t: TestAgent, offsets: number[]) => {
+      const t0 = performance.now();
+      let last = '';
+      for (const at of offsets) {
+        await new Promise((r) => setTimeout(r, Math.max(0, t0 + at - performance.now())));
+        last = await (await t.request('/metrics')).text();
+      }
+      return last;
+    };
+    const steady = [0, 300, 600, 900, 1200, 1500, 1800, 2100];
+    await withAgent(async (t) => {
+      const text = await scrapeAt(t, steady);
+      assert.ok(ahead(text, 'served') >= 1, `a steady scraper is served renderings made ahead:\n${text.split('\n').filter((l) => l.includes('ahead')).join('\n')}`);
+    });
+    await withAgent(async (t) => assert.equal(ahead(await scrapeAt(t, [0, 150, 600, 750, 1200, 1350, 1800]), 'served') + ahead(await (await t.request('/metrics')).text(), 'unused'), 0, 'irregular scrapes render on demand'));
+    await withAgent(
+      async (t) => assert.equal(ahead(await scrapeAt(t, steady), 'served'), 0, 'metrics_max_age_ms 0 renders every scrape, on demand'),
+      'self_telemetry: { listen: "127.0.0.1:0", metrics_max_age_ms: 0 }\nebpf: { enabled: false }\ntelemt: { enabled: false }\n',
+    );
+  });
+
   it('labels HTTP metrics by route pattern, never by the raw path', () =>
     withAgent(async (t) => {
       for (const p of ['/no/such/a', '/no/such/b', '/status?x=1']) await t.request(p);

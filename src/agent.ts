@@ -43,6 +43,8 @@ type State = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 const FLUSH_TIMEOUT_MS = 10_000;
 
+const needsRestart = (path: string) => RESTART_REQUIRED.some((pattern) => matchesPattern(path, pattern));
+
 export class Agent implements AgentControl {
   readonly logger: Logger;
   readonly prometheus: PrometheusExporter;
@@ -51,6 +53,8 @@ export class Agent implements AgentControl {
   private readonly components: Component[];
   private readonly watchdog = new EventLoopWatchdog();
   private loaded: LoadedConfig;
+  /** The config the agent started with: restart-only keys keep these values until a restart. */
+  private readonly started: LoadedConfig;
   private state: State = 'created';
   private server: RunningServer | undefined;
   private readonly startedAt = performance.now();
@@ -63,6 +67,7 @@ export class Agent implements AgentControl {
     private readonly deps: AgentDeps,
   ) {
     this.loaded = initial;
+    this.started = initial;
     const cfg = initial.config;
     this.logger = deps.logger ?? createLogger({ level: cfg.logging.level, node: cfg.agent.node_name });
     this.prometheus = deps.prometheus ?? new PrometheusExporter();
@@ -173,7 +178,7 @@ export class Agent implements AgentControl {
     const next = result.loaded;
     const previous = this.loaded;
     const changed = changedPaths(previous.config, next.config);
-    const restartRequired = changed.filter((p) => RESTART_REQUIRED.some((pattern) => matchesPattern(p, pattern)));
+    const restartRequired = changed.filter(needsRestart);
     this.apply(next);
     const applied: Component[] = [];
     for (const c of this.components) {
@@ -199,6 +204,11 @@ export class Agent implements AgentControl {
     this.logger.info({ revision: next.revision, changed, restart_required: restartRequired }, 'config reloaded');
     this.logger.level = next.config.logging.level;
     return { ok: true, revision: next.revision, changed, restart_required: restartRequired };
+  }
+
+  /** Restart-only keys whose value in the file differs from the one the agent started with. */
+  pendingRestart(): string[] {
+    return changedPaths(this.started.config, this.loaded.config).filter(needsRestart);
   }
 
   private apply(loaded: LoadedConfig): void {

@@ -65,6 +65,12 @@ describe('POST /admin/reload', () => {
       const out = await body(await t.request('/admin/reload', { method: 'POST' }));
       assert.deepEqual(out['changed'], ['agent.state_dir', 'self_telemetry.listen', 'self_telemetry.read_only']);
       assert.deepEqual(out['restart_required'], ['agent.state_dir', 'self_telemetry.listen']);
+      const config = await body(await t.request('/config'));
+      assert.deepEqual(config['pending_restart'], ['agent.state_dir', 'self_telemetry.listen'], '/config says which shown values do not run yet');
+      // Back to the values the agent started with (read-only now, so as SIGHUP does): nothing pending.
+      await t.rewrite(base());
+      assert.equal((await t.agent.reload()).ok, true);
+      assert.deepEqual((await body(await t.request('/config')))['pending_restart'], []);
     }));
 
   it('reports an unchanged file as such', () =>

@@ -35,6 +35,8 @@ export type Liveness = { ok: true } | { ok: false; reason: string };
 /** What the API needs from the running agent; tests may supply their own. */
 export interface AgentControl {
   config(): LoadedConfig;
+  /** Restart-only keys changed in the file since the agent started (their old values still run). */
+  pendingRestart(): string[];
   uptimeSeconds(): number;
   readiness(): Readiness;
   liveness(): Liveness;

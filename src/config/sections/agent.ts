@@ -9,4 +9,5 @@ export const agentSection = z
   })
   .prefault({});
 
-export const agentRestartRequired = ['agent.state_dir'];
+// node_name: log lines keep the name the agent started with (/status and OTLP follow a reload).
+export const agentRestartRequired = ['agent.state_dir', 'agent.node_name'];

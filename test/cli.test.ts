@@ -90,6 +90,12 @@ describe('mtlens run (end to end over real HTTP)', () => {
       assert.equal(((await echoed.json()) as { request_id: string }).request_id, 'trace-42');
       assert.equal(echoed.headers.get('content-type'), 'application/json');
       assert.equal(echoed.headers.get('cache-control'), 'no-store', 'error answers carry them once');
+      const stream = new AbortController();
+      const events = await fetch(`${cli.url}/events`, { signal: stream.signal });
+      assert.equal(events.headers.get('cache-control'), 'no-cache', "a header the route sets wins over the edge's, whatever its case");
+      assert.equal(events.headers.get('x-frame-options'), 'DENY');
+      stream.abort();
+      await events.body?.cancel().catch(() => undefined);
       const ready = (await (await fetch(`${cli.url}/ready`)).json()) as { status: string; checks: Record<string, string> };
       assert.equal(ready.status, 'ready');
       assert.equal(ready.checks['agent'], 'ok');

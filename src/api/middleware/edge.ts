@@ -25,6 +25,13 @@ const HSTS = 'max-age=31536000; includeSubDomains';
 
 type HeadHeaders = OutgoingHttpHeaders | OutgoingHttpHeader[];
 
+const EDGE_NAMES = new Map([['x-request-id', 'X-Request-Id'], ...STATIC_HEADERS.map(([name]) => [name.toLowerCase(), name] as const), ['strict-transport-security', 'Strict-Transport-Security']]);
+
+function dropEdgeHeader(edge: Record<string, string>, name: string): void {
+  const ours = EDGE_NAMES.get(name.toLowerCase());
+  if (ours !== undefined) delete edge[ours];
+}
+
 /**
  * The ServerResponse of the control API's server: writes the edge's headers (set per request
  * by Edge.begin) with whatever headers the response brings. The edge owns these names; no
@@ -41,8 +48,15 @@ export class EdgeResponse<Request extends IncomingMessage = IncomingMessage> ext
     let merged: HeadHeaders | undefined = own;
     if (edge) {
       this.edgeHeaders = undefined;
-      // Raw headers are a flat [name, value, ...] list.
-      merged = own === undefined ? edge : Array.isArray(own) ? [...own, ...Object.entries(edge).flat()] : Object.assign(edge, own);
+      // A header the response sets itself wins, whatever its case (SSE sends cache-control: no-cache).
+      if (Array.isArray(own)) {
+        // Raw headers: a flat [name, value, ...] list.
+        for (let i = 0; i < own.length; i += 2) dropEdgeHeader(edge, String(own[i]));
+        merged = [...own, ...Object.entries(edge).flat()];
+      } else if (own !== undefined) {
+        for (const name in own) dropEdgeHeader(edge, name);
+        merged = Object.assign(edge, own);
+      } else merged = edge;
     }
     return typeof messageOrHeaders === 'string' ? super.writeHead(statusCode, messageOrHeaders, merged) : super.writeHead(statusCode, merged);
   }

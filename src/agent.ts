@@ -140,13 +140,19 @@ export class Agent implements AgentControl {
     return out;
   }
 
+  /** Serves the control API (probes answer "not started" until start()); once. */
+  async listen(): Promise<void> {
+    if (this.server) return;
+    // Only HTTP/1.1 servers are created, so the bindings are always HttpBindings.
+    this.server = await startServer((req, env) => this.app.fetch(req, env as HttpBindings), this.started.config.self_telemetry);
+    this.logger.info({ address: this.server.address, tls: this.server.tls, revision: this.loaded.revision, ...buildInfo() }, 'control API listening');
+  }
+
   /** Serves the API first, so probes answer (not ready) while components start. */
   async start(): Promise<void> {
     this.state = 'starting';
     this.watchdog.start();
-    // Only HTTP/1.1 servers are created, so the bindings are always HttpBindings.
-    this.server = await startServer((req, env) => this.app.fetch(req, env as HttpBindings), this.loaded.config.self_telemetry);
-    this.logger.info({ address: this.server.address, tls: this.server.tls, revision: this.loaded.revision, ...buildInfo() }, 'control API listening');
+    await this.listen();
     try {
       for (const c of this.components) await c.start();
     } catch (err) {

@@ -222,6 +222,8 @@ describe('errors', () => {
         const logged = t.log.lines.find((l) => l['msg'] === 'unhandled error in control API');
         assert.ok(logged);
         assert.equal(logged['request_id'], body['request_id']);
+        // This error was provoked: take it out of what the clean-log check reads.
+        t.log.lines.splice(t.log.lines.indexOf(logged), 1);
       },
       BASE_CONFIG,
       { wire: () => ({ components: [], routers: [boom] }) },

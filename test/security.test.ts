@@ -82,36 +82,43 @@ describe('bearer token', () => {
 });
 
 describe('source address allowlist', () => {
+  const dualStack = (selfTelemetry: string) => config(selfTelemetry).replace('listen: 127.0.0.1:0', 'listen: "[::]:0"');
+  // Real peers: 127.0.0.0/8 over IPv4, which a dual-stack listener sees IPv4-mapped
+  // (::ffff:127.0.0.3), and ::1 over IPv6.
   it('allows listed IPv4/IPv6 CIDRs and IPv4-mapped peers, refuses others with 403, never the probes', () =>
-    withAgent(config('allowed_ips: [10.0.0.0/8, "2001:db8::/32", 192.168.7.7]'), async (t) => {
-      for (const ip of ['10.1.2.3', '::ffff:10.9.9.9', '2001:db8::5', '192.168.7.7']) assert.equal((await t.request('/status', {}, ip)).status, 200, ip);
-      for (const ip of ['192.168.1.1', '2001:db9::1', '::ffff:11.0.0.1', '127.0.0.1']) {
+    withAgent(dualStack('allowed_ips: [127.0.0.0/30, "::1/128", 127.0.0.9]'), async (t) => {
+      for (const ip of ['127.0.0.3', '::1', '127.0.0.9']) assert.equal((await t.request('/status', {}, ip)).status, 200, ip);
+      for (const ip of ['127.0.0.4', '127.0.1.1']) {
         const res = await t.request('/status', {}, ip);
         assert.equal(res.status, 403, ip);
         assert.equal(await errorOf(res), 'forbidden');
       }
-      assert.equal((await t.request('/healthz', {}, '192.168.1.1')).status, 200);
+      assert.equal((await t.request('/healthz', {}, '127.0.1.1')).status, 200);
+      await t.rewrite(dualStack('allowed_ips: [127.0.0.0/30, "2001:db8::/32"]'));
+      assert.equal((await t.request('/admin/reload', { method: 'POST' }, '127.0.0.3')).status, 200);
+      assert.equal((await t.request('/status', {}, '::1')).status, 403, '::1 is outside 2001:db8::/32');
+      assert.equal((await t.request('/status', {}, '127.0.0.2')).status, 200);
     }));
 
   it('an entry with stray whitespace (from a variable) is the address it names, not a 500', () =>
-    withAgent(config('allowed_ips: ["10.0.0.0/8 ", " 192.168.7.7"]'), async (t) => {
-      assert.equal((await t.request('/status', {}, '10.1.2.3')).status, 200);
-      assert.equal((await t.request('/status', {}, '192.168.7.7')).status, 200);
-      assert.equal((await t.request('/status', {}, '192.168.1.1')).status, 403);
+    withAgent(config('allowed_ips: ["127.0.0.0/30 ", " 127.0.0.9"]'), async (t) => {
+      assert.equal((await t.request('/status', {}, '127.0.0.3')).status, 200);
+      assert.equal((await t.request('/status', {}, '127.0.0.9')).status, 200);
+      assert.equal((await t.request('/status', {}, '127.0.1.1')).status, 403);
     }));
 });
 
 describe('brute-force guard', () => {
   it('blocks an address after repeated failures with 429 + Retry-After, even for the right token, and only that address', () =>
     withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\n  brute_force: { max_failures: 3, window_seconds: 60, block_seconds: 30 }'), async (t) => {
-      const attacker = '203.0.113.9';
+      const attacker = '127.0.0.9';
       for (let i = 0; i < 3; i++) assert.equal((await t.request('/status', bearer('guess-0123456789abcdef'), attacker)).status, 401);
       const blocked = await t.request('/status', bearer(), attacker);
       assert.equal(blocked.status, 429);
       assert.equal(await errorOf(blocked), 'rate_limited');
       const retry = Number(blocked.headers.get('retry-after'));
       assert.ok(retry > 0 && retry <= 30, `Retry-After ${retry}`);
-      assert.equal((await t.request('/status', bearer(), '203.0.113.10')).status, 200);
+      assert.equal((await t.request('/status', bearer(), '127.0.0.10')).status, 200);
       const metrics = await (await t.request('/metrics', bearer())).text();
       assert.match(metrics, /mtlens_http_rejected_total\{reason="unauthorized"\} 3/);
       assert.match(metrics, /mtlens_http_rejected_total\{reason="brute_force_blocked"\} 1/);
@@ -119,7 +126,7 @@ describe('brute-force guard', () => {
 
   it('requests without credentials are refused but never count as guesses (they cannot lock out the scraper at that address)', () =>
     withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\n  brute_force: { max_failures: 3, window_seconds: 60, block_seconds: 30 }'), async (t) => {
-      const shared = '203.0.113.20';
+      const shared = '127.0.0.20';
       for (let i = 0; i < 10; i++) assert.equal((await t.request('/status', {}, shared)).status, 401);
       assert.equal((await t.request('/status', bearer(), shared)).status, 200);
     }));
@@ -141,7 +148,7 @@ describe('rate limit', () => {
       assert.equal(limited.status, 429);
       assert.equal(await errorOf(limited), 'rate_limited');
       assert.equal(limited.headers.get('retry-after'), '1');
-      assert.equal((await t.request('/status', {}, '10.0.0.2')).status, 200, 'another address has its own bucket');
+      assert.equal((await t.request('/status', {}, '127.0.0.2')).status, 200, 'another address has its own bucket');
       for (let i = 0; i < 10; i++) assert.equal((await t.request('/healthz')).status, 200);
     }));
 
@@ -197,10 +204,10 @@ describe('CORS', () => {
 
 describe('audit log', () => {
   it('logs every mutation and every 401/403/429 with who and what, never the token', () =>
-    withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\nallowed_ips: [127.0.0.0/8]\nrate_limit: { requests_per_second: 1, burst: 2 }'), async (t) => {
+    withAgent(config('auth:\n  enabled: true\n  bearer_token: ${TOKEN}\nallowed_ips: [127.0.0.0/28]\nrate_limit: { requests_per_second: 1, burst: 2 }'), async (t) => {
       await t.request('/admin/flush', { method: 'POST', ...bearer() }, '127.0.0.5');
       await t.request('/status', bearer('nope-0123456789abcdefgh'), '127.0.0.6');
-      await t.request('/status', bearer(), '10.0.0.1');
+      await t.request('/status', bearer(), '127.0.0.20');
       for (let i = 0; i < 3; i++) await t.request('/status', bearer(), '127.0.0.7');
       await t.request('/status', bearer(), '127.0.0.8');
 
@@ -215,7 +222,7 @@ describe('audit log', () => {
       assert.match(String(mutation['request_id']), /^[0-9a-f-]{36}$/);
       assert.equal(typeof mutation['duration_ms'], 'number');
       assert.equal(byEvent('auth_failed')[0]!['source_ip'], '127.0.0.6');
-      assert.equal(byEvent('forbidden')[0]!['source_ip'], '10.0.0.1');
+      assert.equal(byEvent('forbidden')[0]!['source_ip'], '127.0.0.20');
       assert.equal(byEvent('rate_limited')[0]!['source_ip'], '127.0.0.7');
       assert.equal(audit.filter((l) => l['source_ip'] === '127.0.0.8').length, 0, 'a plain successful read is not audited');
       assert.ok(!t.log.text().includes(TOKEN), 'the token never reaches the log');

@@ -90,7 +90,7 @@ export function createApp(deps: ApiDeps): Router {
   };
 
   const wrap = policy({
-    edge: new Edge(deps.prometheus.registry, deps.logger, () => settings().tls.enabled),
+    edge: new Edge(deps.prometheus.registry, deps.logger),
     layers: (c) => {
       const s = settings();
       const method = c.req.method;

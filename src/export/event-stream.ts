@@ -145,8 +145,13 @@ export class EventHub {
     return this.subs.size;
   }
 
+  /** Whether a new client would be refused now (max_clients reached). */
+  get full(): boolean {
+    return this.subs.size >= this.opts.maxClients;
+  }
+
   subscribe(filter: EventFilter): Subscription | undefined {
-    if (this.subs.size >= this.opts.maxClients) {
+    if (this.full) {
       this.rejected.inc({ reason: 'max_clients' });
       return undefined;
     }

@@ -1,5 +1,6 @@
 // Builds the real agent and control API for tests: a real config file on disk, a logger
-// whose lines the test can read, and in-process requests from any peer address.
+// whose lines the test can read, and the control API served by the production server on an
+// ephemeral port, asked over real TCP from any 127.0.0.0/8 address.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { Agent, type AgentDeps } from '../../src/agent.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import type { Env } from '../../src/config/substitute.js';
 import { createLogger, type Logger } from '../../src/log.js';
+import { httpFetch } from './http.js';
 
 /** The repository root (tests run from dist/test/...). */
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
@@ -34,6 +36,12 @@ export function captureLog(level = 'info'): CapturedLog {
   return { logger, lines, text: () => raw.join('') };
 }
 
+/** An end-to-end test fails when the agent logged an error nobody handled (a 500 in the API). */
+export function assertCleanLog(log: CapturedLog): void {
+  const unhandled = log.lines.filter((l) => /unhandled/i.test(String(l['msg'])));
+  if (unhandled.length > 0) throw new Error(`the agent logged ${unhandled.length} unhandled error(s); first: ${JSON.stringify(unhandled[0]).slice(0, 600)}`);
+}
+
 export async function tempDir(prefix = 'mtlens-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
@@ -53,7 +61,9 @@ export interface TestAgent {
   dir: string;
   /** Rewrites the config file (for reload tests). */
   rewrite(yaml: string): Promise<void>;
-  /** An in-process request as if it came over TCP from `ip`. */
+  /** The control API's base URL (http://127.0.0.1:PORT). */
+  url: string;
+  /** A request over a real socket from `ip` (a 127.0.0.0/8 address; default 127.0.0.1). */
   request(path: string, init?: RequestInit, ip?: string): Promise<Response>;
   cleanup(): Promise<void>;
 }
@@ -86,17 +96,26 @@ export async function buildAgent(
     ...(opts.wire ? { wire: opts.wire } : {}),
     ...(opts.ssePingMs !== undefined ? { ssePingMs: opts.ssePingMs } : {}),
   });
+  // The server starts now, before the components: probes answer "not started" until start().
+  await agent.listen();
+  const url = `http://${agent.address!}`;
+  // A wildcard listener ([::] or 0.0.0.0) is asked on the loopback address of the client's family.
+  const port = new URL(url).port;
+  const wildcard = /^(\[::\]|0\.0\.0\.0):/.test(agent.address!);
+  const base = (ip: string) => (wildcard ? `http://${ip.includes(':') ? '[::1]' : '127.0.0.1'}:${port}` : url);
   return {
     agent,
     app: agent.app,
+    url,
     log,
     configPath,
     dir,
     rewrite: (text) => writeFile(configPath, text),
-    request: (path, init, ip = '127.0.0.1') => Promise.resolve(agent.app.request(path, init, { incoming: { socket: { remoteAddress: ip } } })),
+    request: (path, init, ip = '127.0.0.1') => httpFetch(base(ip) + path, init, { localAddress: ip }),
     cleanup: async () => {
       await agent.stop('test cleanup');
       await rm(dir, { recursive: true, force: true });
+      assertCleanLog(log);
     },
   };
 }

@@ -8,10 +8,11 @@
 // still ~15% (validation, a lower-cased copy, a second merge at writeHead).
 import type { Context } from 'hono';
 import { ServerResponse, type IncomingMessage, type OutgoingHttpHeader, type OutgoingHttpHeaders } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../log.js';
 import type { AppEnv } from '../types.js';
-import { audit } from './audit.js';
+import { Audit } from './audit.js';
 import { HttpMetrics, routeLabel } from './http-metrics.js';
 
 // What matters for a JSON API: no MIME sniffing, no framing, nothing cached (status and
@@ -77,13 +78,14 @@ function requestHeader(c: Context<AppEnv>, lowercaseName: string): string | unde
 
 export class Edge {
   private readonly metrics: HttpMetrics;
+  private readonly audit: Audit;
 
   constructor(
     registry: Registry,
-    private readonly logger: Logger,
-    private readonly tls: () => boolean,
+    logger: Logger,
   ) {
     this.metrics = new HttpMetrics(registry);
+    this.audit = new Audit(logger);
   }
 
   /** Identifies the request and sets the headers every answer carries; returns its start time. */
@@ -92,17 +94,22 @@ export class Edge {
     const inbound = requestHeader(c, 'x-request-id');
     const requestId = inbound !== undefined && ACCEPTABLE_REQUEST_ID.test(inbound) ? inbound : crypto.randomUUID();
     c.set('requestId', requestId);
-    const out = bindings(c)?.outgoing;
+    const env = bindings(c);
+    const out = env?.outgoing;
+    // HSTS only on a connection that is TLS: what the server was started with, whatever a reload
+    // has since written to self_telemetry.tls.enabled (restart-only), and never over plain HTTP,
+    // where browsers must ignore it (RFC 6797 7.2).
+    const tls = (env?.incoming?.socket as TLSSocket | undefined)?.encrypted === true;
     if (out instanceof EdgeResponse) {
       const headers: Record<string, string> = { 'X-Request-Id': requestId };
       for (const [name, value] of STATIC_HEADERS) headers[name] = value;
-      if (this.tls()) headers['Strict-Transport-Security'] = HSTS;
+      if (tls) headers['Strict-Transport-Security'] = HSTS;
       out.edgeHeaders = headers;
     } else {
       // In-process (app.request) or a foreign server: through Hono.
       c.header('X-Request-Id', requestId);
       for (const [name, value] of STATIC_HEADERS) c.header(name, value);
-      if (this.tls()) c.header('Strict-Transport-Security', HSTS);
+      if (tls) c.header('Strict-Transport-Security', HSTS);
     }
     return start;
   }
@@ -117,6 +124,6 @@ export class Edge {
     const ms = performance.now() - start;
     const route = routeLabel(c);
     this.metrics.record(c.req.method, route, status, ms / 1000);
-    audit(this.logger, c, route, status, ms);
+    this.audit.record(c, route, status, ms);
   }
 }

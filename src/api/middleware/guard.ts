@@ -1,5 +1,5 @@
-// The chain protected paths pass through: source allowlist -> brute-force guard -> bearer
-// token -> per-address rate limit (paths in auth.public_paths, the probes, skip it: see
+// The chain protected paths pass through: source allowlist -> per-address rate limit ->
+// brute-force guard -> bearer token (paths in auth.public_paths, the probes, skip it: see
 // policy.ts). Every setting is read per request, so a reload applies at once.
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
@@ -78,7 +78,9 @@ export function guard(settings: () => Settings, logger: Logger, rejections: Reje
   };
 
   // every() is typed for the default Env; it only sequences the handlers it is given.
-  return every(allowlist(() => settings().allowed_ips, denyIp), authenticate, rateLimit) as unknown as MiddlewareHandler<AppEnv>;
+  // The rate limit comes before authentication: requests without (valid) credentials are what a
+  // flood is made of, and each would otherwise cost a token check and an audit line unlimited.
+  return every(allowlist(() => settings().allowed_ips, denyIp), rateLimit, authenticate) as unknown as MiddlewareHandler<AppEnv>;
 }
 
 /** Refuses admin mutations with 403 read_only while self_telemetry.read_only is set. */

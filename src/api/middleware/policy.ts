@@ -26,10 +26,19 @@ export interface PolicyOptions {
 
 export type Wrap = (handler: AnyHandler) => (c: Context<AppEnv>, next: Next) => Response | Promise<Response>;
 
+/**
+ * The Response a wrapped handler produced. A validator returns what its next() returned, which
+ * is Hono's Context itself (compose has already put the handler's Response in c.res); a handler
+ * that wrote to c.res returns nothing.
+ */
+function answerOf(c: Context<AppEnv>, res: unknown): Response {
+  return res === undefined || res === c ? c.res : (res as Response);
+}
+
 export function policy(opts: PolicyOptions): Wrap {
   const { edge, onError } = opts;
-  const finish = (c: Context<AppEnv>, res: Response | void, start: number): Response => {
-    const out = res ?? c.res;
+  const finish = (c: Context<AppEnv>, res: unknown, start: number): Response => {
+    const out = answerOf(c, res);
     edge.end(c, out.status, start);
     return out;
   };
@@ -46,8 +55,8 @@ export function policy(opts: PolicyOptions): Wrap {
         layers.length === 0
           ? handler(c, next)
           : (every(...(layers as MiddlewareHandler[]))(c, async () => {
-              const res = await handler(c, next);
-              if (res) c.res = res;
+              const res: unknown = await handler(c, next);
+              if (res !== undefined && res !== c) c.res = res as Response;
             }).then(() => c.res) as Promise<Response>);
     } catch (err) {
       return fail(c, err, start);

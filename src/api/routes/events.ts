@@ -26,6 +26,13 @@ export function eventRoutes(deps: ApiDeps) {
       },
     }),
     (c) => {
+      // HEAD runs this GET handler, and its body is dropped unread: a subscription made here
+      // would never see the client leave (the stream is never pulled, so it never aborts) and
+      // would hold a client slot for good. HEAD answers what GET would, without subscribing.
+      if (c.req.method === 'HEAD') {
+        if (deps.events.full) return problem(c, 503, 'service_unavailable', 'too many /events clients connected', undefined, { 'Retry-After': '10' });
+        return c.body(null, 200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+      }
       const q = c.req.valid('query');
       const types = (q.type ?? '').split(',').map((t) => t.trim()).filter(Boolean);
       const sub = deps.events.subscribe({ types, ...(q.role ? { role: q.role } : {}) });

@@ -134,6 +134,10 @@ export class Agent implements AgentControl {
     return lag > limit ? { ok: false as const, reason: `event loop lag ${Math.round(lag)} ms exceeds ${limit} ms` } : { ok: true as const };
   }
 
+  connections() {
+    return this.server?.connections();
+  }
+
   componentStatus(): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     for (const c of this.components) if (c.status) out[c.name] = c.status();
@@ -144,7 +148,11 @@ export class Agent implements AgentControl {
   async listen(): Promise<void> {
     if (this.server) return;
     // Only HTTP/1.1 servers are created, so the bindings are always HttpBindings.
-    this.server = await startServer((req, env) => this.app.fetch(req, env as HttpBindings), this.started.config.self_telemetry);
+    this.server = await startServer((req, env) => this.app.fetch(req, env as HttpBindings), {
+      settings: this.started.config.self_telemetry,
+      limits: () => this.loaded.config.self_telemetry.connections,
+      registry: this.prometheus.registry,
+    });
     this.logger.info({ address: this.server.address, tls: this.server.tls, revision: this.loaded.revision, ...buildInfo() }, 'control API listening');
   }
 

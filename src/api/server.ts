@@ -1,13 +1,14 @@
-// Serves the control API over HTTP or HTTPS and stops gracefully: no new connections,
-// in-flight requests finish, every other connection closes at once, stragglers are cut at
-// the deadline.
+// Serves the control API over HTTP or HTTPS, within connection limits (connection-limits.ts)
+// and short header timeouts, and stops gracefully: no new connections, in-flight requests
+// finish, every other connection closes at once, stragglers are cut at the deadline.
 import { createAdaptorServer, type ServerType } from '@hono/node-server';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { Server } from 'node:http';
+import type { Registry } from 'prom-client';
 import { parseHostPort } from '../config/fields.js';
+import { ConnectionTable, type ConnectionLimits, type ConnectionTableStatus } from './connection-limits.js';
 import { EdgeResponse } from './middleware/edge.js';
 import type { Config } from '../config/schema.js';
 
@@ -16,29 +17,48 @@ export interface RunningServer {
   readonly address: string;
   readonly port: number;
   readonly tls: boolean;
+  /** Open connections, limits and what the limits dropped. */
+  connections(): ConnectionTableStatus;
   close(deadline: number): Promise<void>;
 }
 
 const TLS_HANDSHAKE_TIMEOUT_MS = 5000;
+/** How long a whole request (head and body) may take to arrive; bodies are small (request_body_limit_bytes). */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** How often Node checks header and request timeouts (its default, 30 s, would let a header timeout run 3x over). */
+const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 
 type Fetch = Parameters<typeof createAdaptorServer>[0]['fetch'];
+type Settings = Config['self_telemetry'];
 
-export async function startServer(fetch: Fetch, settings: Config['self_telemetry']): Promise<RunningServer> {
+export interface ServerOptions {
+  /** The settings the server starts with (listen, tls, header timeout: restart-only). */
+  settings: Settings;
+  /** The connection limits in force now (they follow reloads). */
+  limits: () => ConnectionLimits;
+  registry: Registry;
+}
+
+export async function startServer(fetch: Fetch, opts: ServerOptions): Promise<RunningServer> {
+  const { settings } = opts;
   const { host, port } = parseHostPort(settings.listen)!;
   const tls = settings.tls.enabled;
+  // A peer that opens a connection and sends nothing, or a head byte by byte, is cut after
+  // header_timeout_ms (Node's default is 60 s: a cheap way to hold connections).
+  const timeouts = { headersTimeout: settings.connections.header_timeout_ms, requestTimeout: Math.max(REQUEST_TIMEOUT_MS, settings.connections.header_timeout_ms + 1), connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS };
   const server: ServerType = tls
     ? createAdaptorServer({
         fetch,
         createServer: createHttpsServer,
         // A connection still in its TLS handshake is invisible to the HTTP layer (no request, not
         // in closeAllConnections), so only this bounds how long one can hold a graceful stop (Node's
-        // default is 120 s, past the 10 s stop deadline) or a connection slot.
-        serverOptions: { ServerResponse: EdgeResponse, cert: readFileSync(settings.tls.cert_file!), key: readFileSync(settings.tls.key_file!), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
+        // default is 120 s, past the 10 s stop deadline).
+        serverOptions: { ServerResponse: EdgeResponse, ...timeouts, cert: readFileSync(settings.tls.cert_file!), key: readFileSync(settings.tls.key_file!), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
       })
-    : createAdaptorServer({ fetch, serverOptions: { ServerResponse: EdgeResponse } });
+    : createAdaptorServer({ fetch, serverOptions: { ServerResponse: EdgeResponse, ...timeouts } });
   const http = server as Server;
-  http.maxConnections = 1024;
-  const connections = trackConnections(http, tls ? 'secureConnection' : 'connection');
+  const connections = new ConnectionTable(opts.limits, opts.registry);
+  connections.attach(http);
 
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
@@ -54,6 +74,7 @@ export async function startServer(fetch: Fetch, settings: Config['self_telemetry
     address: `${shownHost}:${bound.port}`,
     port: bound.port,
     tls,
+    connections: () => connections.status(),
     close: (deadline) =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => http.closeAllConnections(), Math.max(0, deadline - Date.now()));
@@ -63,35 +84,5 @@ export async function startServer(fetch: Fetch, settings: Config['self_telemetry
         });
         connections.drain();
       }),
-  };
-}
-
-/**
- * Knows which connections have a request in flight. Node's closeIdleConnections() skips a
- * connection that never sent a request (it counts as waiting for headers), so a client that
- * keeps such a socket open would hold the shutdown until its own timeout (undici: 4 s).
- */
-function trackConnections(server: Server, event: 'connection' | 'secureConnection'): { drain(): void } {
-  const inflight = new Map<Socket, number>();
-  let draining = false;
-  server.on(event, (socket: Socket) => {
-    inflight.set(socket, 0);
-    socket.once('close', () => inflight.delete(socket));
-  });
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const socket = req.socket;
-    inflight.set(socket, (inflight.get(socket) ?? 0) + 1);
-    if (draining) res.setHeader('Connection', 'close');
-    res.once('close', () => {
-      const left = (inflight.get(socket) ?? 1) - 1;
-      inflight.set(socket, left);
-      if (draining && left === 0) socket.destroy();
-    });
-  });
-  return {
-    drain() {
-      draining = true;
-      for (const [socket, n] of inflight) if (n === 0) socket.destroy();
-    },
   };
 }

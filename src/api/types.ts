@@ -2,6 +2,7 @@ import type { HttpBindings } from '@hono/node-server';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { RequestIdVariables } from 'hono/request-id';
 import type { ConfigError } from '../config/errors.js';
+import type { ConnectionTableStatus } from './connection-limits.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { EventHub } from '../export/event-stream.js';
 import type { PrometheusExporter } from '../export/prometheus.js';
@@ -42,6 +43,8 @@ export interface AgentControl {
   liveness(): Liveness;
   /** One block per registered component, keyed by component name. */
   componentStatus(): Record<string, unknown>;
+  /** The control API's own connections: open, limits, drops (undefined before it listens). */
+  connections(): ConnectionTableStatus | undefined;
   reload(): Promise<ReloadOutcome>;
   flush(): Promise<FlushCounts>;
 }

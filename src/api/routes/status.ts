@@ -15,6 +15,18 @@ const StatusBody = z
     node: z.string(),
     config_revision: z.string(),
     host: z.object({ name: z.string(), os: z.string(), arch: z.string(), kernel: z.string() }),
+    control_api: z
+      .object({
+        connections: z
+          .object({
+            open: z.number().int(),
+            max: z.number().int(),
+            max_per_address: z.number().int(),
+            dropped: z.record(z.string(), z.number().int()).openapi({ description: 'by `<limit>.<action>`: per_address_limit or connection_limit, refused (the newcomer) or evicted_idle (the longest idle connection, for the newcomer)' }),
+          })
+          .optional(),
+      })
+      .openapi({ description: "The control API's own connections (self_telemetry.connections)" }),
   })
   .catchall(z.unknown())
   .openapi('Status', { description: 'Agent identity and uptime, plus one block per registered component (ebpf, telemt, export, ...).' });
@@ -41,6 +53,7 @@ export function statusRoutes(deps: ApiDeps) {
           node: loaded.config.agent.node_name,
           config_revision: loaded.revision,
           host: hostInfo(),
+          control_api: { connections: deps.agent.connections() },
           ...deps.agent.componentStatus(),
         },
         200,

@@ -107,7 +107,14 @@ export const selfTelemetrySection = z
         buffer_events: int(1, 1_000_000).default(1024),
       })
       .prefault({}),
+    connections: z
+      .strictObject({
+        max: int(1, 1_000_000).default(1024),
+        max_per_address: int(1, 1_000_000).default(64),
+        header_timeout_ms: int(1000, 600_000).default(10_000),
+      })
+      .prefault({}),
   })
   .prefault({});
 
-export const selfTelemetryRestartRequired = ['self_telemetry.listen', 'self_telemetry.tls.*'];
+export const selfTelemetryRestartRequired = ['self_telemetry.listen', 'self_telemetry.tls.*', 'self_telemetry.connections.header_timeout_ms'];

@@ -15,7 +15,7 @@ import { EventHub } from './export/event-stream.js';
 import { PrometheusExporter } from './export/prometheus.js';
 import { createLogger, type Logger } from './log.js';
 import { buildInfo } from './runtime/build-info.js';
-import { blocksReadiness, renderCheck, SIGNALS, type Component, type FlushCounts } from './runtime/components.js';
+import { blocksReadiness, renderCheck, renderPublicCheck, SIGNALS, type Component, type FlushCounts } from './runtime/components.js';
 import { EventLoopWatchdog } from './runtime/event-loop.js';
 
 export interface ComponentContext {
@@ -117,15 +117,18 @@ export class Agent implements AgentControl {
   }
 
   readiness() {
-    const checks: Record<string, string> = { agent: this.state === 'running' ? 'ok' : `failed: ${this.state === 'created' ? 'not started' : this.state}` };
+    const agent = this.state === 'running' ? 'ok' : `failed: ${this.state === 'created' ? 'not started' : this.state}`;
+    const checks: Record<string, string> = { agent };
+    const details: Record<string, string> = { agent };
     let ready = this.state === 'running';
     for (const c of this.components) {
       const check = c.readiness?.();
       if (!check) continue;
-      checks[c.name] = renderCheck(check);
+      checks[c.name] = renderPublicCheck(check);
+      details[c.name] = renderCheck(check);
       if (blocksReadiness(check)) ready = false;
     }
-    return { ready, checks };
+    return { ready, checks, details };
   }
 
   liveness() {

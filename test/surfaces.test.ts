@@ -2,11 +2,13 @@
 // surfaces broke in production while in-process tests passed.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Audit } from '../src/api/middleware/audit.js';
+import { productionWiring } from '../src/wiring.js';
 import { captureLog, buildAgent, tempDir, type TestAgent } from './helpers/agent.js';
+import { otlpYaml } from './helpers/otlp-agent.js';
 import { sample } from './helpers/prom-text.js';
 import { SseReader } from './helpers/sse.js';
 import { waitFor } from './helpers/wait.js';
@@ -160,6 +162,60 @@ describe('HSTS', () => {
       assert.equal(res.headers.get('strict-transport-security'), null);
       const cfg = (await (await t.request('/config')).json()) as { pending_restart: string[] };
       assert.ok(cfg.pending_restart.includes('self_telemetry.tls.enabled'));
+    });
+  });
+});
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+async function withProduction(yaml: string, fn: (t: TestAgent) => Promise<void>): Promise<void> {
+  const t = await buildAgent(yaml, { wire: productionWiring });
+  try {
+    await t.agent.start();
+    await fn(t);
+  } finally {
+    await t.cleanup();
+  }
+}
+
+describe('readiness', () => {
+  it('the public /ready gives a short reason without addresses; /status has the whole reason', async () => {
+    const port = await closedPort();
+    const yaml = otlpYaml(`127.0.0.1:${port}`, { failure_threshold: 1, readiness_required: true, timeout_ms: 500 });
+    await withProduction(yaml, async (t) => {
+      await t.request('/admin/flush', { method: 'POST' });
+      const ready = await waitFor('otlp failing', async () => {
+        const res = await t.request('/ready');
+        return res.status === 503 ? ((await res.json()) as { checks: Record<string, string> }) : undefined;
+      });
+      // gRPC words it as a refused connection or, between its reconnect attempts, as UNAVAILABLE.
+      assert.match(ready.checks['otlp']!, /^failed: (connection refused|unavailable)$/);
+      assert.doesNotMatch(JSON.stringify(ready), new RegExp(`127\\.0\\.0\\.1|${port}`));
+      const status = (await (await t.request('/status')).json()) as { readiness: { ready: boolean; checks: Record<string, string> } };
+      assert.equal(status.readiness.ready, false);
+      assert.match(status.readiness.checks['otlp']!, /^failed: 14 UNAVAILABLE: /, 'the whole reason');
+    });
+  });
+
+  it('telemt.readiness_required decides whether a failed telemt check makes /ready 503', async () => {
+    const port = await closedPort();
+    const yaml = (required: boolean) => config('', `telemt:\n  enabled: true\n  api_url: http://127.0.0.1:${port}\n  config_path: /nonexistent/telemt.toml\n  readiness_required: ${required}\n`).replace('telemt: { enabled: false }\n', '');
+    await withProduction(yaml(false), async (t) => {
+      const res = await t.request('/ready');
+      assert.equal(res.status, 200);
+      assert.equal(((await res.json()) as { checks: Record<string, string> }).checks['telemt'], 'failed: connection refused');
+    });
+    await withProduction(yaml(true), async (t) => {
+      const res = await t.request('/ready');
+      assert.equal(res.status, 503);
+      assert.equal(((await res.json()) as { checks: Record<string, string> }).checks['telemt'], 'failed: connection refused');
     });
   });
 });

@@ -28,7 +28,10 @@ export type ReloadOutcome =
 
 export interface Readiness {
   ready: boolean;
+  /** For the public probe: short reasons that name no address, port, URL or path. */
   checks: Record<string, string>;
+  /** The same checks with their whole reasons, for authenticated readers (/status). */
+  details: Record<string, string>;
 }
 
 export type Liveness = { ok: true } | { ok: false; reason: string };

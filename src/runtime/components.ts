@@ -26,8 +26,34 @@ export interface Component {
   flush?(deadline: number): Promise<Partial<FlushCounts>>;
 }
 
+/** The check with its whole reason, for authenticated readers (/status). */
 export function renderCheck(check: ReadinessCheck): string {
   return check.state === 'failed' ? `failed: ${check.reason ?? 'unknown reason'}` : check.state;
+}
+
+// What a failure reason says, in a few words that name no address, port, URL or path: the
+// readiness probe is public (a load balancer or anyone on the network may read it).
+const SHORT_REASONS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/ECONNREFUSED|connection refused/i, 'connection refused'],
+  [/ETIMEDOUT|DEADLINE_EXCEEDED|timed? ?out/i, 'timeout'],
+  [/ENOTFOUND|EAI_AGAIN|getaddrinfo|name resolution/i, 'name not resolved'],
+  [/EHOSTUNREACH|ENETUNREACH|unreachable/i, 'unreachable'],
+  [/ECONNRESET|EPIPE|connection reset|closed without a reply|socket hang up/i, 'connection closed'],
+  [/UNAUTHENTICATED|\b401\b|unauthori[sz]ed/i, 'unauthorized'],
+  [/PERMISSION_DENIED|\b403\b|forbidden/i, 'forbidden'],
+  [/certificate|\bTLS\b|\bSSL\b|handshake/i, 'tls error'],
+  [/EPERM|EACCES|permission denied|operation not permitted/i, 'permission denied'],
+  [/UNAVAILABLE/, 'unavailable'],
+];
+/** An IP address, host:port, URL or path: what a public reason must not carry. */
+const LOCATION = /[a-z][a-z0-9+.-]*:\/\/|\d{1,3}(\.\d{1,3}){3}|\[?[0-9a-f]*:[0-9a-f:]*:[0-9a-f.]*\]?|[\w.-]+:\d{2,5}\b|\/[\w.-]+\//i;
+
+/** The check as the public /ready shows it: a short reason without addresses or paths. */
+export function renderPublicCheck(check: ReadinessCheck): string {
+  if (check.state !== 'failed') return check.state;
+  const reason = check.reason ?? 'unknown reason';
+  for (const [pattern, short] of SHORT_REASONS) if (pattern.test(reason)) return `failed: ${short}`;
+  return LOCATION.test(reason) || reason.length > 80 ? 'failed: error (see /status)' : `failed: ${reason}`;
 }
 
 export function blocksReadiness(check: ReadinessCheck): boolean {

@@ -228,11 +228,13 @@ export class TelemtComponent implements Component {
   // ---- surfaces ------------------------------------------------------------------------------
 
   readiness(): ReadinessCheck {
-    // Optional: an agent whose telemt is down is still doing its job (reporting exactly that).
-    if (!this.settings.enabled) return { state: 'disabled', optional: true };
+    // Optional by default (telemt.readiness_required): an agent whose telemt is down is still
+    // doing its job, reporting exactly that.
+    const optional = !this.settings.readiness_required;
+    if (!this.settings.enabled) return { state: 'disabled', optional };
     const health = this.collector?.state.health;
-    if (!health || health.state === 'unknown') return { state: 'failed', reason: 'not polled yet', optional: true };
-    return health.state === 'ok' ? { state: 'ok', optional: true } : { state: 'failed', reason: health.reason, optional: true };
+    if (!health || health.state === 'unknown') return { state: 'failed', reason: 'not polled yet', optional };
+    return health.state === 'ok' ? { state: 'ok', optional } : { state: 'failed', reason: health.reason, optional };
   }
 
   private current(): TelemtCollector | undefined {

@@ -15,6 +15,9 @@ const StatusBody = z
     node: z.string(),
     config_revision: z.string(),
     host: z.object({ name: z.string(), os: z.string(), arch: z.string(), kernel: z.string() }),
+    readiness: z
+      .object({ ready: z.boolean(), checks: z.record(z.string(), z.string()) })
+      .openapi({ description: 'The readiness checks with their whole failure reasons (the public /ready gives short ones)' }),
     control_api: z
       .object({
         connections: z
@@ -44,6 +47,7 @@ export function statusRoutes(deps: ApiDeps) {
     (c) => {
       const uptime = deps.agent.uptimeSeconds();
       const loaded = deps.agent.config();
+      const readiness = deps.agent.readiness();
       return c.json(
         {
           ...buildInfo(),
@@ -53,6 +57,7 @@ export function statusRoutes(deps: ApiDeps) {
           node: loaded.config.agent.node_name,
           config_revision: loaded.revision,
           host: hostInfo(),
+          readiness: { ready: readiness.ready, checks: readiness.details },
           control_api: { connections: deps.agent.connections() },
           ...deps.agent.componentStatus(),
         },

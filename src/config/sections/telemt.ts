@@ -16,6 +16,9 @@ export const telemtSection = z
       })
       .prefault({}),
     max_user_series: int(1, 1_000_000).default(4096),
+    // false: the agent stays ready while telemt's API is down (it is still doing its job,
+    // reporting exactly that); true: a failed telemt check makes /ready answer 503.
+    readiness_required: bool().default(false),
   })
   .prefault({});
 

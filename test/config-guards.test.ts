@@ -1,8 +1,11 @@
 // Config hazards that used to pass silently, through the real CLI and a real running agent.
 import assert from 'node:assert/strict';
+import { chmod, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { configFile } from './helpers/agent.js';
-import { startCli, type RunningCli } from './helpers/cli.js';
+import { TelemtSim } from './fixtures/telemt-sim.js';
+import { configFile, tempDir } from './helpers/agent.js';
+import { runCli, startCli, type RunningCli } from './helpers/cli.js';
 
 const TOKEN = 'guard-test-token-0123456789';
 const AUTH = { Authorization: `Bearer ${TOKEN}` };
@@ -44,3 +47,65 @@ describe('rate_limit.burst defaults to the rate', () => {
   });
 });
 
+describe('agent.state_dir must be usable', () => {
+  const withState = (dir: string) => `agent: { state_dir: ${JSON.stringify(dir)} }\nself_telemetry: { listen: 127.0.0.1:0 }\nebpf: { enabled: false }\n`;
+
+  it('check-config and run refuse a state_dir that is a file or lies under one, naming the key, without a stack', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'not-a-dir');
+    await writeFile(file, 'x');
+    const cases: Array<[string, RegExp]> = [
+      [file, /agent\.state_dir: ".*not-a-dir" is not a directory/],
+      [join(file, 'state'), /agent\.state_dir: cannot create ".*not-a-dir\/state": ".*not-a-dir" is not a directory/],
+    ];
+    for (const [stateDir, expected] of cases) {
+      const path = await configFile(withState(stateDir));
+      for (const command of ['check-config', 'run']) {
+        const r = await runCli([command, '--config', path]);
+        assert.equal(r.code, 1, `${command} ${stateDir}`);
+        assert.match(r.stderr, expected);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      }
+    }
+  });
+
+  it('check-config refuses a state_dir the agent user cannot create, and accepts one it can (creating nothing)', async () => {
+    const dir = await tempDir();
+    await chmod(dir, 0o755);
+    const locked = join(dir, 'locked');
+    await mkdir(locked, { mode: 0o755 });
+    const path = join(dir, 'config.yaml');
+    await writeFile(path, withState(join(locked, 'state')), { mode: 0o644 });
+    const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+    const refused = await runCli(['check-config', '--config', path], { wrapper: nobody });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /agent\.state_dir: cannot create ".*locked\/state": ".*locked" is not writable: EACCES/);
+
+    const fresh = join(dir, 'new', 'deeper');
+    const ok = await runCli(['check-config', '--config', await configFile(withState(fresh))]);
+    assert.equal(ok.code, 0, ok.stderr);
+    await assert.rejects(stat(join(dir, 'new')), { code: 'ENOENT' });
+  });
+
+  it('a state file that cannot be replaced leaves no temporary file behind', async () => {
+    const dir = await tempDir();
+    const stateDir = join(dir, 'state');
+    // The continuity file's name taken by a directory: every save fails at the rename.
+    await mkdir(join(stateDir, 'telemt-continuity.json'), { recursive: true });
+    const sim = await new TelemtSim({ configPath: join(dir, 'telemt.toml') }).start();
+    try {
+      const cli = await startCli(['--config', await configFile(`agent: { state_dir: ${stateDir} }
+self_telemetry: { listen: 127.0.0.1:0 }
+ebpf: { enabled: false }
+telemt: { api_url: "${sim.apiUrl}", config_path: ${join(dir, 'telemt.toml')} }
+`)]);
+      await cli.waitForLog((l) => l['msg'] === 'agent started');
+      // Stopping saves the state once more: its failure is logged before the process exits.
+      await stopped(cli);
+      assert.ok(cli.logs.some((l) => l['msg'] === 'cannot save telemt continuity state' && l['error'] === 'EISDIR'), JSON.stringify(cli.logs));
+      assert.deepEqual(await readdir(stateDir), ['telemt-continuity.json']);
+    } finally {
+      await sim.stop();
+    }
+  });
+});

@@ -1,7 +1,8 @@
 // Reading a config file: YAML -> env substitution -> defaults and validation -> file checks.
 // Every problem is collected, so one run of `mtlens check-config` shows them all.
 import { constants } from 'node:fs';
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { formatPath, issuesToErrors, type ConfigError } from './errors.js';
 import { redactConfig } from './redact.js';
@@ -67,16 +68,50 @@ export function parseConfigText(text: string, env: Env, source = '<inline>'): Lo
   };
 }
 
+const errnoCode = (err: unknown) => (err as NodeJS.ErrnoException).code ?? String(err);
+
 async function unreadable(path: string): Promise<string | undefined> {
   try {
     await access(path, constants.R_OK);
     return undefined;
   } catch (err) {
-    return `cannot read ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+    return `cannot read ${JSON.stringify(path)}: ${errnoCode(err)}`;
   }
 }
 
-/** Checks that need the filesystem: files the config names must be readable now, not at first use. */
+/**
+ * Why the agent could not keep state in `dir`, if it could not: it must be a writable directory,
+ * or be missing below one (state writes create the missing folders). Nothing is created here:
+ * check-config and reload only look.
+ */
+async function unusableDir(dir: string): Promise<string | undefined> {
+  const wanted = resolve(dir);
+  let at = wanted;
+  for (;;) {
+    try {
+      if (!(await stat(at)).isDirectory()) {
+        return at === wanted ? `${JSON.stringify(dir)} is not a directory` : `cannot create ${JSON.stringify(dir)}: ${JSON.stringify(at)} is not a directory`;
+      }
+    } catch (err) {
+      const code = errnoCode(err);
+      // ENOTDIR: a file stands where a parent folder should be; the next step up finds it.
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && dirname(at) !== at) {
+        at = dirname(at);
+        continue;
+      }
+      return `cannot use ${JSON.stringify(dir)}: ${code}`;
+    }
+    try {
+      // W_OK also fails for root on a read-only filesystem (EROFS); X_OK is needed to create entries.
+      await access(at, constants.W_OK | constants.X_OK);
+      return undefined;
+    } catch (err) {
+      return at === wanted ? `${JSON.stringify(dir)} is not writable: ${errnoCode(err)}` : `cannot create ${JSON.stringify(dir)}: ${JSON.stringify(at)} is not writable: ${errnoCode(err)}`;
+    }
+  }
+}
+
+/** Checks that need the filesystem: what the config names must be usable now, not at first use. */
 async function checkFiles(config: Config): Promise<ConfigError[]> {
   const files: Array<[string, string | undefined]> = [];
   if (config.self_telemetry.tls.enabled) {
@@ -85,6 +120,13 @@ async function checkFiles(config: Config): Promise<ConfigError[]> {
   }
   if (config.otlp.enabled && !config.otlp.insecure) files.push(['otlp.ca_file', config.otlp.ca_file]);
   const errors: ConfigError[] = [];
+  // Without a usable state_dir the agent would run on, persisting nothing, and only log it. Only
+  // telemt keeps state (counter continuity): without it the folder is never touched, so an
+  // unprivileged agent started elsewhere than its default ./var is not refused for it.
+  if (config.telemt.enabled) {
+    const problem = await unusableDir(config.agent.state_dir);
+    if (problem) errors.push({ path: 'agent.state_dir', message: problem });
+  }
   for (const [path, file] of files) {
     if (file === undefined) continue;
     const problem = await unreadable(file);
@@ -98,7 +140,7 @@ export async function loadConfigFile(path: string, env: Env = process.env): Prom
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    return { ok: false, errors: [{ path: '', message: `cannot read config file ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }] };
+    return { ok: false, errors: [{ path: '', message: `cannot read config file ${JSON.stringify(path)}: ${errnoCode(err)}` }] };
   }
   const result = parseConfigText(text, env, path);
   if (!result.ok) return result;

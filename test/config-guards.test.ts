@@ -9,6 +9,7 @@ import { runCli, startCli, type RunningCli } from './helpers/cli.js';
 
 const TOKEN = 'guard-test-token-0123456789';
 const AUTH = { Authorization: `Bearer ${TOKEN}` };
+const EMPTY = /no settings: the file is empty \(or only whitespace, comments or null\); refusing to run on defaults/;
 
 const protectedConfig = (extra = '') => `self_telemetry:
   listen: 127.0.0.1:0
@@ -23,6 +24,44 @@ async function stopped(cli: RunningCli): Promise<void> {
   const { code } = await cli.stop('SIGTERM');
   assert.equal(code, 0, cli.stderr());
 }
+
+describe('an empty config file is refused', () => {
+  it('check-config and run exit 1 for an empty, blank or comment-only file', async () => {
+    for (const text of ['', '  \n\n\t\n', '# just a comment\n\n# and another\n']) {
+      const check = await runCli(['check-config', '--config', await configFile(text)]);
+      assert.equal(check.code, 1, JSON.stringify(text));
+      assert.match(check.stderr, EMPTY);
+      assert.equal(check.stdout, '');
+    }
+    const run = await runCli(['run', '--config', await configFile('# settings to come\n')]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, EMPTY);
+  });
+
+  it('a running agent whose file is truncated keeps its config on SIGHUP and says the reload failed', async () => {
+    const path = await configFile(protectedConfig());
+    const cli = await startCli(['--config', path]);
+    try {
+      assert.equal((await fetch(`${cli.url}/status`)).status, 401);
+      await writeFile(path, '');
+      cli.child.kill('SIGHUP');
+      const rejected = await cli.waitForLog((l) => l['msg'] === 'config reload rejected; running config unchanged');
+      assert.match(JSON.stringify(rejected['errors']), EMPTY);
+      assert.equal((await fetch(`${cli.url}/status`)).status, 401, 'authentication stays on');
+      assert.equal((await fetch(`${cli.url}/config`)).status, 401);
+      // read_only is still in force: the reload route itself is refused.
+      assert.equal((await fetch(`${cli.url}/admin/reload`, { method: 'POST', headers: AUTH })).status, 403);
+      const config = (await (await fetch(`${cli.url}/config`, { headers: AUTH })).json()) as { config: { self_telemetry: { allowed_ips: string[]; read_only: boolean } } };
+      assert.deepEqual(config.config.self_telemetry.allowed_ips, ['127.0.0.1/32']);
+      assert.equal(config.config.self_telemetry.read_only, true);
+      const metrics = await (await fetch(`${cli.url}/metrics`, { headers: AUTH })).text();
+      assert.match(metrics, /mtlens_config_reloads_total\{result="failure"\} 1/);
+      assert.match(metrics, /mtlens_config_last_reload_successful 0/);
+    } finally {
+      await stopped(cli);
+    }
+  });
+});
 
 describe('rate_limit.burst defaults to the rate', () => {
   it('with requests_per_second 5 and no burst, a burst of authenticated requests gets 429 after 5', async () => {

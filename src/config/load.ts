@@ -45,9 +45,14 @@ export function parseConfigText(text: string, env: Env, source = '<inline>'): Lo
   try {
     // Throws on documents that parse but cannot be built (e.g. an alias bomb past the yaml
     // library's expansion limit): an invalid file like any other, never a crash.
-    raw = doc.toJS() ?? {};
+    raw = doc.toJS();
   } catch (err) {
     return { ok: false, errors: [{ path: '', message: `invalid YAML: ${(err as Error).message}` }] };
+  }
+  // An empty file is what a non-atomic write leaves for a moment (`: > config.yaml`); run on
+  // defaults, it would turn authentication, the allowlist and read_only off.
+  if (raw === null || raw === undefined) {
+    return { ok: false, errors: [{ path: '', message: 'no settings: the file is empty (or only whitespace, comments or null); refusing to run on defaults' }] };
   }
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     return { ok: false, errors: [{ path: '', message: 'expected a mapping of sections (agent, self_telemetry, ...) at the top level' }] };

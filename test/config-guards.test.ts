@@ -86,6 +86,62 @@ describe('rate_limit.burst defaults to the rate', () => {
   });
 });
 
+describe('config errors never carry credentials', () => {
+  const SECRETS = ['PW-ftp-7Qx2', 'AUTHFRAG-9Kz4', 'PW-otlp-3Vn8'];
+  const bad = (base: string) =>
+    base.replace(
+      'telemt: { enabled: false }\n',
+      `telemt:
+  enabled: false
+  api_url: ftp://admin:${SECRETS[0]}@telemt.example
+  auth_header: "Basic \${bad name:-${SECRETS[1]}}"
+otlp:
+  endpoint: "collector:${SECRETS[2]}@collector.example:4317"
+`,
+    );
+  const assertClean = (text: string) => {
+    for (const s of SECRETS) assert.ok(!text.includes(s), `leaked ${s}: ${text}`);
+  };
+
+  it('check-config and run name every error and redact userinfo and secret values', async () => {
+    const path = await configFile(bad(protectedConfig()));
+    for (const command of ['check-config', 'run']) {
+      const r = await runCli([command, '--config', path]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /telemt\.api_url: expected an http:\/\/ or https:\/\/ URL, got "ftp:\/\/\[REDACTED\]@telemt\.example"/);
+      assert.match(r.stderr, /telemt\.auth_header: invalid variable reference: expected/);
+      assert.match(r.stderr, /otlp\.endpoint: expected "host:port", got "\[REDACTED\]@collector\.example:4317"/);
+      assertClean(r.stdout + r.stderr);
+    }
+    // A password starting with `*` reads as a YAML alias; the parser's error names it.
+    const alias = await runCli(['check-config', '--config', await configFile('telemt:\n  auth_header: *ALIAS-pw-5Tq1\n')]);
+    assert.equal(alias.code, 1);
+    assert.match(alias.stderr, /invalid YAML: Unresolved alias/);
+    assert.ok(!alias.stderr.includes('ALIAS-pw-5Tq1'), alias.stderr);
+  });
+
+  it('a reload (POST /admin/reload and SIGHUP) keeps them out of the response and the log', async () => {
+    const path = await configFile(protectedConfig().replace('  read_only: true\n', ''));
+    const cli = await startCli(['--config', path]);
+    try {
+      await writeFile(path, bad(protectedConfig().replace('  read_only: true\n', '')));
+      const res = await fetch(`${cli.url}/admin/reload`, { method: 'POST', headers: AUTH });
+      assert.equal(res.status, 400);
+      const text = await res.text();
+      assert.match(text, /telemt\.api_url: expected an http:\/\/ or https:\/\/ URL, got \\"ftp:\/\/\[REDACTED\]@telemt\.example\\"/);
+      assertClean(text);
+      cli.child.kill('SIGHUP');
+      await cli.waitForLog((l) => l['msg'] === 'SIGHUP reload did not apply');
+      const rejections = cli.logs.filter((l) => l['msg'] === 'config reload rejected; running config unchanged');
+      assert.equal(rejections.length, 2);
+      assert.match(JSON.stringify(rejections), /otlp\.endpoint/);
+      assertClean(JSON.stringify(cli.logs) + cli.stderr());
+    } finally {
+      await stopped(cli);
+    }
+  });
+});
+
 describe('agent.state_dir must be usable', () => {
   const withState = (dir: string) => `agent: { state_dir: ${JSON.stringify(dir)} }\nself_telemetry: { listen: 127.0.0.1:0 }\nebpf: { enabled: false }\n`;
 

@@ -6,9 +6,11 @@ import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { formatPath, issuesToErrors, type ConfigError } from './errors.js';
 import { redactConfig } from './redact.js';
+import { redactErrors } from './redact-errors.js';
 import { configRevision } from './revision.js';
 import { configSchema, type Config } from './schema.js';
 import { substituteEnv, type Env } from './substitute.js';
+import { mayHoldSecret, secretStrings } from './walk.js';
 
 export interface LoadedConfig {
   readonly config: Config;
@@ -33,38 +35,44 @@ function presentPaths(value: unknown, prefix = '', out = new Set<string>()): Set
 
 export type LoadResult = { ok: true; loaded: LoadedConfig } | { ok: false; errors: ConfigError[] };
 
+/** A failed load; every error leaves here with credentials redacted (`trees` hold the values to keep out). */
+function failure(errors: readonly ConfigError[], ...trees: unknown[]): LoadResult {
+  return { ok: false, errors: redactErrors(errors, trees.flatMap((t) => secretStrings(configSchema, t))) };
+}
+
 export function parseConfigText(text: string, env: Env, source = '<inline>'): LoadResult {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     // Only the first: after a syntax error the parser's further complaints are cascades of it.
     // Pretty errors end their first line with "at line L, column C:" and follow it with a code frame.
     const first = doc.errors[0]!.message.split('\n')[0]!.replace(/:$/, '');
-    return { ok: false, errors: [{ path: '', message: `invalid YAML: ${first}` }] };
+    return failure([{ path: '', message: `invalid YAML: ${first}` }]);
   }
   let raw: unknown;
   try {
     // Throws on documents that parse but cannot be built (e.g. an alias bomb past the yaml
-    // library's expansion limit): an invalid file like any other, never a crash.
+    // library's expansion limit): an invalid file like any other, never a crash. What follows a
+    // colon is the offending alias, i.e. a value from the file (`auth_header: *pw` is one).
     raw = doc.toJS();
   } catch (err) {
-    return { ok: false, errors: [{ path: '', message: `invalid YAML: ${(err as Error).message}` }] };
+    return failure([{ path: '', message: `invalid YAML: ${(err as Error).message.split(':')[0]!}` }]);
   }
   // An empty file is what a non-atomic write leaves for a moment (`: > config.yaml`); run on
   // defaults, it would turn authentication, the allowlist and read_only off.
   if (raw === null || raw === undefined) {
-    return { ok: false, errors: [{ path: '', message: 'no settings: the file is empty (or only whitespace, comments or null); refusing to run on defaults' }] };
+    return failure([{ path: '', message: 'no settings: the file is empty (or only whitespace, comments or null); refusing to run on defaults' }]);
   }
   if (typeof raw !== 'object' || Array.isArray(raw)) {
-    return { ok: false, errors: [{ path: '', message: 'expected a mapping of sections (agent, self_telemetry, ...) at the top level' }] };
+    return failure([{ path: '', message: 'expected a mapping of sections (agent, self_telemetry, ...) at the top level' }]);
   }
-  const substituted = substituteEnv(raw, env);
+  const substituted = substituteEnv(raw, env, (path) => mayHoldSecret(configSchema, path));
   const substitutionErrors = substituted.errors.map((e) => ({ path: formatPath(e.path), message: e.message }));
   const parsed = configSchema.safeParse(substituted.value, { reportInput: true });
   // A value whose variable is missing fails validation too; the substitution error says it better.
   const validationErrors = parsed.success ? [] : issuesToErrors(configSchema, parsed.error.issues);
   const substitutedPaths = new Set(substitutionErrors.map((e) => e.path));
   const errors = [...substitutionErrors, ...validationErrors.filter((e) => !substitutedPaths.has(e.path))];
-  if (!parsed.success || errors.length > 0) return { ok: false, errors };
+  if (!parsed.success || errors.length > 0) return failure(errors, raw, substituted.value);
   const config = parsed.data;
   const sanitized = redactConfig(config);
   return {
@@ -145,10 +153,10 @@ export async function loadConfigFile(path: string, env: Env = process.env): Prom
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    return { ok: false, errors: [{ path: '', message: `cannot read config file ${JSON.stringify(path)}: ${errnoCode(err)}` }] };
+    return failure([{ path: '', message: `cannot read config file ${JSON.stringify(path)}: ${errnoCode(err)}` }]);
   }
   const result = parseConfigText(text, env, path);
   if (!result.ok) return result;
   const fileErrors = await checkFiles(result.loaded.config);
-  return fileErrors.length > 0 ? { ok: false, errors: fileErrors } : result;
+  return fileErrors.length > 0 ? failure(fileErrors, result.loaded.config) : result;
 }

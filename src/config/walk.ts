@@ -127,3 +127,15 @@ export function redactWith(root: z.ZodType, value: unknown, marker: string): unk
   return visit(value, []);
 }
 
+/** Every string that is, or may be, a secret in `value` (a raw or parsed config), to keep out of messages. */
+export function secretStrings(root: z.ZodType, value: unknown): string[] {
+  const out: string[] = [];
+  const visit = (v: unknown, path: PropertyKey[]): void => {
+    if (!mayHoldSecret(root, path)) return;
+    if (typeof v === 'string' || typeof v === 'number') out.push(String(v));
+    else if (Array.isArray(v)) v.forEach((item, i) => visit(item, [...path, i]));
+    else if (v !== null && typeof v === 'object') for (const [k, item] of Object.entries(v as Record<string, unknown>)) visit(item, [...path, k]);
+  };
+  visit(value, []);
+  return out;
+}

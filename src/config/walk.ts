@@ -7,6 +7,7 @@ import { isSecretSchema } from './fields.js';
 type Def = {
   type: string;
   innerType?: z.ZodType;
+  in?: z.ZodType;
   out?: z.ZodType;
   shape?: Record<string, z.ZodType>;
   element?: z.ZodType;
@@ -23,13 +24,22 @@ interface Unwrapped {
   secret: boolean;
 }
 
+/**
+ * The structural schema a pipe stands for: its output, unless that output is a transform
+ * (`.transform()`, which fills derived defaults), whose shape is the pipe's input.
+ */
+function pipeTarget(def: Def): z.ZodType | undefined {
+  if (def.type !== 'pipe' || !def.out) return undefined;
+  return defOf(def.out).type === 'transform' ? def.in : def.out;
+}
+
 /** Peels optional/default/prefault/nullable/pipe wrappers down to the structural schema. */
 function unwrap(schema: z.ZodType): Unwrapped {
   let node = schema;
   let secret = isSecretSchema(node);
   for (;;) {
     const def = defOf(node);
-    const next = def.innerType ?? (def.type === 'pipe' ? def.out : undefined);
+    const next = def.innerType ?? pipeTarget(def);
     if (!next) return { node, def, secret };
     node = next;
     secret ||= isSecretSchema(node);
@@ -115,4 +125,17 @@ export function redactWith(root: z.ZodType, value: unknown, marker: string): unk
     return v;
   };
   return visit(value, []);
+}
+
+/** Every string that is, or may be, a secret in `value` (a raw or parsed config), to keep out of messages. */
+export function secretStrings(root: z.ZodType, value: unknown): string[] {
+  const out: string[] = [];
+  const visit = (v: unknown, path: PropertyKey[]): void => {
+    if (!mayHoldSecret(root, path)) return;
+    if (typeof v === 'string' || typeof v === 'number') out.push(String(v));
+    else if (Array.isArray(v)) v.forEach((item, i) => visit(item, [...path, i]));
+    else if (v !== null && typeof v === 'object') for (const [k, item] of Object.entries(v as Record<string, unknown>)) visit(item, [...path, k]);
+  };
+  visit(value, []);
+  return out;
 }

@@ -1,6 +1,6 @@
 // JSON state that must survive agent restarts, written atomically: a crash mid-write leaves
 // the previous file intact (write a temporary file, fsync it, rename over, fsync the folder).
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 export type StateRead = { kind: 'missing' } | { kind: 'ok'; value: unknown } | { kind: 'corrupt'; movedTo: string; error: string };
@@ -11,12 +11,19 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
   const tmp = `${path}.tmp-${process.pid}`;
   const file = await open(tmp, 'w', 0o600);
   try {
-    await file.writeFile(`${JSON.stringify(value)}\n`);
-    await file.sync();
-  } finally {
-    await file.close();
+    try {
+      await file.writeFile(`${JSON.stringify(value)}\n`);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    // A failed write (disk full, `path` a directory) must not leave its temporary file behind;
+    // the write's own error is the one to report, not a failure to clean up after it.
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
   }
-  await rename(tmp, path);
   const folder = await open(dir, 'r');
   try {
     await folder.sync();

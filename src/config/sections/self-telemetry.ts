@@ -82,9 +82,12 @@ export const selfTelemetrySection = z
       .strictObject({
         enabled: bool().default(true),
         requests_per_second: int(1, 1_000_000).default(100),
-        burst: int(1, 1_000_000).default(200),
+        burst: int(1, 1_000_000).optional(),
       })
-      .prefault({}),
+      .prefault({})
+      // Unset, the bucket holds one second of the rate: a fixed default would let a low rate
+      // (5/s) through hundreds of requests at once.
+      .transform(({ burst, ...rl }) => ({ ...rl, burst: burst ?? rl.requests_per_second })),
     cors: z
       .strictObject({
         enabled: bool().default(false),

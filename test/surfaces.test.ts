@@ -5,9 +5,14 @@ import { execFileSync } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import type { ZodObject, ZodType } from 'zod';
 import { Audit } from '../src/api/middleware/audit.js';
+import { ErrorSchema } from '../src/api/problem.js';
 import { productionWiring } from '../src/wiring.js';
+import { OtlpReceiver } from './fixtures/otlp-receiver.js';
+import { TelemtSim } from './fixtures/telemt-sim.js';
 import { captureLog, buildAgent, tempDir, type TestAgent } from './helpers/agent.js';
+import { kernelGate } from './helpers/ebpf.js';
 import { otlpYaml } from './helpers/otlp-agent.js';
 import { sample } from './helpers/prom-text.js';
 import { SseReader } from './helpers/sse.js';
@@ -217,5 +222,66 @@ describe('readiness', () => {
       assert.equal(res.status, 503);
       assert.equal(((await res.json()) as { checks: Record<string, string> }).checks['telemt'], 'failed: connection refused');
     });
+  });
+});
+
+describe('every documented GET route over real HTTP', () => {
+  it('with and without auth, GET and HEAD, valid and garbage queries: no 5xx, documented statuses, bodies match their schemas', async (tc) => {
+    if (!kernelGate(tc)) return;
+    const sim = await new TelemtSim().start();
+    const receiver = await OtlpReceiver.start();
+    const state = await tempDir('mtlens-sweep-');
+    const yaml = `agent:\n  state_dir: ${state}\nself_telemetry:\n  listen: 127.0.0.1:0\n  auth: { enabled: true, bearer_token: "\${TOKEN}" }\n  rate_limit: { enabled: false }\nebpf:\n  enabled: true\ntelemt:\n  api_url: ${sim.apiUrl}\n  config_path: /nonexistent/telemt.toml\notlp:\n  enabled: true\n  endpoint: ${receiver.endpoint}\n`;
+    const t = await buildAgent(yaml, { env: { TOKEN }, wire: productionWiring });
+    try {
+      await t.agent.start();
+      const documented = t.app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' && d.route.method === 'get' ? [d.route] : []));
+      const listed = Object.keys(((await (await t.request('/openapi.json', { headers: bearer })).json()) as { paths: Record<string, unknown> }).paths);
+      assert.deepEqual(new Set(documented.map((r) => r.path)), new Set(listed.filter((p) => documented.some((r) => r.path === p))));
+      assert.ok(documented.length >= 15, `${documented.length} GET routes`);
+
+      for (const route of documented) {
+        const query = route.request?.query as ZodObject | undefined;
+        const names = query ? Object.keys(query.shape) : [];
+        const valid = names.flatMap((n) => {
+          const example = (query!.shape[n] as { meta?: () => { example?: unknown } | undefined }).meta?.()?.example;
+          return example === undefined ? [] : [`${n}=${encodeURIComponent(String(example))}`];
+        });
+        const queries = ['', valid.length ? `?${valid.join('&')}` : undefined, names.length ? `?${names.map((n) => `${n}=%00garbage%FF`).join('&')}` : '?unknown=1'].filter((q): q is string => q !== undefined);
+        for (const method of ['GET', 'HEAD'])
+          for (const auth of [false, true])
+            for (const q of queries) {
+              const what = `${method} ${route.path}${q} ${auth ? 'with' : 'without'} token`;
+              const res = await t.request(route.path + q, { method, headers: auth ? bearer : {} });
+              assert.ok(res.status < 500 || (res.status === 503 && route.responses['503']), `${what}: ${res.status}`);
+              const declared = route.responses[String(res.status)] as { content?: Record<string, { schema: ZodType }> } | undefined;
+              assert.ok(declared, `${what}: ${res.status} is not documented`);
+              if (method === 'HEAD') {
+                assert.equal(await res.text(), '', `${what}: HEAD has no body`);
+                continue;
+              }
+              const type = res.headers.get('content-type') ?? '';
+              if (type.startsWith('text/event-stream')) {
+                await res.body?.cancel();
+                continue;
+              }
+              if (!type.startsWith('application/json')) {
+                await res.text();
+                continue;
+              }
+              const body: unknown = await res.json();
+              const schema = declared.content?.['application/json']?.schema;
+              assert.ok(schema, `${what}: JSON answer without a documented JSON schema`);
+              const parsed = schema.safeParse(body);
+              assert.ok(parsed.success, `${what}: body does not match its schema: ${parsed.error?.message}`);
+              if (res.status >= 400) assert.ok(ErrorSchema.safeParse(body).success, `${what}: not the error shape`);
+              if (!auth && res.status !== 401) assert.ok(route.security?.length === 0 || t.agent.config().config.self_telemetry.auth.public_paths.includes(route.path), `${what}: protected route answered ${res.status} without a token`);
+            }
+      }
+    } finally {
+      await t.cleanup();
+      await receiver.stop();
+      await sim.stop();
+    }
   });
 });

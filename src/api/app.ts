@@ -17,7 +17,7 @@ import { Edge } from './middleware/edge.js';
 import { guard, readOnly } from './middleware/guard.js';
 import { policy, type Wrap } from './middleware/policy.js';
 import { Rejections } from './middleware/rejections.js';
-import { codeForStatus, problem } from './problem.js';
+import { codeForStatus, errorResponses, problem } from './problem.js';
 import { adminRoutes } from './routes/admin.js';
 import { configRoutes } from './routes/config.js';
 import { debugRoutes } from './routes/debug.js';
@@ -39,10 +39,24 @@ const MESSAGES: Record<number, string> = {
   413: 'request body too large',
 };
 
-/** The router's routes with every handler behind the policy; its OpenAPI definitions travel along. */
+// What the guard can answer on any protected route, and the body limit on any route with a body.
+const GUARD_ERRORS = errorResponses(401, 403, 429);
+const BODY_ERRORS = errorResponses(413);
+
+/**
+ * The router's routes with every handler behind the policy; its OpenAPI definitions travel
+ * along, each declaring the answers the policy may give before the route runs (a route that
+ * declares `security: []`, a probe, is public and passes no guard).
+ */
 function behindPolicy(router: Router, wrap: Wrap): Router {
   const wrapped = apiRouter();
   for (const r of router.routes) wrapped.on(r.method, r.path, wrap(r.handler));
+  for (const def of router.openAPIRegistry.definitions) {
+    if (def.type !== 'route') continue;
+    const route = def.route;
+    const guarded = !(route.security && route.security.length === 0);
+    route.responses = { ...(guarded ? GUARD_ERRORS : {}), ...(BODYLESS.has(route.method.toUpperCase()) ? {} : BODY_ERRORS), ...route.responses };
+  }
   wrapped.openAPIRegistry = router.openAPIRegistry;
   return wrapped;
 }

@@ -159,7 +159,9 @@ test('an ABI mismatch between agent, shim and BPF object is a clear startup erro
   const lenient = await ebpfAgent(ebpfConfig(`  required: false\n`), { artifacts: { object } });
   t.after(() => lenient.cleanup());
   const ready = (await (await lenient.request('/ready')).json()) as { checks: Record<string, string> };
-  assert.match(ready.checks.ebpf!, new RegExp(`^failed: BPF object .*mtlens-v7\\.bpf\\.o has ABI version 7, the native shim ${ABI_VERSION} \\(rebuild with make\\)$`));
+  assert.equal(ready.checks.ebpf, 'failed: error (see /status)', 'the public probe names no path');
+  const status = (await (await lenient.request('/status')).json()) as { readiness: { checks: Record<string, string> } };
+  assert.match(status.readiness.checks.ebpf!, new RegExp(`^failed: BPF object .*mtlens-v7\\.bpf\\.o has ABI version 7, the native shim ${ABI_VERSION} \\(rebuild with make\\)$`));
   assert.deepEqual(lenient.ebpf.programIds(), []);
 });
 

@@ -78,17 +78,20 @@ describe('telemt surfaces', () => {
       await h.telemt.pollNow();
       h.sim.restart();
       await h.telemt.pollNow();
-      await h.t.agent.stop('test');
-      const state = await readFile(join(h.stateDir, 'telemt-continuity.json'), 'utf8');
-      const surfaces = {
+      const served = {
         status_telemt: JSON.stringify(await h.json('/status/telemt')),
         status: JSON.stringify(await h.json('/status')),
         discovery: JSON.stringify(await h.json('/status/discovery')),
         metrics: await h.metrics(),
         config: JSON.stringify(await h.json('/config')),
+      };
+      // Stopped, so the state file and the last log lines are written too.
+      await h.t.agent.stop('test');
+      const surfaces = {
+        ...served,
         events: JSON.stringify(h.events),
         logs: h.t.log.text(),
-        state,
+        state: await readFile(join(h.stateDir, 'telemt-continuity.json'), 'utf8'),
       };
       assert.ok(surfaces.logs.length > 0 && surfaces.state.includes('alice'));
       for (const [where, text] of Object.entries(surfaces)) {
@@ -276,7 +279,8 @@ describe('telemt surfaces', () => {
       await h.t.agent.stop('test');
       await poll;
       assert.equal(h.events.slice(before).some((e) => e.type === 'telemt.unreachable'), false);
-      assert.equal(/mtlens_telemt_scrape_errors_total\{/.test(await h.metrics()), false);
+      // The control API closed with the agent: its registry holds what /metrics would show.
+      assert.equal(/mtlens_telemt_scrape_errors_total\{/.test(await h.t.agent.prometheus.registry.metrics()), false);
     } finally {
       h.sim.configure({ delayMs: 0 });
       await h.cleanup();

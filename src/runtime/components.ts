@@ -31,8 +31,8 @@ export function renderCheck(check: ReadinessCheck): string {
   return check.state === 'failed' ? `failed: ${check.reason ?? 'unknown reason'}` : check.state;
 }
 
-// What a failure reason says, in a few words that name no address, port, URL or path: the
-// readiness probe is public (a load balancer or anyone on the network may read it).
+// What a failure reason that names an address, port, URL or path says, in a few words that do
+// not: the readiness probe is public (a load balancer or anyone on the network may read it).
 const SHORT_REASONS: ReadonlyArray<readonly [RegExp, string]> = [
   [/ECONNREFUSED|connection refused/i, 'connection refused'],
   [/ETIMEDOUT|DEADLINE_EXCEEDED|timed? ?out/i, 'timeout'],
@@ -48,12 +48,17 @@ const SHORT_REASONS: ReadonlyArray<readonly [RegExp, string]> = [
 /** An IP address, host:port, URL or path: what a public reason must not carry. */
 const LOCATION = /[a-z][a-z0-9+.-]*:\/\/|\d{1,3}(\.\d{1,3}){3}|\[?[0-9a-f]*:[0-9a-f:]*:[0-9a-f.]*\]?|[\w.-]+:\d{2,5}\b|\/[\w.-]+\//i;
 
-/** The check as the public /ready shows it: a short reason without addresses or paths. */
+/**
+ * The check as the public /ready shows it: the component's own words when they name no
+ * address, URL or path (`unauthorized (check telemt.auth_header)`), else the short kind of
+ * failure (`connection refused` for a gRPC error naming the collector's address and port).
+ */
 export function renderPublicCheck(check: ReadinessCheck): string {
   if (check.state !== 'failed') return check.state;
   const reason = check.reason ?? 'unknown reason';
+  if (!LOCATION.test(reason)) return `failed: ${reason}`;
   for (const [pattern, short] of SHORT_REASONS) if (pattern.test(reason)) return `failed: ${short}`;
-  return LOCATION.test(reason) || reason.length > 80 ? 'failed: error (see /status)' : `failed: ${reason}`;
+  return 'failed: error (see /status)';
 }
 
 export function blocksReadiness(check: ReadinessCheck): boolean {

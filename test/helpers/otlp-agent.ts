@@ -53,8 +53,9 @@ export async function flush(t: TestAgent): Promise<{ traces: number; metrics: nu
 }
 
 /** The value of one series in Prometheus text, or undefined when absent. */
+/** A sample of /metrics; after the agent stopped (its API closed), of its registry. */
 export async function metricValue(t: TestAgent, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
-  const text = await (await t.request('/metrics')).text();
+  const text = t.agent.readiness().details['agent'] === 'failed: stopped' ? await t.agent.prometheus.registry.metrics() : await (await t.request('/metrics')).text();
   const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
   for (const line of text.split('\n')) {
     if (!line.startsWith(name)) continue;

@@ -19,9 +19,9 @@ const KERNEL_ACTIVITY = new Set(['mtlens_ebpf_program_run_seconds_total', 'mtlen
 
 /**
  * How a family is compared. `exact`: every series and value. `value`: every series, values may
- * differ (they change between the two renderings). `shape`: sample names and label names only,
- * for runtime families whose series come and go by themselves (handles and resources by type,
- * the scrape's own socket among them; GC kinds as they first occur).
+ * differ (they change between the two renderings). `shape`: sample names and label names only
+ * (when both have series), for runtime families whose series come and go by themselves (handles,
+ * requests and resources by type, the scrape's own socket among them; GC kinds as they first occur).
  */
 function comparison(family: string): 'exact' | 'value' | 'shape' {
   // OpenMetrics names a counter family without its samples' `_total`.
@@ -45,6 +45,8 @@ function differences(scraped: Map<string, Family>, reference: Map<string, Family
     if (a.help !== b.help) out.push(`${name}: HELP ${JSON.stringify(a.help)}, prom-client ${JSON.stringify(b.help)}`);
     const how = comparison(name);
     if (how === 'shape') {
+      // Either side may have no series at all (no request in flight, say).
+      if (a.shapes.size === 0 || b.shapes.size === 0) continue;
       for (const s of new Set([...a.shapes, ...b.shapes])) if (!a.shapes.has(s) || !b.shapes.has(s)) out.push(`${name}: series shape ${s} only in ${a.shapes.has(s) ? '/metrics' : 'prom-client'}`);
       continue;
     }

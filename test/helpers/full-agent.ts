@@ -10,10 +10,10 @@ import type { TelemtComponent } from '../../src/telemt/component.js';
 import { productionWiring } from '../../src/wiring.js';
 import { OtlpReceiver } from '../fixtures/otlp-receiver.js';
 import { DEFAULT_USERS, TelemtSim, type SimUser } from '../fixtures/telemt-sim.js';
-import { exchange as telemtExchange } from '../fixtures/telemt-sim-protocol.js';
+import { PREAMBLE_BYTES, exchange as telemtExchange } from '../fixtures/telemt-sim-protocol.js';
 import { buildAgent, tempDir, type TestAgent } from './agent.js';
 import { exchange, finish, SizedServer, type Exchange } from './ebpf.js';
-import type { ExpositionFormat } from './exposition.js';
+import { parseExposition, type ExpositionFormat } from './exposition.js';
 import { waitFor } from './wait.js';
 
 /** What Prometheus 2.x/3.x sends: OpenMetrics first when enabled, else text 0.0.4 only. */
@@ -42,11 +42,13 @@ export interface FullAgent {
   post(path: string): Promise<number>;
   /** Traffic on every component: workload exchanges (some closed), one proxied connection per user, telemt polled, users joined, OTLP flushed. */
   traffic(): Promise<void>;
-  /** Polls telemt now, waits until the kernel side has seen every close and joined every open proxied connection to its user, flushes OTLP. */
+  /** Polls telemt now, waits until the kernel side has seen every close, joined every open proxied connection to its user and counted their bytes, flushes OTLP. */
   settle(): Promise<void>;
   cleanup(): Promise<void>;
 }
 
+/** Payload of each proxied connection, echoed back by the simulator's DC. */
+const PROXIED_BYTES = 4096;
 const FROM: Record<string, string> = { alice: '127.0.0.2', bob: '127.0.0.3', carol: '127.0.0.4' };
 
 export async function startFullAgent(): Promise<FullAgent> {
@@ -113,13 +115,29 @@ otlp:
   const settle = async () => {
     await telemt!.pollNow();
     // The kernel side is settled when its live table holds exactly the open connections (closes
-    // drained) and every proxied one is joined to its user.
-    await waitFor('closes drained and every proxied connection joined to its user', async () => {
+    // drained), every proxied one joined to its user, and snapshots have counted all their bytes.
+    const rx = open.workload.reduce((n, x) => n + 8 + x.clientBytes, 0) + open.telemt.size * (PREAMBLE_BYTES + PROXIED_BYTES);
+    const tx = open.workload.reduce((n, x) => n + x.serverBytes, 0) + open.telemt.size * PROXIED_BYTES;
+    await waitFor('closes drained, proxied connections joined, open connections\' bytes counted', async () => {
       // In process: over the socket this route answers 500 with an empty body (not this suite's subject).
-      const c = (await (await t.request('/status/connections?role=client')).json()) as { connections: Array<{ local_port: number; peer_address: string; user?: string }> };
+      const c = (await (await t.request('/status/connections?role=client')).json()) as { connections: Array<{ local_port: number; peer_address: string; user?: string; rx_bytes: number; tx_bytes: number }> };
       const proxied = c.connections.filter((x) => x.local_port === sim.proxyPort);
       const direct = c.connections.filter((x) => x.local_port === workload.port);
-      return direct.length === open.workload.length && proxied.length === open.telemt.size && proxied.every((x) => FROM[x.user ?? ''] === x.peer_address);
+      const mine = [...proxied, ...direct];
+      return (
+        direct.length === open.workload.length &&
+        proxied.length === open.telemt.size &&
+        proxied.every((x) => FROM[x.user ?? ''] === x.peer_address) &&
+        mine.reduce((n, x) => n + x.rx_bytes, 0) === rx &&
+        mine.reduce((n, x) => n + x.tx_bytes, 0) === tx
+      );
+    });
+    // A joined connection's bytes reach its user at the snapshot after the poll that named it.
+    await waitFor('per-user kernel bytes of every open proxied connection', async () => {
+      const bytes = parseExposition(await (await t.request('/metrics')).text(), 'prometheus').get('mtlens_user_tcp_bytes_total')?.samples;
+      return [...open.telemt.keys()].every(
+        (user) => bytes?.get(`mtlens_user_tcp_bytes_total{direction="rx",user="${user}"}`) === PREAMBLE_BYTES + PROXIED_BYTES && bytes.get(`mtlens_user_tcp_bytes_total{direction="tx",user="${user}"}`) === PROXIED_BYTES,
+      );
     });
     if ((await post('/admin/flush')) !== 200) throw new Error('flush failed');
   };
@@ -139,9 +157,11 @@ otlp:
     traffic: async () => {
       await waitFor('telemt discovered and polled', async () => (await fetch(`${url}/ready`)).status === 200);
       await finish(await exchange('127.0.0.1', workload.port, 1000, 5000));
-      open.workload.push(await exchange('127.0.0.1', workload.port, 300, 70_000), await exchange('127.0.0.1', workload.port, 12, 0));
+      // Both open connections have sent: one that only received would turn stalled after
+      // ebpf.stall_after_seconds, moving the stall counter between two renderings.
+      open.workload.push(await exchange('127.0.0.1', workload.port, 300, 70_000), await exchange('127.0.0.1', workload.port, 12, 10));
       for (const u of users) {
-        const socket = await telemtExchange({ host: '127.0.0.1', port: sim.proxyPort, secret: u.secret, localAddress: FROM[u.name]!, bytes: 4096, keepOpen: true });
+        const socket = await telemtExchange({ host: '127.0.0.1', port: sim.proxyPort, secret: u.secret, localAddress: FROM[u.name]!, bytes: PROXIED_BYTES, keepOpen: true });
         open.telemt.set(u.name, socket!);
       }
       await settle();

@@ -155,7 +155,7 @@ otlp:
     post,
     settle,
     traffic: async () => {
-      await waitFor('telemt discovered and polled', async () => (await fetch(`${url}/ready`)).status === 200);
+      await waitFor('the agent ready', async () => (await fetch(`${url}/ready`)).status === 200);
       await finish(await exchange('127.0.0.1', workload.port, 1000, 5000));
       // Both open connections have sent: one that only received would turn stalled after
       // ebpf.stall_after_seconds, moving the stall counter between two renderings.

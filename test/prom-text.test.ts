@@ -65,6 +65,24 @@ describe('Prometheus text rendering', () => {
     assert.match(text, /^x_total\{k="b"\} 1$/m);
   });
 
+  it('renders each sample under its own family when families share a label object', async () => {
+    // prom-client's default metrics pass one `{}` to all of theirs; the series prefix cached for
+    // the first family must not be reused for the others.
+    const registry = new Registry();
+    const shared = {};
+    const labelled = { k: 'v' };
+    for (const name of ['a_bytes', 'b_bytes', 'c_seconds']) {
+      new Gauge({ name, help: name, labelNames: ['k'], registers: [registry], collect() { this.set(shared, 1); this.set(labelled, 2); } });
+    }
+    const renderer = new PromTextRenderer(registry);
+    for (const format of ['prometheus', 'openmetrics'] as const) {
+      for (let i = 0; i < 2; i++) {
+        const samples = (await renderer.render(format)).split('\n').filter((l) => l && !l.startsWith('#'));
+        assert.deepEqual(samples, ['a_bytes 1', 'a_bytes{k="v"} 2', 'b_bytes 1', 'b_bytes{k="v"} 2', 'c_seconds 1', 'c_seconds{k="v"} 2'], `${format}, render ${i + 1}`);
+      }
+    }
+  });
+
   it('writes NaN the way both formats spell it', async () => {
     const registry = new Registry();
     new Gauge({ name: 'n', help: 'n', registers: [registry] }).set(NaN);

@@ -16,7 +16,7 @@ async function send(sim: TelemtSim, user: string, bytes: number, localAddress = 
 }
 
 const octets = (text: string, user: string) => sample(text, `mtlens_telemt_user_octets_total{user="${user}"}`);
-const resets = (text: string, cause: string) => sample(text, `mtlens_telemt_counter_resets_total{cause="${cause}"}`);
+const resets = (text: string, cause: string) => sample(text, `mtlens_telemt_resets_total{cause="${cause}"}`);
 
 /** Waits until the simulator's connections have ended (its counters are then final). */
 async function settled(sim: TelemtSim) {

@@ -5,7 +5,9 @@
 // its OpenMetrics mode renames counters in place, corrupting later 0.0.4 renders. This
 // renderer reads the same public `get()` data, formats the `name{labels}` part of a series
 // once (cached by the identity of prom-client's per-series label object, which lives as
-// long as the series) and escapes only strings that need it.
+// long as the series, separately for each family: one label object may be shared by several
+// families, as prom-client's default metrics pass the same `{}` to all of theirs) and escapes
+// only strings that need it.
 import type { Registry } from 'prom-client';
 
 export type TextFormat = 'prometheus' | 'openmetrics';
@@ -68,15 +70,27 @@ function labelPairs(labels: Record<string, string | number>, exclude?: Record<st
   return out;
 }
 
+/** `name{labels}` of one family's plain series, keyed by prom-client's label object for that series. */
+type PrefixCache = WeakMap<object, string>;
+
+interface FamilyCache {
+  /** The family name the prefixes were made with (prom-client's OpenMetrics mode renames counters in place). */
+  name: string;
+  prefixes: PrefixCache;
+}
+
 export class PromTextRenderer {
-  /** `name{labels}` of plain series, keyed by prom-client's label object for that series. */
-  private readonly seriesPrefix = new WeakMap<object, string>();
+  /**
+   * One prefix cache per family (keyed by the metric object): a label object is unique to a
+   * series within a family, but not across families, and a prefix carries the family's name.
+   */
+  private readonly families = new WeakMap<object, FamilyCache>();
   /** Formatted shared labels of histogram series. */
   private readonly shared = new WeakMap<object, string>();
 
   constructor(private readonly registry: Registry) {}
 
-  private prefix(sampleName: string, familyName: string, s: Sample): string {
+  private prefix(sampleName: string, familyName: string, s: Sample, cache: PrefixCache): string {
     if (s.sharedLabels) {
       let shared = this.shared.get(s.sharedLabels);
       if (shared === undefined) {
@@ -91,11 +105,11 @@ export class PromTextRenderer {
       const pairs = labelPairs(s.labels);
       return pairs ? `${sampleName}{${pairs}}` : sampleName;
     }
-    let cached = this.seriesPrefix.get(s.labels);
+    let cached = cache.get(s.labels);
     if (cached === undefined) {
       const pairs = labelPairs(s.labels);
       cached = flat(pairs ? `${sampleName}{${pairs}}` : sampleName);
-      this.seriesPrefix.set(s.labels, cached);
+      cache.set(s.labels, cached);
     }
     return cached;
   }
@@ -107,6 +121,8 @@ export class PromTextRenderer {
     let text = '';
     for (const metric of this.registry.getMetricsAsArray() as unknown as Renderable[]) {
       const data = await (metric.getForPromString ? metric.getForPromString() : metric.get());
+      let cache = this.families.get(metric);
+      if (cache?.name !== data.name) this.families.set(metric, (cache = { name: data.name, prefixes: new WeakMap() }));
       const counter = data.type === 'counter';
       // OpenMetrics names a counter family without `_total` and its samples with it.
       const family = om && counter ? data.name.replace(/_total$/, '') : data.name;
@@ -117,7 +133,7 @@ export class PromTextRenderer {
       const values = data.values;
       for (let i = 0; i < values.length; i++) {
         const s = values[i]!;
-        text += this.prefix(s.metricName ?? plainName, data.name, s) + ' ' + formatValue(s.value) + '\n';
+        text += this.prefix(s.metricName ?? plainName, data.name, s, cache.prefixes) + ' ' + formatValue(s.value) + '\n';
       }
     }
     return om ? `${text}# EOF\n` : text;

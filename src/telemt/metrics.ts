@@ -184,7 +184,7 @@ export class TelemtMetrics {
       return ratios;
     });
     new Counter({
-      name: 'mtlens_telemt_counter_resets_total',
+      name: 'mtlens_telemt_resets_total',
       help: 'telemt counter resets the agent compensated, by cause: restart, generation_reload, user_eviction, unexplained.',
       labelNames: ['cause'],
       registers,

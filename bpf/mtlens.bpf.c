@@ -279,13 +279,27 @@ static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
 	return st;
 }
 
-static __always_inline void untrack(const struct sock *sk, const struct mtlens_conn_state *st)
+/*
+ * Ends tracking at CLOSE: the slot is free again, but the entry stays (marked closed, role kept)
+ * until the kernel frees the socket with it. An abortive close (SO_LINGER 0, close() with unread
+ * data, tcp_abort) moves the socket to CLOSE first and sends its reset afterwards: the reset
+ * still finds whose it is. A socket reused by connect() is tracked afresh by track().
+ */
+static __always_inline void untrack(struct mtlens_conn_state *st)
 {
 	__u32 k_count = 0;
-	bool held_slot = !st->refused;
+	if (st->closed)
+		return;
+	st->closed = 1;
 	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
-	if (bpf_sk_storage_delete(&conns, (void *)sk) == 0 && held_slot && count)
+	if (!st->refused && count)
 		__sync_fetch_and_add(count, -1);
+}
+
+/* Tracked now: taken a slot and not closed since. */
+static __always_inline bool live(const struct mtlens_conn_state *st)
+{
+	return st && !st->refused && !st->closed;
 }
 
 static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtlens_conn_state *st, __u16 kind, int oldstate)
@@ -357,7 +371,7 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		struct mtlens_conn_state *st;
 		if (oldstate == TCP_SYN_SENT) {
 			st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
-			if (st && st->refused)
+			if (!live(st))
 				return 0;
 		} else if (oldstate == TCP_SYN_RECV) {
 			/* An accepted child socket: skc_num (host order) is still set here. */
@@ -379,18 +393,18 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 
 	if (newstate == TCP_CLOSE) {
 		struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
-		if (!st)
+		if (!st || st->closed)
 			return 0;
 		/* A connect() that never completed produced no open record and produces no close. */
 		if (st->open_sent)
 			emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
-		untrack(sk, st);
+		untrack(st);
 	}
 	return 0;
 }
 
 /* Full sockets only: timewait and request sockets (which tcp_send_reset may pass) have no
- * socket-local storage. */
+ * socket-local storage. A closed entry still answers (see untrack). */
 static __always_inline struct mtlens_conn_state *tracked(const struct sock *sk)
 {
 	if (!sk)
@@ -418,7 +432,8 @@ int BPF_PROG(tcp_retransmit, const struct sock *sk)
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcp_send_reset, const struct sock *sk)
 {
-	/* sk is NULL for resets answering segments that match no socket. */
+	/* sk is NULL for resets answering segments that match no socket. An abortive close sends
+	 * its reset after the socket reached CLOSE: its entry is kept for that. */
 	health_inc(sk, MTLENS_HEALTH_RESETS_SENT);
 	return 0;
 }
@@ -481,7 +496,7 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 		return 0;
 	__u16 kind = MTLENS_REC_SNAPSHOT;
 	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	if (!st || st->refused) {
+	if (!live(st)) {
 		/*
 		 * Accepted on a watched port before the agent was watching (it started, restarted or
 		 * began watching the port later), or refused while the table was full: track it from now on, so a long-lived client is not

@@ -2,7 +2,7 @@
 // version and the offset and size of every field it was compiled with; `verifyAbi` compares
 // them with this file so a stale shim or BPF object is a clear startup error, not wrong numbers.
 
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 export const RECORD_SIZE = 128;
 
 export const REC_OPEN = 1;

@@ -15,7 +15,7 @@ interface Ring {
   drops: { ringbuf_full: number };
 }
 
-test('a tiny ring flooded with connections: seen = delivered + dropped, drops in /metrics and /status/ebpf', { timeout: 120_000 }, async (t) => {
+test('a tiny ring flooded with connections: seen = delivered + dropped, drops in /metrics and /status/ebpf', { timeout: 300_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
   const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  ringbuf_bytes: 65536\n  drain_interval_ms: 1000\n  snapshot_interval_ms: 3600000\n`));
@@ -49,8 +49,8 @@ test('a tiny ring flooded with connections: seen = delivered + dropped, drops in
   assert.ok(closed > 0 && closed <= made);
 
   // Connections whose close record was lost leave the live table once two snapshots miss them.
-  a.ebpf.snapshotNow();
-  a.ebpf.snapshotNow();
+  await a.ebpf.snapshotNow();
+  await a.ebpf.snapshotNow();
   const after = await a.metrics();
   assert.equal(sample(after, 'mtlens_tcp_connections_active{role="client"}'), 0);
   const evicted = sample(after, 'mtlens_tracker_evictions_total') ?? 0;
@@ -60,7 +60,7 @@ test('a tiny ring flooded with connections: seen = delivered + dropped, drops in
   assert.equal(status.tracker.evictions.close_lost, evicted);
 });
 
-test('beyond ebpf.max_tracked_connections new connections are not tracked, and counted once however many snapshot passes meet them', { timeout: 60_000 }, async (t) => {
+test('beyond ebpf.max_tracked_connections new connections are not tracked, and counted once however many snapshot passes meet them', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
   const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  max_tracked_connections: 16\n  drain_interval_ms: 10\n  snapshot_interval_ms: 100\n`));

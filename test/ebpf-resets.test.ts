@@ -20,7 +20,7 @@ interface Row {
 /** Not events.once: a client socket reset by its peer errors (ECONNRESET) before it closes. */
 const closed = (s: net.Socket) => new Promise<void>((resolve) => s.once('close', () => resolve()));
 
-test('resets received and sent (SO_LINGER 0 on either side, close with unread data) are counted exactly, with exact bytes and rst closes', { timeout: 60_000 }, async (t) => {
+test('resets received and sent (SO_LINGER 0 on either side, close with unread data) are counted exactly, with exact bytes and rst closes', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
   // A server that never reads: what its clients send stays unread in the kernel.

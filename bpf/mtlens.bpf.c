@@ -7,6 +7,8 @@
  * ../shared/reference/ebpf.md for the measurements behind every choice here.
  *
  *   conn_lifecycle    tp_btf/inet_sock_set_state  one open and one close record per tracked socket
+ *   conn_destroy      tp_btf/tcp_destroy_sock     the close record of a tracked socket whose move
+ *                                                 to CLOSE wrote none (backstop, counted)
  *   tcp_retransmit    tp_btf/tcp_retransmit_skb   retransmits per role (map counter)
  *   tcp_send_reset    tp_btf/tcp_send_reset       resets sent per role (map counter)
  *   tcp_receive_reset tp_btf/tcp_receive_reset    resets received per role (map counter)
@@ -338,6 +340,15 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 	stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_SUBMITTED);
 }
 
+/* The close record (`oldstate`: the state the socket left for CLOSE), then untrack. A connect()
+ * that never completed produced no open record and produces no close. */
+static __always_inline void close_tracked(const struct sock *sk, struct mtlens_conn_state *st, int oldstate)
+{
+	if (st->open_sent)
+		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
+	untrack(st);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 {
@@ -364,6 +375,7 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		st->pid = bpf_get_current_pid_tgid() >> 32;
 		st->active = 1;
 		st->role = classify_upstream(sk);
+		st->state = TCP_SYN_SENT;
 		return 0;
 	}
 
@@ -387,19 +399,38 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		if (!st)
 			return 0;
 		st->open_sent = 1;
+		st->state = TCP_ESTABLISHED;
 		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_OPEN, oldstate);
 		return 0;
 	}
 
-	if (newstate == TCP_CLOSE) {
-		struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
-		if (!st || st->closed)
-			return 0;
-		/* A connect() that never completed produced no open record and produces no close. */
-		if (st->open_sent)
-			emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
-		untrack(st);
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
+	if (!st || st->closed)
+		return 0;
+	if (newstate != TCP_CLOSE) {
+		st->state = newstate;
+		return 0;
 	}
+	close_tracked(sk, st, oldstate);
+	return 0;
+}
+
+/*
+ * Backstop for the close record. Every full TCP socket is destroyed through tcp_destroy_sock,
+ * after its move to CLOSE and before its socket-local storage is freed. A socket still tracked
+ * here went to CLOSE without conn_lifecycle writing its close (a run of the program the kernel
+ * skipped, or a path to CLOSE it did not see): the close is written now, from the last state
+ * seen, and counted, so no connection stays open forever in the agent and no slot leaks.
+ */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(conn_destroy, struct sock *sk)
+{
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	if (!st || st->closed)
+		return 0;
+	if (st->open_sent)
+		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_CLOSED_AT_DESTROY);
+	close_tracked(sk, st, st->state);
 	return 0;
 }
 
@@ -513,6 +544,7 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 			return 0;
 		st->role = MTLENS_ROLE_CLIENT;
 		st->open_sent = 1;
+		st->state = TCP_ESTABLISHED;
 		kind = MTLENS_REC_ADOPT;
 	} else if (!st->open_sent) {
 		return 0;

@@ -78,7 +78,8 @@ struct mtlens_conn_state {
 	/* 1: closed (close record written, slot released). Kept until the kernel frees the socket:
 	 * the reset an abortive close sends comes after the transition to CLOSE. */
 	__u8 closed;
-	__u8 pad[7];
+	__u8 state; /* TCP state after the last transition seen: the old state if CLOSE is missed */
+	__u8 pad[6];
 };
 
 /* Key of `dc_endpoints` (exact Telegram endpoints from discovery) and of the LPM trie `dc_nets`. */
@@ -102,7 +103,9 @@ struct mtlens_net_key {
 #define MTLENS_STAT_SUBMITTED 1
 #define MTLENS_STAT_DROPPED_RINGBUF_FULL 2 /* bpf_ringbuf_reserve failed */
 #define MTLENS_STAT_DROPPED_TABLE_FULL 3   /* `conns` full: connection not tracked at all */
-#define MTLENS_STAT_NR 4
+#define MTLENS_STAT_CLOSED_AT_DESTROY 4    /* close record written when the socket was destroyed:
+                                            * its move to CLOSE wrote none (conn_lifecycle only) */
+#define MTLENS_STAT_NR 5
 
 /* `health`: per-CPU array, index = role * MTLENS_HEALTH_NR + counter. */
 #define MTLENS_HEALTH_RETRANSMITS 0

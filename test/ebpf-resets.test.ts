@@ -103,6 +103,7 @@ test('resets received and sent (SO_LINGER 0 on either side, close with unread da
   assert.equal(sample(m, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}'), PER_KIND);
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="rx"}'), conns.reduce((n, c) => n + 8 + c.clientBytes, 0) + unread.reduce((n, u) => n + u.bytes, 0));
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="tx"}'), conns.reduce((n, c) => n + c.serverBytes, 0));
-  const st = await a.json<{ maps: Array<{ name: string; entries: number }> }>('/status/ebpf');
+  const st = await a.json<{ maps: Array<{ name: string; entries: number }>; ringbuf: { closes_at_destroy: number } }>('/status/ebpf');
   assert.equal(st.maps.find((x) => x.name === 'conns')?.entries, 0, 'closed connections give their kernel slots back');
+  assert.equal(st.ringbuf.closes_at_destroy, 0, 'every close written at the move to CLOSE, none again when the socket is freed');
 });

@@ -53,7 +53,9 @@ export const STAT_SEEN = 0;
 export const STAT_SUBMITTED = 1;
 export const STAT_DROPPED_RINGBUF_FULL = 2;
 export const STAT_DROPPED_TABLE_FULL = 3;
-export const STAT_NR = 4;
+/** Close records written when a tracked socket was destroyed: its move to CLOSE wrote none. */
+export const STAT_CLOSED_AT_DESTROY = 4;
+export const STAT_NR = 5;
 
 /** `health` map layout: index = role * HEALTH_NR + counter. */
 export const HEALTH_RETRANSMITS = 0;

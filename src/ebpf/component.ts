@@ -11,7 +11,7 @@ import { ConnectionTracker, type SortKey, type UserTotals } from '../model/track
 import { OVERFLOW_USER, type UserSeriesBudget } from '../model/user-series.js';
 import type { Role } from '../model/events.js';
 import type { Component, ReadinessCheck } from '../runtime/components.js';
-import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
+import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_CLOSED_AT_DESTROY, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
 import { MonotonicClock } from './clock.js';
 import { registerCollected } from '../export/collected-metric.js';
 import { RecordReader } from './decode.js';
@@ -219,6 +219,7 @@ export class EbpfComponent implements Component, DiscoverySink {
         events_lost: stat(0, STAT_DROPPED_RINGBUF_FULL),
         occupancy: this.occupancy(),
         drops: { ringbuf_full: stat(0, STAT_DROPPED_RINGBUF_FULL), table_full: stat(0, STAT_DROPPED_TABLE_FULL), malformed: this.drain?.malformed ?? 0 },
+        closes_at_destroy: stat(0, STAT_CLOSED_AT_DESTROY),
       },
       snapshots: {
         applied: this.trackerInstance.snapshotsApplied,
@@ -385,6 +386,7 @@ export type EbpfStatus =
         events_lost: number;
         occupancy: number;
         drops: { ringbuf_full: number; table_full: number; malformed: number };
+        closes_at_destroy: number;
       };
       snapshots: { applied: number; records: number; overflows: number; interval_ms: number; namespaces: number };
       tracker: {

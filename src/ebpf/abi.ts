@@ -80,7 +80,7 @@ export class AbiMismatchError extends Error {
   }
 }
 
-/** Parses the shim's "version=V;size=S;field=off:size;..." and throws AbiMismatchError on any difference. */
+/** Parses the shim's "version=V;size=S;field=off:size;...;stats=PxN;health=RxN;rtt=RxB" and throws AbiMismatchError on any difference. */
 export function verifyAbi(layout: string): void {
   const reported = new Map<string, string>();
   for (const part of layout.split(';')) {
@@ -95,5 +95,9 @@ export function verifyAbi(layout: string): void {
   expect('version', String(ABI_VERSION));
   expect('size', String(RECORD_SIZE));
   for (const [name, [offset, size]] of Object.entries(FIELDS)) expect(name, `${offset}:${size}`);
+  // The counter maps are read by index: their layouts must agree too.
+  expect('stats', `${STAT_PROGRAMS.length}x${STAT_NR}`);
+  expect('health', `${NR_ROLES}x${HEALTH_NR}`);
+  expect('rtt', `${NR_ROLES}x${RTT_BUCKETS}`);
   if (problems.length > 0) throw new AbiMismatchError(problems);
 }

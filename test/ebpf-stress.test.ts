@@ -2,20 +2,11 @@
 // the watched port is opened and closed exactly once, with its bytes, none taken for lost. The
 // load is a small C epoll client/server (Node could not drive it fast enough), compiled here.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
-import { repoRoot } from './helpers/agent.js';
+import { churn } from './helpers/churn.js';
 import { ebpfAgent, ebpfConfig, kernelGate } from './helpers/ebpf.js';
 import { sample } from './helpers/prom-text.js';
 import { waitFor } from './helpers/wait.js';
-
-const exec = promisify(execFile);
 
 const TOTAL = 1_000_000;
 const IN_FLIGHT = 16;
@@ -23,30 +14,15 @@ const SIZE = 64;
 
 test(`${TOTAL} connections (${IN_FLIGHT} in flight, ${SIZE} B each way, the server closes first): opened = closed = accepted, bytes exact, no close lost`, { timeout: 600_000 }, async (t) => {
   if (!kernelGate(t)) return;
-  const dir = await mkdtemp(join(tmpdir(), 'mtlens-churn-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const churnPath = join(dir, 'conn-churn');
-  await exec('cc', ['-O2', '-Wall', '-Werror', '-o', churnPath, join(repoRoot, 'test/fixtures/conn-churn.c')]);
-
-  const churn = spawn(churnPath, [String(TOTAL), String(IN_FLIGHT), String(SIZE)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const exited = once(churn, 'exit');
+  const load = await churn(TOTAL, IN_FLIGHT, SIZE);
   t.after(() => {
-    if (churn.exitCode === null) churn.kill();
+    if (load.child.exitCode === null) load.child.kill();
   });
-  const lines = createInterface({ input: churn.stdout })[Symbol.asyncIterator]();
-  const portLine = (await lines.next()).value as string;
-  const port = Number(/^port (\d+)$/.exec(portLine)?.[1]);
-  assert.ok(port > 0, `conn-churn said ${portLine}`);
-
-  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${port}]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 500\n`));
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${load.port}]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 500\n`));
   t.after(() => a.cleanup());
-  churn.stdin.end('go\n');
-  const result = (await lines.next()).value as string;
-  const [code] = await exited;
-  const m = /^accepted (\d+) completed (\d+) failed (\d+)$/.exec(result);
-  assert.ok(m && code === 0, `conn-churn: ${result} (exit ${code})`);
-  const accepted = Number(m[1]);
-  assert.equal(accepted, TOTAL);
+  const result = await load.run();
+  assert.deepEqual(result, { accepted: TOTAL, completed: TOTAL, failed: 0, code: 0 });
+  const accepted = result.accepted;
 
   // The last closes may still be in the ring: wait until the counters reach the totals, however long the drain takes.
   const counts = async () => {

@@ -94,7 +94,6 @@ export class EbpfComponent implements Component, DiscoverySink {
       publish: (type, data) => ctx.events.publish(type, data),
       wants: (type) => ctx.events.wants(type),
       userTotals: (user) => this.userSeries(links.userSeries.label(user, USER_BYTES_METRIC)),
-      recordsLost: () => this.recordsLost(),
     });
     registerEbpfMetrics(ctx.registry, {
       tracker: () => this.trackerInstance,
@@ -366,15 +365,6 @@ export class EbpfComponent implements Component, DiscoverySink {
       this.countersReadAt = now;
     }
     return this.counters;
-  }
-
-  /** Lifecycle records the kernel could not deliver: ring full, or a run of a lifecycle program skipped. */
-  private recordsLost(): number {
-    const c = this.readCounters(true);
-    if (!c || !this.kernel) return 0;
-    let lost = c.stats[STAT_DROPPED_RINGBUF_FULL]!;
-    for (const p of this.kernel.programs()) if (p.name === 'conn_lifecycle' || p.name === 'conn_destroy') lost += p.missed_runs;
-    return lost;
   }
 
   private occupancy(): number {

@@ -34,11 +34,6 @@ export interface TrackerOptions {
   wants(type: 'connection.open' | 'connection.close' | 'connection.stall'): boolean;
   /** The byte totals of a telemt user (client connections); the tracker adds deltas to it. */
   userTotals(user: string): UserTotals;
-  /**
-   * Records the kernel could not deliver so far (ring full, skipped program runs), read once per
-   * snapshot pass. A connection's close record can only have been lost if this grew since it opened.
-   */
-  recordsLost(): number;
 }
 
 /**
@@ -74,8 +69,6 @@ export class ConnectionTracker {
   evictedFull = 0;
   /** Entries whose close record never came (lost in the ring), found missing from two snapshots. */
   evictedStale = 0;
-  /** opts.recordsLost() as of the latest snapshot pass. */
-  private lostSeen = 0;
   /** Close records of connections the table did not hold (open record lost, or evicted). */
   closedUntracked = 0;
   /** What was counted for evicted connections, until their close record comes. */
@@ -111,8 +104,6 @@ export class ConnectionTracker {
   private readonly stalled: Uint8Array;
   private readonly adoptedSlot: Uint8Array;
   private readonly seenGen: Uint32Array;
-  /** recordsLost as known when the connection was tracked. */
-  private readonly lostAtOpen: Float64Array;
   private readonly peerText: Array<string | undefined>;
   private readonly localText: Array<string | undefined>;
   private readonly cookieStr: Array<string | undefined>;
@@ -156,7 +147,6 @@ export class ConnectionTracker {
     this.stalled = new Uint8Array(n);
     this.adoptedSlot = new Uint8Array(n);
     this.seenGen = new Uint32Array(n);
-    this.lostAtOpen = new Float64Array(n);
     this.peerText = new Array<string | undefined>(n).fill(undefined);
     this.localText = new Array<string | undefined>(n).fill(undefined);
     this.cookieStr = new Array<string | undefined>(n).fill(undefined);
@@ -250,7 +240,6 @@ export class ConnectionTracker {
     this.rxOnlySinceMs[s] = 0;
     this.stalled[s] = 0;
     this.seenGen[s] = this.gen;
-    this.lostAtOpen[s] = this.lostSeen;
     this.peerText[s] = undefined;
     this.localText[s] = undefined;
     this.cookieStr[s] = undefined;
@@ -339,7 +328,6 @@ export class ConnectionTracker {
     this.prevSnapshotNs = this.snapshotNs;
     this.snapshotNs = tsNs;
     this.snapshotsApplied++;
-    this.lostSeen = this.opts.recordsLost();
   }
 
   /** A snapshot record at offset `p`: live counters of a tracked connection. */
@@ -371,15 +359,12 @@ export class ConnectionTracker {
   /**
    * After a snapshot pass: connections opened before the previous pass and missing from both
    * are gone without a close record (it was lost in a full ring); they leave the table, counted.
-   * Only if the kernel lost records since they opened: otherwise their close record is still to
-   * come, and missing from passes means only that the iterator did not meet them (a socket it
-   * skips, a namespace it does not walk), not that they closed.
    */
   private endSnapshot(): void {
     if (this.prevSnapshotNs === 0) return;
     for (let s = this.oldest; s >= 0; ) {
       const next = this.newer[s]!;
-      if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs && this.lostSeen > this.lostAtOpen[s]!) {
+      if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs) {
         this.evictedStale++;
         this.evict(s);
       }

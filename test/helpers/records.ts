@@ -90,7 +90,6 @@ export function testTracker(opts: Partial<TrackerOptions> & { users?: UserDirect
     },
     wants: () => true,
     userTotals: () => ({ totals: new Float64Array(2) }),
-    recordsLost: () => 0,
     ...opts,
   });
   let passNs = 10e9;

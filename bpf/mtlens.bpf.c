@@ -7,6 +7,8 @@
  * ../shared/reference/ebpf.md for the measurements behind every choice here.
  *
  *   conn_lifecycle    tp_btf/inet_sock_set_state  one open and one close record per tracked socket
+ *   conn_destroy      tp_btf/tcp_destroy_sock     the close record of a tracked socket whose move
+ *                                                 to CLOSE wrote none (backstop, counted)
  *   tcp_retransmit    tp_btf/tcp_retransmit_skb   retransmits per role (map counter)
  *   tcp_send_reset    tp_btf/tcp_send_reset       resets sent per role (map counter)
  *   tcp_receive_reset tp_btf/tcp_receive_reset    resets received per role (map counter)
@@ -279,13 +281,27 @@ static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
 	return st;
 }
 
-static __always_inline void untrack(const struct sock *sk, const struct mtlens_conn_state *st)
+/*
+ * Ends tracking at CLOSE: the slot is free again, but the entry stays (marked closed, role kept)
+ * until the kernel frees the socket with it. An abortive close (SO_LINGER 0, close() with unread
+ * data, tcp_abort) moves the socket to CLOSE first and sends its reset afterwards: the reset
+ * still finds whose it is. A socket reused by connect() is tracked afresh by track().
+ */
+static __always_inline void untrack(struct mtlens_conn_state *st)
 {
 	__u32 k_count = 0;
-	bool held_slot = !st->refused;
+	if (st->closed)
+		return;
+	st->closed = 1;
 	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
-	if (bpf_sk_storage_delete(&conns, (void *)sk) == 0 && held_slot && count)
+	if (!st->refused && count)
 		__sync_fetch_and_add(count, -1);
+}
+
+/* Tracked now: taken a slot and not closed since. */
+static __always_inline bool live(const struct mtlens_conn_state *st)
+{
+	return st && !st->refused && !st->closed;
 }
 
 static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtlens_conn_state *st, __u16 kind, int oldstate)
@@ -324,6 +340,15 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 	stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_SUBMITTED);
 }
 
+/* The close record (`oldstate`: the state the socket left for CLOSE), then untrack. A connect()
+ * that never completed produced no open record and produces no close. */
+static __always_inline void close_tracked(const struct sock *sk, struct mtlens_conn_state *st, int oldstate)
+{
+	if (st->open_sent)
+		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
+	untrack(st);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 {
@@ -350,6 +375,7 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		st->pid = bpf_get_current_pid_tgid() >> 32;
 		st->active = 1;
 		st->role = classify_upstream(sk);
+		st->state = TCP_SYN_SENT;
 		return 0;
 	}
 
@@ -357,7 +383,7 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		struct mtlens_conn_state *st;
 		if (oldstate == TCP_SYN_SENT) {
 			st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
-			if (st && st->refused)
+			if (!live(st))
 				return 0;
 		} else if (oldstate == TCP_SYN_RECV) {
 			/* An accepted child socket: skc_num (host order) is still set here. */
@@ -373,24 +399,43 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		if (!st)
 			return 0;
 		st->open_sent = 1;
+		st->state = TCP_ESTABLISHED;
 		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_OPEN, oldstate);
 		return 0;
 	}
 
-	if (newstate == TCP_CLOSE) {
-		struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
-		if (!st)
-			return 0;
-		/* A connect() that never completed produced no open record and produces no close. */
-		if (st->open_sent)
-			emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
-		untrack(sk, st);
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
+	if (!st || st->closed)
+		return 0;
+	if (newstate != TCP_CLOSE) {
+		st->state = newstate;
+		return 0;
 	}
+	close_tracked(sk, st, oldstate);
+	return 0;
+}
+
+/*
+ * Backstop for the close record. Every full TCP socket is destroyed through tcp_destroy_sock,
+ * after its move to CLOSE and before its socket-local storage is freed. A socket still tracked
+ * here went to CLOSE without conn_lifecycle writing its close (a run of the program the kernel
+ * skipped, or a path to CLOSE it did not see): the close is written now, from the last state
+ * seen, and counted, so no connection stays open forever in the agent and no slot leaks.
+ */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(conn_destroy, struct sock *sk)
+{
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	if (!st || st->closed)
+		return 0;
+	if (st->open_sent)
+		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_CLOSED_AT_DESTROY);
+	close_tracked(sk, st, st->state);
 	return 0;
 }
 
 /* Full sockets only: timewait and request sockets (which tcp_send_reset may pass) have no
- * socket-local storage. */
+ * socket-local storage. A closed entry still answers (see untrack). */
 static __always_inline struct mtlens_conn_state *tracked(const struct sock *sk)
 {
 	if (!sk)
@@ -418,7 +463,8 @@ int BPF_PROG(tcp_retransmit, const struct sock *sk)
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcp_send_reset, const struct sock *sk)
 {
-	/* sk is NULL for resets answering segments that match no socket. */
+	/* sk is NULL for resets answering segments that match no socket. An abortive close sends
+	 * its reset after the socket reached CLOSE: its entry is kept for that. */
 	health_inc(sk, MTLENS_HEALTH_RESETS_SENT);
 	return 0;
 }
@@ -481,7 +527,7 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 		return 0;
 	__u16 kind = MTLENS_REC_SNAPSHOT;
 	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	if (!st || st->refused) {
+	if (!live(st)) {
 		/*
 		 * Accepted on a watched port before the agent was watching (it started, restarted or
 		 * began watching the port later), or refused while the table was full: track it from now on, so a long-lived client is not
@@ -498,6 +544,7 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 			return 0;
 		st->role = MTLENS_ROLE_CLIENT;
 		st->open_sent = 1;
+		st->state = TCP_ESTABLISHED;
 		kind = MTLENS_REC_ADOPT;
 	} else if (!st->open_sent) {
 		return 0;

@@ -11,7 +11,7 @@
 #define MTLENS_ABI_H
 
 #ifndef MTLENS_ABI_VERSION
-#define MTLENS_ABI_VERSION 2
+#define MTLENS_ABI_VERSION 3
 #endif
 
 /* Record kinds. */
@@ -66,7 +66,7 @@ struct mtlens_conn_record {
 
 #define MTLENS_RECORD_SIZE 128
 
-/* Value of the `conns` hash (key: socket cookie): the kernel's table of tracked sockets. */
+/* Value of `conns` (socket-local storage): the kernel's table of tracked sockets. */
 struct mtlens_conn_state {
 	__u64 opened_ns;
 	__u32 pid;
@@ -75,6 +75,11 @@ struct mtlens_conn_state {
 	__u8 open_sent;
 	__u8 refused; /* 1: not tracked (table full when it came); kept so it is counted only once */
 	char comm[16];
+	/* 1: closed (close record written, slot released). Kept until the kernel frees the socket:
+	 * the reset an abortive close sends comes after the transition to CLOSE. */
+	__u8 closed;
+	__u8 state; /* TCP state after the last transition seen: the old state if CLOSE is missed */
+	__u8 pad[6];
 };
 
 /* Key of `dc_endpoints` (exact Telegram endpoints from discovery) and of the LPM trie `dc_nets`. */
@@ -98,7 +103,9 @@ struct mtlens_net_key {
 #define MTLENS_STAT_SUBMITTED 1
 #define MTLENS_STAT_DROPPED_RINGBUF_FULL 2 /* bpf_ringbuf_reserve failed */
 #define MTLENS_STAT_DROPPED_TABLE_FULL 3   /* `conns` full: connection not tracked at all */
-#define MTLENS_STAT_NR 4
+#define MTLENS_STAT_CLOSED_AT_DESTROY 4    /* close record written when the socket was destroyed:
+                                            * its move to CLOSE wrote none (conn_lifecycle only) */
+#define MTLENS_STAT_NR 5
 
 /* `health`: per-CPU array, index = role * MTLENS_HEALTH_NR + counter. */
 #define MTLENS_HEALTH_RETRANSMITS 0

@@ -72,7 +72,8 @@ int shim_abi_version(void)
 #define FIELD(name) #name, (int)__builtin_offsetof(struct mtlens_conn_record, name), \
 		    (int)sizeof(((struct mtlens_conn_record *)0)->name)
 
-/* "version=V;size=S;field=offset:size;..." so the agent can check every offset it decodes. */
+/* "version=V;size=S;field=offset:size;...;stats=PxN;health=RxN;rtt=RxB" so the agent can check
+ * every offset it decodes and the layout of every counter map it reads. */
 int shim_abi_layout(char *buf, int cap)
 {
 	static const struct { const char *name; int off, size; } f[] = {
@@ -85,6 +86,9 @@ int shim_abi_layout(char *buf, int cap)
 	int n = snprintf(buf, cap, "version=%d;size=%zu", MTLENS_ABI_VERSION, sizeof(struct mtlens_conn_record));
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]) && n < cap; i++)
 		n += snprintf(buf + n, cap - n, ";%s=%d:%d", f[i].name, f[i].off, f[i].size);
+	if (n < cap)
+		n += snprintf(buf + n, cap - n, ";stats=%dx%d;health=%dx%d;rtt=%dx%d", MTLENS_NR_STAT_PROGS, MTLENS_STAT_NR,
+			      MTLENS_NR_ROLES, MTLENS_HEALTH_NR, MTLENS_NR_ROLES, MTLENS_RTT_BUCKETS);
 	return n < cap ? n : -ENOSPC;
 }
 

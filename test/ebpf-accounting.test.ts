@@ -20,7 +20,7 @@ interface Row {
 const config = (ports: number[]) =>
   ebpfConfig(`  watch:\n    ports: [${ports.join(', ')}]\n    processes: [mtlens-nobody]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 200\n`);
 
-test('exact rx/tx over 240 loopback connections (IPv4 and IPv6; FIN from the client, FIN from the server first, RST) in /status/connections, /metrics and close events; unwatched ports produce nothing', { timeout: 120_000 }, async (t) => {
+test('exact rx/tx over 240 loopback connections (IPv4 and IPv6; FIN from the client, FIN from the server first, RST) in /status/connections, /metrics and close events; unwatched ports produce nothing', { timeout: 300_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const v4 = await SizedServer.listen('127.0.0.1');
   const v6 = await SizedServer.listen('::1');
@@ -110,7 +110,7 @@ test('exact rx/tx over 240 loopback connections (IPv4 and IPv6; FIN from the cli
   assert.deepEqual(problems, []);
 });
 
-test('close records alone are exact (no snapshot in between) for every way a connection ends: client FIN, server close() first, RST', { timeout: 60_000 }, async (t) => {
+test('close records alone are exact (no snapshot in between) for every way a connection ends: client FIN, server close() first, RST', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
   // No snapshot pass after the start: each connection's bytes come from its close record only.
@@ -137,7 +137,7 @@ test('close records alone are exact (no snapshot in between) for every way a con
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="tx"}'), conns.reduce((n, c) => n + c.serverBytes, 0));
 });
 
-test('a long-lived connection counts while open and is exact after close', { timeout: 60_000 }, async (t) => {
+test('a long-lived connection counts while open and is exact after close', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
   const a = await ebpfAgent(config([srv.port]));

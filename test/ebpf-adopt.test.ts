@@ -14,7 +14,7 @@ interface Row {
   tx_bytes: number;
 }
 
-test('a connection open before the agent started is adopted at start and counted from then on', { timeout: 60_000 }, async (t) => {
+test('a connection open before the agent started is adopted at start and counted from then on', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
   // Before the agent exists: 5008 bytes in, 3000 out, which it must not count.
@@ -40,7 +40,7 @@ test('a connection open before the agent started is adopted at start and counted
 
   // Traffic after adoption: 7000 bytes in, 1000 out.
   await moreTraffic(x, srv, 7000, 1000);
-  a.ebpf.snapshotNow();
+  await a.ebpf.snapshotNow();
   m = await a.metrics();
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="rx"}'), 7000, 'counted while open');
   assert.equal(sample(m, 'mtlens_tcp_bytes_total{role="client",direction="tx"}'), 1000);

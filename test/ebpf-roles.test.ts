@@ -53,7 +53,7 @@ w.on('exit', (code) => process.exit(code));
 w.on('error', (err) => { console.error(err); process.exit(1); });
 `;
 
-test('connections made by a watched process are upstreams: upstream_dc for Telegram endpoints from discovery, upstream_other otherwise, with exact bytes', { timeout: 60_000 }, async (t) => {
+test('connections made by a watched process are upstreams: upstream_dc for Telegram endpoints from discovery, upstream_other otherwise, with exact bytes', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const comm = `telemt-t${process.pid % 10000}`;
   const dc = await SizedServer.listen('127.0.0.1');
@@ -98,7 +98,7 @@ test('connections made by a watched process are upstreams: upstream_dc for Teleg
   assert.ok(a.log.lines.some((l) => l.msg === 'ignoring a Telegram endpoint that is not ip:port'));
 });
 
-test('a client that receives but never sends is reported as stalled (event with user, counter, live table)', { timeout: 60_000 }, async (t) => {
+test('a client that receives but never sends is reported as stalled (event with user, counter, live table)', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const quiet = await SizedServer.listen('127.0.0.1', { reply: false });
   const users = { userFor: (ip: string) => (ip === '127.0.0.1' ? 'alice' : '~unknown') };
@@ -127,7 +127,7 @@ test('a client that receives but never sends is reported as stalled (event with 
   assert.equal(a.stalls.length, 1, 'one stall per connection');
 });
 
-test('reload changes the watched ports live, without reloading programs', { timeout: 60_000 }, async (t) => {
+test('reload changes the watched ports live, without reloading programs', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const first = await SizedServer.listen('127.0.0.1');
   const second = await SizedServer.listen('127.0.0.1');
@@ -155,7 +155,7 @@ test('reload changes the watched ports live, without reloading programs', { time
   assert.deepEqual(st.watch.ports, [second.port]);
 });
 
-test('discovered listener ports are watched unless the config file sets ebpf.watch.ports', { timeout: 60_000 }, async (t) => {
+test('discovered listener ports are watched unless the config file sets ebpf.watch.ports', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const srv = await SizedServer.listen('127.0.0.1');
   const implicit = await ebpfAgent(config(''));

@@ -2,7 +2,7 @@
 // version and the offset and size of every field it was compiled with; `verifyAbi` compares
 // them with this file so a stale shim or BPF object is a clear startup error, not wrong numbers.
 
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 export const RECORD_SIZE = 128;
 
 export const REC_OPEN = 1;
@@ -53,7 +53,9 @@ export const STAT_SEEN = 0;
 export const STAT_SUBMITTED = 1;
 export const STAT_DROPPED_RINGBUF_FULL = 2;
 export const STAT_DROPPED_TABLE_FULL = 3;
-export const STAT_NR = 4;
+/** Close records written when a tracked socket was destroyed: its move to CLOSE wrote none. */
+export const STAT_CLOSED_AT_DESTROY = 4;
+export const STAT_NR = 5;
 
 /** `health` map layout: index = role * HEALTH_NR + counter. */
 export const HEALTH_RETRANSMITS = 0;
@@ -78,7 +80,7 @@ export class AbiMismatchError extends Error {
   }
 }
 
-/** Parses the shim's "version=V;size=S;field=off:size;..." and throws AbiMismatchError on any difference. */
+/** Parses the shim's "version=V;size=S;field=off:size;...;stats=PxN;health=RxN;rtt=RxB" and throws AbiMismatchError on any difference. */
 export function verifyAbi(layout: string): void {
   const reported = new Map<string, string>();
   for (const part of layout.split(';')) {
@@ -93,5 +95,9 @@ export function verifyAbi(layout: string): void {
   expect('version', String(ABI_VERSION));
   expect('size', String(RECORD_SIZE));
   for (const [name, [offset, size]] of Object.entries(FIELDS)) expect(name, `${offset}:${size}`);
+  // The counter maps are read by index: their layouts must agree too.
+  expect('stats', `${STAT_PROGRAMS.length}x${STAT_NR}`);
+  expect('health', `${NR_ROLES}x${HEALTH_NR}`);
+  expect('rtt', `${NR_ROLES}x${RTT_BUCKETS}`);
   if (problems.length > 0) throw new AbiMismatchError(problems);
 }

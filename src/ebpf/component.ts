@@ -11,7 +11,7 @@ import { ConnectionTracker, type SortKey, type UserTotals } from '../model/track
 import { OVERFLOW_USER, type UserSeriesBudget } from '../model/user-series.js';
 import type { Role } from '../model/events.js';
 import type { Component, ReadinessCheck } from '../runtime/components.js';
-import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
+import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_CLOSED_AT_DESTROY, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
 import { MonotonicClock } from './clock.js';
 import { registerCollected } from '../export/collected-metric.js';
 import { RecordReader } from './decode.js';
@@ -39,6 +39,8 @@ export class EbpfComponent implements Component, DiscoverySink {
   private kernel: KernelCollector | undefined;
   private drain: RingDrain | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
+  /** The snapshot pass running or queued, settled (never rejects). */
+  private snapshotting: Promise<void> | undefined;
   private snapshotBuf: Uint8Array | undefined;
   private snapshotReader: RecordReader | undefined;
   private failure: string | undefined;
@@ -142,9 +144,8 @@ export class EbpfComponent implements Component, DiscoverySink {
     this.snapshotReader = new RecordReader(memory);
     this.drain = new RingDrain(kernel, this.trackerInstance, this.settings.drain_interval_ms);
     this.drain.start();
-    await this.namespaces.refresh(this.settings.watch.processes);
     // At once rather than after one interval: adopts the clients already connected.
-    this.snapshotNow();
+    await this.snapshotNow();
     this.scheduleSnapshots();
     this.ctx.logger.info(
       { programs: kernel.programs().map((p) => p.name), ringbuf_bytes: kernel.ringSize, watch_ports: this.watchedPorts(), watch_processes: this.settings.watch.processes },
@@ -165,6 +166,7 @@ export class EbpfComponent implements Component, DiscoverySink {
   async stop(): Promise<void> {
     if (this.snapshotTimer) clearInterval(this.snapshotTimer);
     this.snapshotTimer = undefined;
+    await this.snapshotting;
     if (!this.kernel) return;
     this.drain?.stop();
     // What the kernel already wrote still counts.
@@ -217,6 +219,7 @@ export class EbpfComponent implements Component, DiscoverySink {
         events_lost: stat(0, STAT_DROPPED_RINGBUF_FULL),
         occupancy: this.occupancy(),
         drops: { ringbuf_full: stat(0, STAT_DROPPED_RINGBUF_FULL), table_full: stat(0, STAT_DROPPED_TABLE_FULL), malformed: this.drain?.malformed ?? 0 },
+        closes_at_destroy: stat(0, STAT_CLOSED_AT_DESTROY),
       },
       snapshots: {
         applied: this.trackerInstance.snapshotsApplied,
@@ -251,8 +254,24 @@ export class EbpfComponent implements Component, DiscoverySink {
     return this.kernel && this.drain ? { kernel: this.kernel, drain: this.drain } : undefined;
   }
 
-  /** Runs one snapshot pass now (also runs on its timer). */
-  snapshotNow(): void {
+  /** Runs one snapshot pass, after the one in progress if any (passes also run on their timer). */
+  snapshotNow(): Promise<void> {
+    const pass = (this.snapshotting ?? Promise.resolve()).then(() => this.snapshotPass());
+    const settled = pass.catch(() => undefined);
+    this.snapshotting = settled;
+    void settled.then(() => {
+      if (this.snapshotting === settled) this.snapshotting = undefined;
+    });
+    return pass;
+  }
+
+  private async snapshotPass(): Promise<void> {
+    if (!this.kernel) return;
+    // Where the watched processes live is read before the walk, not after: the tracker takes a
+    // connection missing from two passes for one whose close was lost, so a pass must not miss
+    // the namespace of a proxy that started (or moved) since the last one, however long the
+    // read of /proc takes on a busy host.
+    await this.namespaces.refresh(this.settings.watch.processes).catch((err: unknown) => this.ctx.logger.warn({ err }, 'cannot read the network namespaces of the watched processes'));
     const kernel = this.kernel;
     const buf = this.snapshotBuf;
     const reader = this.snapshotReader;
@@ -264,8 +283,6 @@ export class EbpfComponent implements Component, DiscoverySink {
       const more = kernel.snapshot(buf.subarray(n), fd);
       n = more < 0 ? -1 : n + more;
     }
-    // Where the watched processes live may change (a proxy container restarted): seen by the next pass.
-    this.namespaces.refresh(this.settings.watch.processes).catch((err: unknown) => this.ctx.logger.warn({ err }, 'cannot read the network namespaces of the watched processes'));
     if (n < 0) {
       this.snapshotOverflows++;
       return;
@@ -279,11 +296,9 @@ export class EbpfComponent implements Component, DiscoverySink {
   private scheduleSnapshots(): void {
     if (this.snapshotTimer) clearInterval(this.snapshotTimer);
     this.snapshotTimer = setInterval(() => {
-      try {
-        this.snapshotNow();
-      } catch (err) {
-        this.ctx.logger.error({ err }, 'eBPF snapshot failed');
-      }
+      // A pass still running (a slow /proc read on a busy host) is not queued behind.
+      if (this.snapshotting) return;
+      this.snapshotNow().catch((err: unknown) => this.ctx.logger.error({ err }, 'eBPF snapshot failed'));
     }, this.settings.snapshot_interval_ms);
     this.snapshotTimer.unref();
   }
@@ -371,6 +386,7 @@ export type EbpfStatus =
         events_lost: number;
         occupancy: number;
         drops: { ringbuf_full: number; table_full: number; malformed: number };
+        closes_at_destroy: number;
       };
       snapshots: { applied: number; records: number; overflows: number; interval_ms: number; namespaces: number };
       tracker: {

@@ -7,7 +7,7 @@ import { constants } from 'node:os';
 import { COMM_SIZE, HEALTH_NR, NR_ROLES, RTT_BUCKETS, STAT_NR, STAT_PROGRAMS, verifyAbi } from './abi.js';
 import { cString, DEFAULT_ARTIFACTS, loadShim, type ObjectHandle, type Shim } from './binding.js';
 
-export const PROGRAMS = ['conn_lifecycle', 'tcp_retransmit', 'tcp_send_reset', 'tcp_receive_reset', 'tcp_probe_rtt', 'conn_snapshot'] as const;
+export const PROGRAMS = ['conn_lifecycle', 'conn_destroy', 'tcp_retransmit', 'tcp_send_reset', 'tcp_receive_reset', 'tcp_probe_rtt', 'conn_snapshot'] as const;
 export const BENCH_PROGRAM = 'bench_producer';
 const REQUIRED_PROGRAM = 'conn_lifecycle';
 const SNAPSHOT_PROGRAM = 'conn_snapshot';
@@ -51,6 +51,8 @@ export interface ProgramInfo {
   id: number;
   run_count: number;
   run_time_ns: number;
+  /** Runs the kernel skipped because the program was already running on that CPU (a nested event). */
+  missed_runs: number;
   error?: string;
 }
 
@@ -290,6 +292,7 @@ export class KernelCollector {
         id: Number(info[3]),
         run_count: Number(info[4]),
         run_time_ns: Number(info[5]),
+        missed_runs: Number(info[6]),
         ...(error ? { error } : {}),
       });
     }

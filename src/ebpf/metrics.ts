@@ -1,7 +1,7 @@
 // The eBPF area's Prometheus metrics. Values come from the tracker's typed arrays and from the
 // kernel's counter maps, read at scrape time (kernel maps at most once per scrape).
 import type { Registry } from 'prom-client';
-import { HEALTH_NR, HEALTH_RESETS_RECEIVED, HEALTH_RESETS_SENT, HEALTH_RETRANSMITS, HEALTH_RTT_SUM_US, RTT_BUCKETS, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SUBMITTED } from './abi.js';
+import { HEALTH_NR, HEALTH_RESETS_RECEIVED, HEALTH_RESETS_SENT, HEALTH_RETRANSMITS, HEALTH_RTT_SUM_US, RTT_BUCKETS, STAT_CLOSED_AT_DESTROY, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SUBMITTED } from './abi.js';
 import { histogramSamples, registerCollected, type Sample } from '../export/collected-metric.js';
 import type { KernelCounters, ProgramInfo } from './kernel.js';
 import { ROLES } from '../model/events.js';
@@ -79,9 +79,23 @@ export function registerEbpfMetrics(registry: Registry, src: EbpfMetricSource): 
   registerCollected(registry, 'mtlens_ebpf_untracked_connections_total', 'Connections the kernel could not track, by reason (table_full: ebpf.max_tracked_connections reached).', 'counter', () =>
     kernel((c) => [{ labels: { reason: 'table_full' }, value: c.stats[STAT_DROPPED_TABLE_FULL]! }]),
   );
+  registerCollected(
+    registry,
+    'mtlens_ebpf_closes_at_destroy_total',
+    'Close records written when a tracked socket was destroyed, because its move to CLOSE wrote none (expected 0; each one would otherwise have been a connection taken for lost).',
+    'counter',
+    () => kernel((c) => [{ labels: {}, value: c.stats[STAT_CLOSED_AT_DESTROY]! }]),
+  );
   registerCollected(registry, 'mtlens_ebpf_ringbuf_occupancy_ratio', 'Fraction of the ring buffer holding records not yet drained.', 'gauge', () => (src.counters() ? [{ labels: {}, value: src.occupancy() }] : []));
   registerCollected(registry, 'mtlens_ebpf_program_run_seconds_total', 'CPU time spent in each kernel program (BPF_ENABLE_STATS).', 'counter', () =>
     src.programs().map((p) => ({ labels: { program: p.name }, value: p.run_time_ns / 1e9 })),
+  );
+  registerCollected(
+    registry,
+    'mtlens_ebpf_program_missed_runs_total',
+    'Runs of each kernel program the kernel skipped because it was already running on that CPU (an event nested in another, e.g. a softirq during a run); each is an event lost.',
+    'counter',
+    () => src.programs().map((p) => ({ labels: { program: p.name }, value: p.missed_runs })),
   );
 }
 

@@ -184,14 +184,20 @@ export async function finish(x: Exchange): Promise<void> {
  * event arrived): otherwise it would ride on the ACK and the server would see it.
  */
 export async function serverCloses(x: Exchange, srv: SizedServer, serverGone: () => Promise<unknown>): Promise<void> {
-  const peer = [...srv.sockets].find((s) => s.remotePort === x.localPort && s.remoteFamily === (x.family === 6 ? 'IPv6' : 'IPv4'));
-  if (!peer) throw new Error(`no server socket for client port ${x.localPort}`);
+  const peer = serverSocket(x, srv);
   const ended = once(x.socket, 'end');
   peer.destroy();
   await ended;
   await serverGone();
   x.socket.end();
   await once(x.socket, 'close');
+}
+
+/** The server's end of an exchange. */
+export function serverSocket(x: Exchange, srv: SizedServer): net.Socket {
+  const peer = [...srv.sockets].find((s) => s.remotePort === x.localPort && s.remoteFamily === (x.family === 6 ? 'IPv6' : 'IPv4'));
+  if (!peer) throw new Error(`no server socket for client port ${x.localPort}`);
+  return peer;
 }
 
 /** Abortive close (SO_LINGER 0): the server's socket sees a reset. */

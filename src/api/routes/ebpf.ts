@@ -10,6 +10,7 @@ const Program = z.object({
   id: z.number().int(),
   run_count: z.number(),
   run_time_ns: z.number(),
+  missed_runs: z.number().openapi({ description: 'runs the kernel skipped because the program was already running on that CPU (each a lost event)' }),
   error: z.string().optional(),
 });
 
@@ -28,6 +29,7 @@ const EbpfStatusBody = z
         events_lost: z.number().openapi({ description: 'records dropped because the ring was full' }),
         occupancy: z.number().openapi({ description: 'fraction of the ring not yet drained' }),
         drops: z.object({ ringbuf_full: z.number(), table_full: z.number(), malformed: z.number() }),
+        closes_at_destroy: z.number().openapi({ description: 'close records written when a tracked socket was destroyed because its move to CLOSE wrote none' }),
       })
       .optional(),
     snapshots: z.object({ applied: z.number(), records: z.number(), overflows: z.number(), interval_ms: z.number(), namespaces: z.number().openapi({ description: "network namespaces walked per pass: the agent's own and those of the watched processes" }) }).optional(),

@@ -11,7 +11,7 @@ CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: deps system-deps build ts bpf native run test bench demo clean
+.PHONY: deps system-deps build ts bpf native run test stress bench demo clean
 
 system-deps:
 	@missing=""; \
@@ -62,6 +62,12 @@ run: build
 
 test: build
 	node --test --test-concurrency=1 --test-reporter=spec $(TESTS)
+
+# Long kernel stress runs (a million connections through the agent), outside `make test`: the
+# close of about one connection in 10^6 is still lost by the kernel programs (open defect), so
+# this run fails now and then until that is found.
+stress: build
+	node --test --test-concurrency=1 --test-reporter=spec $(shell find dist/test -name '*.stress.js' | sort)
 
 # A simulated telemt, a traffic generator and the agent watching them, until Ctrl-C.
 demo: build

@@ -1,6 +1,9 @@
 // A million short connections through the real kernel programs and agent: every one accepted on
 // the watched port is opened and closed exactly once, with its bytes, none taken for lost. The
 // load is a small C epoll client/server (Node could not drive it fast enough), compiled here.
+// Run by `make stress`, not `make test`: about one close in 10^6 is still lost in the kernel
+// (the socket is freed by a path neither conn_lifecycle nor conn_destroy sees), so this fails
+// now and then until that path is found.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { churn } from './helpers/churn.js';

@@ -119,7 +119,6 @@ otlp:
     const rx = open.workload.reduce((n, x) => n + 8 + x.clientBytes, 0) + open.telemt.size * (PREAMBLE_BYTES + PROXIED_BYTES);
     const tx = open.workload.reduce((n, x) => n + x.serverBytes, 0) + open.telemt.size * PROXIED_BYTES;
     await waitFor('closes drained, proxied connections joined, open connections\' bytes counted', async () => {
-      // In process: over the socket this route answers 500 with an empty body (not this suite's subject).
       const c = (await (await t.request('/status/connections?role=client')).json()) as { connections: Array<{ local_port: number; peer_address: string; user?: string; rx_bytes: number; tx_bytes: number }> };
       const proxied = c.connections.filter((x) => x.local_port === sim.proxyPort);
       const direct = c.connections.filter((x) => x.local_port === workload.port);

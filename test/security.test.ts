@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { buildAgent, type TestAgent } from './helpers/agent.js';
+import { waitFor } from './helpers/wait.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const bearer = (token = TOKEN) => ({ headers: { Authorization: `Bearer ${token}` } });
@@ -150,6 +151,42 @@ describe('rate limit', () => {
       assert.equal(limited.headers.get('retry-after'), '1');
       assert.equal((await t.request('/status', {}, '127.0.0.2')).status, 200, 'another address has its own bucket');
       for (let i = 0; i < 10; i++) assert.equal((await t.request('/healthz')).status, 200);
+    }));
+
+  it('limits mutations per minute in a second, stricter bucket per address, and counts 429s by tier', () =>
+    withAgent(config('rate_limit: { requests_per_second: 100, mutations_per_minute: 2 }'), async (t) => {
+      for (let i = 0; i < 2; i++) assert.equal((await t.request('/admin/flush', { method: 'POST' })).status, 200);
+      const limited = await t.request('/admin/flush', { method: 'POST' });
+      assert.equal(limited.status, 429);
+      const body = (await limited.json()) as { error: string; details: { tier: string; retry_after_seconds: number } };
+      assert.equal(body.error, 'rate_limited');
+      assert.equal(body.details.tier, 'mutations');
+      // One token every 30 s at 2 per minute.
+      const retry = Number(limited.headers.get('retry-after'));
+      assert.ok(retry > 1 && retry <= 30, `Retry-After ${retry}`);
+      assert.equal((await t.request('/admin/reload', { method: 'POST' })).status, 429, 'every mutation draws from the same bucket');
+      assert.equal((await t.request('/status')).status, 200, 'reads are not limited by the mutation tier');
+      assert.equal((await t.request('/admin/flush', { method: 'POST' }, '127.0.0.2')).status, 200, 'another address has its own bucket');
+      const metrics = await (await t.request('/metrics')).text();
+      assert.match(metrics, /mtlens_http_rate_limited_total\{tier="mutations"\} 2\n/);
+      assert.match(metrics, /mtlens_http_rate_limited_total\{tier="requests"\} 0\n/);
+      assert.match(metrics, /mtlens_http_rejected_total\{reason="rate_limited"\} 2\n/);
+      const audit = t.log.lines.filter((l) => l['audit'] === true && l['event'] === 'rate_limited');
+      assert.equal(audit[0]?.['method'], 'POST', 'a refused mutation is audited');
+    }));
+
+  it('counts a 429 of the per-second tier as tier "requests", for mutations as for reads', () =>
+    withAgent(config('rate_limit: { requests_per_second: 1, burst: 1, mutations_per_minute: 100 }'), async (t) => {
+      assert.equal((await t.request('/admin/flush', { method: 'POST' })).status, 200);
+      const limited = await t.request('/admin/flush', { method: 'POST' });
+      assert.equal(limited.status, 429);
+      assert.equal(((await limited.json()) as { details: { tier: string } }).details.tier, 'requests');
+      const metrics = await waitFor('a token for /metrics', async () => {
+        const res = await t.request('/metrics');
+        return res.status === 200 ? res.text() : undefined;
+      });
+      assert.match(metrics, /mtlens_http_rate_limited_total\{tier="requests"\} [1-9]/);
+      assert.match(metrics, /mtlens_http_rate_limited_total\{tier="mutations"\} 0\n/);
     }));
 
   it('is off when disabled', () =>

@@ -16,6 +16,7 @@ import { buildInfo } from '../runtime/build-info.js';
 import { Edge } from './middleware/edge.js';
 import { guard, readOnly } from './middleware/guard.js';
 import { policy, type Wrap } from './middleware/policy.js';
+import { RateLimitTiers } from './middleware/rate-limit.js';
 import { Rejections } from './middleware/rejections.js';
 import { codeForStatus, errorResponses, problem } from './problem.js';
 import { adminRoutes } from './routes/admin.js';
@@ -85,7 +86,7 @@ export function createApp(deps: ApiDeps): Router {
         return problem(ctx, 413, 'payload_too_large', `request body exceeds ${settings().request_body_limit_bytes} bytes`);
       },
     })(c, next);
-  const guardLayer = guard(settings, deps.logger, rejections);
+  const guardLayer = guard(settings, deps.logger, rejections, new RateLimitTiers(deps.prometheus.registry));
   const readOnlyLayer = readOnly(settings, rejections);
 
   const onError = (err: unknown, c: Context<AppEnv>): Response => {

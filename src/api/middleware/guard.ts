@@ -13,14 +13,16 @@ import { allowlist } from './allowlist.js';
 import { clientIp } from './client-ip.js';
 import { credentialsOf, verifyToken, type Credential } from './auth.js';
 import { BruteForceGuard } from './brute-force.js';
-import { TokenBuckets } from './rate-limit.js';
+import { MUTATING } from './audit.js';
+import { RateLimitTiers, TokenBuckets } from './rate-limit.js';
 import type { Rejections } from './rejections.js';
 
 type Settings = Config['self_telemetry'];
 
-export function guard(settings: () => Settings, logger: Logger, rejections: Rejections): MiddlewareHandler<AppEnv> {
+export function guard(settings: () => Settings, logger: Logger, rejections: Rejections, tiers: RateLimitTiers): MiddlewareHandler<AppEnv> {
   const bruteForce = new BruteForceGuard();
   const buckets = new TokenBuckets();
+  const mutationBuckets = new TokenBuckets();
 
   // Hashing the configured token once per config, not per request.
   let credentials: { auth: Settings['auth']; list: Credential[] } | undefined;
@@ -68,13 +70,25 @@ export function guard(settings: () => Settings, logger: Logger, rejections: Reje
     bruteForce.succeed(ip);
   };
 
+  // Two tiers per source address: every request draws from the per-second bucket (the overall
+  // cap), a mutation also from the per-minute one (stricter: a reload or flush costs far more
+  // than a read). A mutation refused by its own tier has still spent its per-second token.
   const rateLimit: MiddlewareHandler<AppEnv> = async (c, next) => {
     const rl = settings().rate_limit;
     if (!rl.enabled) return next();
-    const wait = buckets.take(clientIp(c) || 'unknown', rl.requests_per_second, rl.burst);
+    const key = clientIp(c) || 'unknown';
+    let wait = buckets.take(key, rl.requests_per_second, rl.burst);
+    if (wait > 0) {
+      rejections.count('rate_limited');
+      tiers.count('requests');
+      return problem(c, 429, 'rate_limited', `rate limit of ${rl.requests_per_second} requests/s exceeded`, { retry_after_seconds: wait, tier: 'requests' }, { 'Retry-After': String(wait) });
+    }
+    if (!MUTATING.has(c.req.method)) return next();
+    wait = mutationBuckets.take(key, rl.mutations_per_minute / 60, rl.mutations_per_minute);
     if (wait === 0) return next();
     rejections.count('rate_limited');
-    return problem(c, 429, 'rate_limited', `rate limit of ${rl.requests_per_second} requests/s exceeded`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
+    tiers.count('mutations');
+    return problem(c, 429, 'rate_limited', `rate limit of ${rl.mutations_per_minute} mutations/min exceeded`, { retry_after_seconds: wait, tier: 'mutations' }, { 'Retry-After': String(wait) });
   };
 
   // every() is typed for the default Env; it only sequences the handlers it is given.

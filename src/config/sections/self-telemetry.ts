@@ -83,6 +83,9 @@ export const selfTelemetrySection = z
         enabled: bool().default(true),
         requests_per_second: int(1, 1_000_000).default(100),
         burst: int(1, 1_000_000).optional(),
+        // Mutations (POST/PUT/PATCH/DELETE) also draw from a second, stricter bucket per address:
+        // this many per minute, at most a minute's worth at once.
+        mutations_per_minute: int(1, 1_000_000).default(10),
       })
       .prefault({})
       // Unset, the bucket holds one second of the rate: a fixed default would let a low rate

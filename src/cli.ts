@@ -1,4 +1,4 @@
-// mtlens command line: run | check-config | version | token hash | token generate
+// mtlens command line: run | check-config | version | token hash | token generate | token rotate
 import { randomBytes } from 'node:crypto';
 import { text } from 'node:stream/consumers';
 import { parseArgs } from 'node:util';
@@ -7,6 +7,8 @@ import { formatError } from './config/errors.js';
 import { loadConfigFile } from './config/load.js';
 import { sha256Hex } from './config/revision.js';
 import { bearerToken } from './config/sections/self-telemetry.js';
+import { rotateToken } from './commands/token-rotate.js';
+import { removePidFile, writePidFile } from './runtime/pid-file.js';
 import { buildInfo } from './runtime/build-info.js';
 import { productionWiring } from './wiring.js';
 
@@ -19,6 +21,9 @@ commands:
   token hash                     read a token on stdin, print the SHA-256 for
                                  self_telemetry.auth.bearer_token_sha256
   token generate                 print a new random token and its SHA-256
+  token rotate --config PATH [--json]
+                                 new token, printed once; writes only its SHA-256 to
+                                 the config file and tells the running agent to reload
 `;
 
 const STOP_BUDGET_MS = 10_000;
@@ -59,6 +64,7 @@ async function run(args: string[]): Promise<number> {
     process.exit(1);
   });
 
+  const stateDir = result.loaded.config.agent.state_dir;
   let stopping = false;
   const shutdown = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -71,7 +77,10 @@ async function run(args: string[]): Promise<number> {
       process.exit(1);
     }, STOP_BUDGET_MS);
     hardStop.unref();
-    agent.stop(signal, Date.now() + STOP_BUDGET_MS - 1000).then(
+    agent
+      .stop(signal, Date.now() + STOP_BUDGET_MS - 1000)
+      .then(() => removePidFile(stateDir).catch(() => undefined))
+      .then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'error while stopping');
@@ -96,6 +105,11 @@ async function run(args: string[]): Promise<number> {
     process.stderr.write(`mtlens: ${(err as Error).message}\n`);
     return 1;
   }
+  // So `mtlens token rotate` can tell this agent to reload; without it, only that is lost.
+  await writePidFile(stateDir, path).then(
+    (pidFile) => log.debug({ pid_file: pidFile }, 'PID file written'),
+    (err: unknown) => log.warn({ state_dir: stateDir, error: (err as NodeJS.ErrnoException).code ?? String(err) }, 'cannot write the PID file; `mtlens token rotate` will not be able to signal this agent'),
+  );
   return new Promise<number>(() => {
     // Runs until a signal stops it.
   });
@@ -117,6 +131,17 @@ async function token(args: string[]): Promise<number> {
       }
       process.stdout.write(`${sha256Hex(input)}\n`);
       return 0;
+    }
+    case 'rotate': {
+      const { values } = parseArgs({ args: args.slice(1), options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean', default: false } }, strict: true });
+      if (!values.config) {
+        process.stderr.write('mtlens token rotate: --config PATH is required (the file the agent runs)\n');
+        return 2;
+      }
+      const out = await rotateToken(values.config, values.json === true);
+      process.stdout.write(out.stdout);
+      process.stderr.write(out.stderr);
+      return out.code;
     }
     case 'generate': {
       const t = randomBytes(32).toString('base64url');

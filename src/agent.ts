@@ -6,6 +6,7 @@ import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import { createApp } from './api/app.js';
 import { startServer, type RunningServer } from './api/server.js';
+import { tlsMaterial, type TlsInfo } from './api/tls.js';
 import type { AgentControl, ReloadOutcome, Router } from './api/types.js';
 import { changedPaths, matchesPattern } from './config/diff.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
@@ -57,6 +58,7 @@ export class Agent implements AgentControl {
   private readonly started: LoadedConfig;
   private state: State = 'created';
   private server: RunningServer | undefined;
+  private tlsInfo: TlsInfo | undefined;
   private readonly startedAt = performance.now();
   private reloading: Promise<ReloadOutcome> | undefined;
   private readonly reloads: Counter<'result'>;
@@ -141,6 +143,10 @@ export class Agent implements AgentControl {
     return this.server?.connections();
   }
 
+  tls(): TlsInfo | undefined {
+    return this.tlsInfo;
+  }
+
   componentStatus(): Record<string, unknown> {
     const out: Record<string, unknown> = {};
     for (const c of this.components) if (c.status) out[c.name] = c.status();
@@ -150,13 +156,22 @@ export class Agent implements AgentControl {
   /** Serves the control API (probes answer "not started" until start()); once. */
   async listen(): Promise<void> {
     if (this.server) return;
+    const cfg = this.started.config;
+    const tls = cfg.self_telemetry.tls.enabled ? await tlsMaterial(cfg.self_telemetry.tls, cfg.agent.state_dir, cfg.agent.node_name) : undefined;
+    if (tls?.action) {
+      const { fingerprint_sha256, pubkey_sha256, not_after, subject_alt_names } = tls.info;
+      this.logger.info({ path: tls.certPath, fingerprint_sha256, pubkey_sha256, not_after, subject_alt_names, ...(tls.reason ? { reason: tls.reason } : {}) }, `control API certificate: self-signed, ${tls.action}`);
+    }
+    this.tlsInfo = tls?.info;
     // Only HTTP/1.1 servers are created, so the bindings are always HttpBindings.
     this.server = await startServer((req, env) => this.app.fetch(req, env as HttpBindings), {
-      settings: this.started.config.self_telemetry,
+      settings: cfg.self_telemetry,
       limits: () => this.loaded.config.self_telemetry.connections,
       registry: this.prometheus.registry,
+      ...(tls ? { tls } : {}),
     });
-    this.logger.info({ address: this.server.address, tls: this.server.tls, revision: this.loaded.revision, ...buildInfo() }, 'control API listening');
+    const pin = tls ? { tls_fingerprint_sha256: tls.info.fingerprint_sha256, tls_pubkey_sha256: tls.info.pubkey_sha256 } : {};
+    this.logger.info({ address: this.server.address, tls: this.server.tls, ...pin, revision: this.loaded.revision, ...buildInfo() }, 'control API listening');
   }
 
   /** Serves the API first, so probes answer (not ready) while components start. */

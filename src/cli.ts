@@ -1,4 +1,4 @@
-// mtlens command line: run | check-config | version | token hash | token generate | token rotate
+// mtlens command line: run | check-config | version | token hash | token generate | token rotate | tls fingerprint
 import { randomBytes } from 'node:crypto';
 import { text } from 'node:stream/consumers';
 import { parseArgs } from 'node:util';
@@ -8,6 +8,7 @@ import { loadConfigFile } from './config/load.js';
 import { sha256Hex } from './config/revision.js';
 import { bearerToken } from './config/sections/self-telemetry.js';
 import { rotateToken } from './commands/token-rotate.js';
+import { tlsFingerprint } from './commands/tls-fingerprint.js';
 import { removePidFile, writePidFile } from './runtime/pid-file.js';
 import { buildInfo } from './runtime/build-info.js';
 import { productionWiring } from './wiring.js';
@@ -24,6 +25,9 @@ commands:
   token rotate --config PATH [--json]
                                  new token, printed once; writes only its SHA-256 to
                                  the config file and tells the running agent to reload
+  tls fingerprint --config PATH [--json]
+                                 the control API certificate's SHA-256 fingerprint and
+                                 public-key pin (for curl --pinnedpubkey)
 `;
 
 const STOP_BUDGET_MS = 10_000;
@@ -169,6 +173,17 @@ async function main(argv: string[]): Promise<number> {
       }
       case 'token':
         return await token(rest);
+      case 'tls': {
+        if (rest[0] !== 'fingerprint') {
+          process.stderr.write(USAGE);
+          return 2;
+        }
+        const { values } = parseArgs({ args: rest.slice(1), options: { config: { type: 'string', short: 'c', default: './config.yaml' }, json: { type: 'boolean', default: false } }, strict: true });
+        const out = await tlsFingerprint(values.config!, values.json === true);
+        process.stdout.write(out.stdout);
+        process.stderr.write(out.stderr);
+        return out.code;
+      }
       case 'help':
       case '--help':
       case '-h':

@@ -37,6 +37,8 @@ export interface ServerOptions {
   /** The connection limits in force now (they follow reloads). */
   limits: () => ConnectionLimits;
   registry: Registry;
+  /** The certificate and key to serve with tls.enabled (tls.ts); else read from tls.cert_file/key_file. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export async function startServer(fetch: Fetch, opts: ServerOptions): Promise<RunningServer> {
@@ -53,7 +55,7 @@ export async function startServer(fetch: Fetch, opts: ServerOptions): Promise<Ru
         // A connection still in its TLS handshake is invisible to the HTTP layer (no request, not
         // in closeAllConnections), so only this bounds how long one can hold a graceful stop (Node's
         // default is 120 s, past the 10 s stop deadline).
-        serverOptions: { ServerResponse: EdgeResponse, ...timeouts, cert: readFileSync(settings.tls.cert_file!), key: readFileSync(settings.tls.key_file!), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
+        serverOptions: { ServerResponse: EdgeResponse, ...timeouts, cert: opts.tls?.cert ?? readFileSync(settings.tls.cert_file!), key: opts.tls?.key ?? readFileSync(settings.tls.key_file!), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
       })
     : createAdaptorServer({ fetch, serverOptions: { ServerResponse: EdgeResponse, ...timeouts } });
   const http = server as Server;

@@ -8,6 +8,7 @@ import type { EventHub } from '../export/event-stream.js';
 import type { PrometheusExporter } from '../export/prometheus.js';
 import type { Logger } from '../log.js';
 import type { FlushCounts } from '../runtime/components.js';
+import type { TlsInfo } from './tls.js';
 
 export type AppEnv = {
   Bindings: HttpBindings;
@@ -48,6 +49,8 @@ export interface AgentControl {
   componentStatus(): Record<string, unknown>;
   /** The control API's own connections: open, limits, drops (undefined before it listens). */
   connections(): ConnectionTableStatus | undefined;
+  /** The certificate the control API serves (fingerprint, public-key pin); undefined over plain HTTP. */
+  tls?(): TlsInfo | undefined;
   reload(): Promise<ReloadOutcome>;
   flush(): Promise<FlushCounts>;
 }

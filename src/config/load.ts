@@ -136,7 +136,9 @@ async function checkFiles(config: Config): Promise<ConfigError[]> {
   // Without a usable state_dir the agent would run on, persisting nothing, and only log it. Only
   // telemt keeps state (counter continuity): without it the folder is never touched, so an
   // unprivileged agent started elsewhere than its default ./var is not refused for it.
-  if (config.telemt.enabled) {
+  // A self-signed control API certificate (tls without cert_file) is kept in state_dir too.
+  const selfSigned = config.self_telemetry.tls.enabled && config.self_telemetry.tls.cert_file === undefined;
+  if (config.telemt.enabled || selfSigned) {
     const problem = await unusableDir(config.agent.state_dir);
     if (problem) errors.push({ path: 'agent.state_dir', message: problem });
   }

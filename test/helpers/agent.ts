@@ -61,7 +61,7 @@ export interface TestAgent {
   dir: string;
   /** Rewrites the config file (for reload tests). */
   rewrite(yaml: string): Promise<void>;
-  /** The control API's base URL (http://127.0.0.1:PORT). */
+  /** The control API's base URL (http://127.0.0.1:PORT, https:// with tls.enabled). */
   url: string;
   /** A request over a real socket from `ip` (a 127.0.0.0/8 address; default 127.0.0.1). */
   request(path: string, init?: RequestInit, ip?: string): Promise<Response>;
@@ -98,11 +98,12 @@ export async function buildAgent(
   });
   // The server starts now, before the components: probes answer "not started" until start().
   await agent.listen();
-  const url = `http://${agent.address!}`;
+  const scheme = agent.tls() ? 'https' : 'http';
+  const url = `${scheme}://${agent.address!}`;
   // A wildcard listener ([::] or 0.0.0.0) is asked on the loopback address of the client's family.
   const port = new URL(url).port;
   const wildcard = /^(\[::\]|0\.0\.0\.0):/.test(agent.address!);
-  const base = (ip: string) => (wildcard ? `http://${ip.includes(':') ? '[::1]' : '127.0.0.1'}:${port}` : url);
+  const base = (ip: string) => (wildcard ? `${scheme}://${ip.includes(':') ? '[::1]' : '127.0.0.1'}:${port}` : url);
   return {
     agent,
     app: agent.app,

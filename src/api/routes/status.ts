@@ -28,8 +28,18 @@ const StatusBody = z
             dropped: z.record(z.string(), z.number().int()).openapi({ description: 'by `<limit>.<action>`: per_address_limit or connection_limit, refused (the newcomer) or evicted_idle (the longest idle connection, for the newcomer)' }),
           })
           .optional(),
+        tls: z
+          .object({
+            source: z.enum(['self_signed', 'files']),
+            fingerprint_sha256: z.string().openapi({ description: 'SHA-256 of the certificate (DER), colon-separated hex' }),
+            pubkey_sha256: z.string().openapi({ description: 'SHA-256 of the public key (SPKI DER), base64: curl --pinnedpubkey "sha256//<this>"' }),
+            not_after: z.string(),
+            subject_alt_names: z.array(z.string()),
+          })
+          .optional()
+          .openapi({ description: 'The certificate served with self_telemetry.tls.enabled; absent over plain HTTP' }),
       })
-      .openapi({ description: "The control API's own connections (self_telemetry.connections)" }),
+      .openapi({ description: "The control API's own connections (self_telemetry.connections) and certificate" }),
   })
   .catchall(z.unknown())
   .openapi('Status', { description: 'Agent identity and uptime, plus one block per registered component (ebpf, telemt, export, ...).' });
@@ -58,7 +68,7 @@ export function statusRoutes(deps: ApiDeps) {
           config_revision: loaded.revision,
           host: hostInfo(),
           readiness: { ready: readiness.ready, checks: readiness.details },
-          control_api: { connections: deps.agent.connections() },
+          control_api: { connections: deps.agent.connections(), tls: deps.agent.tls?.() },
           ...deps.agent.componentStatus(),
         },
         200,

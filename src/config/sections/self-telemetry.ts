@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { bool, cidr, hostPort, int, nonEmpty, secret } from '../fields.js';
 
@@ -57,17 +58,30 @@ const auth = z
     }
   });
 
+/** A DNS name a certificate may carry (letters, digits, hyphens, dots; a leading `*.`). */
+const DNS_NAME = /^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** An IP address or DNS name for a certificate's subject alternative names. */
+export function isSanName(name: string): boolean {
+  return isIP(name) !== 0 || (name.length <= 253 && DNS_NAME.test(name));
+}
+
 const tls = z
   .strictObject({
     enabled: bool().default(false),
+    // Both or neither: without them, a self-signed certificate is made and kept in agent.state_dir.
     cert_file: nonEmpty().optional(),
     key_file: nonEmpty().optional(),
+    // Names the self-signed certificate carries besides localhost, 127.0.0.1, ::1 and the node name.
+    extra_sans: z
+      .array(z.string().trim().refine(isSanName, { error: (iss) => `expected a DNS name or an IP address, got ${JSON.stringify(iss.input)}` }))
+      .default([]),
   })
   .prefault({})
   .superRefine((t, ctx) => {
-    if (!t.enabled) return;
-    for (const key of ['cert_file', 'key_file'] as const) {
-      if (t[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'required when tls.enabled is true' });
+    const [set, unset] = t.cert_file === undefined ? (['key_file', 'cert_file'] as const) : (['cert_file', 'key_file'] as const);
+    if (t[set] !== undefined && t[unset] === undefined) {
+      ctx.addIssue({ code: 'custom', path: [unset], message: `required with ${set} (set both, or neither for a self-signed certificate in agent.state_dir)` });
     }
   });
 

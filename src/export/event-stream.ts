@@ -28,27 +28,29 @@ export interface EventFilter {
 
 type Waiter = (value: StreamEvent | null | 'timeout') => void;
 
-export class Subscription {
+/** Whether an event of `type` passes the filter's types. */
+export function acceptsType(filter: EventFilter, type: string): boolean {
+  const { types } = filter;
+  return types.length === 0 || types.some((t) => (t.endsWith('.*') ? type.startsWith(t.slice(0, -1)) : t === type));
+}
+
+function accepts(filter: EventFilter, type: string, data: object): boolean {
+  const { role } = filter;
+  if (role !== undefined && (data as { role?: unknown }).role !== role) return false;
+  return acceptsType(filter, type);
+}
+
+/** One client of a stream: a bounded buffer the stream fills and the client's handler drains. */
+export class Subscription<F = EventFilter> {
   private readonly queue: StreamEvent[] = [];
   private waiter: Waiter | undefined;
   closedReason: string | undefined;
 
   constructor(
-    readonly filter: EventFilter,
+    readonly filter: F,
     private readonly capacity: number,
-    private readonly onClose: (sub: Subscription, reason: string) => void,
+    private readonly onClose: (sub: Subscription<F>, reason: string) => void,
   ) {}
-
-  acceptsType(type: string): boolean {
-    const { types } = this.filter;
-    return types.length === 0 || types.some((t) => (t.endsWith('.*') ? type.startsWith(t.slice(0, -1)) : t === type));
-  }
-
-  accepts(type: string, data: object): boolean {
-    const { role } = this.filter;
-    if (role !== undefined && (data as { role?: unknown }).role !== role) return false;
-    return this.acceptsType(type);
-  }
 
   /** Returns false when the buffer was full and the subscription has been closed. */
   offer(event: StreamEvent): boolean {
@@ -96,6 +98,74 @@ export class Subscription {
   }
 }
 
+export interface StreamLimits {
+  maxClients: number;
+  bufferEvents: number;
+}
+
+/** The names of one stream's client metrics (each stream has its own families). */
+export interface StreamClientMetrics {
+  clients: { name: string; help: string };
+  dropped: { name: string; help: string };
+  rejected: { name: string; help: string };
+}
+
+/**
+ * The Server-Sent Events clients of one stream (/events, /logs/stream): at most maxClients at
+ * once (more are refused and counted), each with a buffer of bufferEvents; a client that lets
+ * its buffer fill is disconnected and counted (slow_client), so a slow reader never slows the
+ * source. The limits are read at each subscription (they follow reloads).
+ */
+export class StreamClients<F> implements Iterable<Subscription<F>> {
+  private readonly subs = new Set<Subscription<F>>();
+  private readonly clientsGauge: Gauge;
+  private readonly dropped: Counter<'reason'>;
+  private readonly rejected: Counter<'reason'>;
+
+  constructor(
+    private readonly limits: () => StreamLimits,
+    registry: Registry,
+    names: StreamClientMetrics,
+  ) {
+    const registers = [registry];
+    this.clientsGauge = new Gauge({ ...names.clients, registers });
+    this.dropped = new Counter({ ...names.dropped, labelNames: ['reason'], registers });
+    this.rejected = new Counter({ ...names.rejected, labelNames: ['reason'], registers });
+  }
+
+  get size(): number {
+    return this.subs.size;
+  }
+
+  /** Whether a new client would be refused now (max_clients reached). */
+  get full(): boolean {
+    return this.subs.size >= this.limits().maxClients;
+  }
+
+  [Symbol.iterator](): Iterator<Subscription<F>> {
+    return this.subs[Symbol.iterator]();
+  }
+
+  subscribe(filter: F): Subscription<F> | undefined {
+    if (this.full) {
+      this.rejected.inc({ reason: 'max_clients' });
+      return undefined;
+    }
+    const sub = new Subscription<F>(filter, this.limits().bufferEvents, (s, reason) => {
+      this.subs.delete(s);
+      this.clientsGauge.set(this.subs.size);
+      if (reason === 'slow_client') this.dropped.inc({ reason });
+    });
+    this.subs.add(sub);
+    this.clientsGauge.set(this.subs.size);
+    return sub;
+  }
+
+  closeAll(reason = 'shutdown'): void {
+    for (const sub of [...this.subs]) sub.close(reason);
+  }
+}
+
 export interface EventHubOptions {
   maxClients: number;
   bufferEvents: number;
@@ -103,21 +173,20 @@ export interface EventHubOptions {
 }
 
 export class EventHub {
-  private readonly subs = new Set<Subscription>();
+  private readonly subs: StreamClients<EventFilter>;
   private seq = 0;
-  private readonly clientsGauge: Gauge;
   private readonly published: Counter<'type'>;
-  private readonly dropped: Counter<'reason'>;
-  private readonly rejected: Counter<'reason'>;
   private readonly listenerErrors: Counter;
   private readonly listeners = new Map<EventListener, EventInterest>();
 
   constructor(private opts: EventHubOptions) {
     const registers = [opts.registry];
-    this.clientsGauge = new Gauge({ name: 'mtlens_sse_clients', help: 'Server-Sent Events clients connected to /events.', registers });
+    this.subs = new StreamClients<EventFilter>(() => this.opts, opts.registry, {
+      clients: { name: 'mtlens_sse_clients', help: 'Server-Sent Events clients connected to /events.' },
+      dropped: { name: 'mtlens_sse_clients_dropped_total', help: '/events clients disconnected by the agent, by reason (slow_client: buffer full).' },
+      rejected: { name: 'mtlens_sse_clients_rejected_total', help: '/events connections refused, by reason (max_clients).' },
+    });
     this.published = new Counter({ name: 'mtlens_sse_events_total', help: 'Events delivered to /events clients, by event type.', labelNames: ['type'], registers });
-    this.dropped = new Counter({ name: 'mtlens_sse_clients_dropped_total', help: '/events clients disconnected by the agent, by reason (slow_client: buffer full).', labelNames: ['reason'], registers });
-    this.rejected = new Counter({ name: 'mtlens_sse_clients_rejected_total', help: '/events connections refused, by reason (max_clients).', labelNames: ['reason'], registers });
     this.listenerErrors = new Counter({ name: 'mtlens_event_listener_errors_total', help: 'Exceptions thrown by in-process event consumers (the event was still delivered elsewhere).', registers });
   }
 
@@ -133,7 +202,7 @@ export class EventHub {
    */
   wants(type: AgentEventType): boolean {
     for (const interest of this.listeners.values()) if (interest(type)) return true;
-    for (const sub of this.subs) if (sub.acceptsType(type)) return true;
+    for (const sub of this.subs) if (acceptsType(sub.filter, type)) return true;
     return false;
   }
 
@@ -147,22 +216,11 @@ export class EventHub {
 
   /** Whether a new client would be refused now (max_clients reached). */
   get full(): boolean {
-    return this.subs.size >= this.opts.maxClients;
+    return this.subs.full;
   }
 
   subscribe(filter: EventFilter): Subscription | undefined {
-    if (this.full) {
-      this.rejected.inc({ reason: 'max_clients' });
-      return undefined;
-    }
-    const sub = new Subscription(filter, this.opts.bufferEvents, (s, reason) => {
-      this.subs.delete(s);
-      this.clientsGauge.set(this.subs.size);
-      if (reason === 'slow_client') this.dropped.inc({ reason });
-    });
-    this.subs.add(sub);
-    this.clientsGauge.set(this.subs.size);
-    return sub;
+    return this.subs.subscribe(filter);
   }
 
   publish<K extends AgentEventType>(type: K, data: AgentEventMap[K]): void {
@@ -177,13 +235,13 @@ export class EventHub {
     if (this.subs.size === 0) return;
     let event: StreamEvent | undefined;
     for (const sub of this.subs) {
-      if (!sub.accepts(type, data)) continue;
+      if (!accepts(sub.filter, type, data)) continue;
       event ??= { id: ++this.seq, type, data: JSON.stringify(data) };
       if (sub.offer(event)) this.published.inc({ type });
     }
   }
 
   closeAll(reason = 'shutdown'): void {
-    for (const sub of [...this.subs]) sub.close(reason);
+    this.subs.closeAll(reason);
   }
 }

@@ -1,10 +1,8 @@
 import { apiRouter } from '../router.js';
 import { createRoute, z } from '@hono/zod-openapi';
-import { streamSSE } from 'hono/streaming';
-import { errorResponses, problem } from '../problem.js';
+import { errorResponses } from '../problem.js';
+import { headOfStream, PING_MS, serveSubscription, streamFull } from '../sse.js';
 import type { ApiDeps } from '../types.js';
-
-const PING_MS = 15_000;
 
 export function eventRoutes(deps: ApiDeps) {
   const r = apiRouter();
@@ -26,28 +24,12 @@ export function eventRoutes(deps: ApiDeps) {
       },
     }),
     (c) => {
-      // HEAD runs this GET handler, and its body is dropped unread: a subscription made here
-      // would never see the client leave (the stream is never pulled, so it never aborts) and
-      // would hold a client slot for good. HEAD answers what GET would, without subscribing.
-      if (c.req.method === 'HEAD') {
-        if (deps.events.full) return problem(c, 503, 'service_unavailable', 'too many /events clients connected', undefined, { 'Retry-After': '10' });
-        return c.body(null, 200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
-      }
+      if (c.req.method === 'HEAD') return headOfStream(c, deps.events.full, '/events');
       const q = c.req.valid('query');
       const types = (q.type ?? '').split(',').map((t) => t.trim()).filter(Boolean);
       const sub = deps.events.subscribe({ types, ...(q.role ? { role: q.role } : {}) });
-      if (!sub) return problem(c, 503, 'service_unavailable', 'too many /events clients connected', undefined, { 'Retry-After': '10' });
-      const pingMs = deps.ssePingMs ?? PING_MS;
-      return streamSSE(c, async (stream) => {
-        stream.onAbort(() => sub.close());
-        await stream.writeSSE({ event: 'hello', data: JSON.stringify({ types, role: q.role ?? null }), retry: 3000 });
-        for (;;) {
-          const next = await sub.next(pingMs);
-          if (next === null || stream.aborted) break;
-          if (next === 'timeout') await stream.writeSSE({ event: 'ping', data: String(Date.now()) });
-          else await stream.writeSSE({ id: String(next.id), event: next.type, data: next.data });
-        }
-      });
+      if (!sub) return streamFull(c, '/events');
+      return serveSubscription(c, sub, { hello: { types, role: q.role ?? null }, pingMs: deps.ssePingMs ?? PING_MS });
     },
   );
   return r;

@@ -16,6 +16,7 @@ import { EventHub } from './export/event-stream.js';
 import { PrometheusExporter } from './export/prometheus.js';
 import { createLogger, type Logger } from './log.js';
 import { buildInfo } from './runtime/build-info.js';
+import { LogRing } from './runtime/log-ring.js';
 import { blocksReadiness, renderCheck, renderPublicCheck, SIGNALS, type Component, type FlushCounts } from './runtime/components.js';
 import { EventLoopWatchdog } from './runtime/event-loop.js';
 
@@ -38,6 +39,8 @@ export interface AgentDeps {
   prometheus?: PrometheusExporter;
   wire?: (ctx: ComponentContext) => Wiring;
   ssePingMs?: number;
+  /** Where /logs/recent and /logs/stream read the log; with `logger` given, the ring that logger writes to. */
+  logRing?: LogRing;
 }
 
 type State = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
@@ -50,6 +53,7 @@ export class Agent implements AgentControl {
   readonly logger: Logger;
   readonly prometheus: PrometheusExporter;
   readonly events: EventHub;
+  readonly logRing: LogRing;
   readonly app: ReturnType<typeof createApp>;
   private readonly components: Component[];
   private readonly watchdog = new EventLoopWatchdog();
@@ -71,7 +75,8 @@ export class Agent implements AgentControl {
     this.loaded = initial;
     this.started = initial;
     const cfg = initial.config;
-    this.logger = deps.logger ?? createLogger({ level: cfg.logging.level, node: cfg.agent.node_name });
+    this.logRing = deps.logRing ?? new LogRing();
+    this.logger = deps.logger ?? createLogger({ level: cfg.logging.level, node: cfg.agent.node_name, ring: this.logRing });
     this.prometheus = deps.prometheus ?? new PrometheusExporter();
     this.prometheus.maxAgeMs = cfg.self_telemetry.metrics_max_age_ms;
     const registry = this.prometheus.registry;
@@ -101,6 +106,7 @@ export class Agent implements AgentControl {
       logger: this.logger,
       prometheus: this.prometheus,
       events: this.events,
+      logs: this.logRing,
       routers: wiring.routers,
       ...(deps.ssePingMs !== undefined ? { ssePingMs: deps.ssePingMs } : {}),
     });

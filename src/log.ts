@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
+import type { LogRing } from './runtime/log-ring.js';
 
 export type { Logger } from 'pino';
 
@@ -27,6 +28,8 @@ export interface LoggerOptions {
   level: string;
   node: string;
   destination?: DestinationStream;
+  /** Keeps the most recent lines, exactly as written (redacted), for the control API. */
+  ring?: LogRing;
 }
 
 export function createLogger(opts: LoggerOptions): Logger {
@@ -38,6 +41,6 @@ export function createLogger(opts: LoggerOptions): Logger {
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
     },
-    opts.destination ?? pino.destination({ fd: 1, sync: true }),
+    opts.ring ? opts.ring.tee(opts.destination ?? pino.destination({ fd: 1, sync: true })) : (opts.destination ?? pino.destination({ fd: 1, sync: true })),
   );
 }

@@ -24,6 +24,7 @@ import { configRoutes } from './routes/config.js';
 import { debugRoutes } from './routes/debug.js';
 import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
+import { logRoutes } from './routes/logs.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { statusRoutes } from './routes/status.js';
 import { apiRouter } from './router.js';
@@ -128,6 +129,7 @@ export function createApp(deps: ApiDeps): Router {
     configRoutes(deps),
     adminRoutes(deps),
     eventRoutes(deps),
+    logRoutes(deps),
     debugRoutes(deps),
     ...(deps.routers ?? []),
   ]) {

@@ -8,6 +8,7 @@ import type { EventHub } from '../export/event-stream.js';
 import type { PrometheusExporter } from '../export/prometheus.js';
 import type { Logger } from '../log.js';
 import type { FlushCounts } from '../runtime/components.js';
+import type { LogListener, LogRecordLine, LogRingDrop } from '../runtime/log-ring.js';
 import type { TlsInfo } from './tls.js';
 
 export type AppEnv = {
@@ -55,11 +56,22 @@ export interface AgentControl {
   flush(): Promise<FlushCounts>;
 }
 
+/** The agent's recent log lines, as the log got them (runtime/log-ring.ts). */
+export interface LogSource {
+  readonly capacity: number;
+  readonly size: number;
+  readonly dropped: Readonly<Record<LogRingDrop, number>>;
+  recent(lines: number, minLevel?: number): LogRecordLine[];
+  onRecord(listener: LogListener): () => void;
+}
+
 export interface ApiDeps {
   agent: AgentControl;
   logger: Logger;
   prometheus: PrometheusExporter;
   events: EventHub;
+  /** Recent log lines for /logs/recent and /logs/stream. */
+  logs: LogSource;
   /** Area routers contributed by components (/status/ebpf, /status/telemt, ...). */
   routers?: Router[];
   /** Interval between SSE `ping` events; 15 s unless a test shortens it. */

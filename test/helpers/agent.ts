@@ -9,6 +9,7 @@ import { Agent, type AgentDeps } from '../../src/agent.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import type { Env } from '../../src/config/substitute.js';
 import { createLogger, type Logger } from '../../src/log.js';
+import { LogRing } from '../../src/runtime/log-ring.js';
 import { httpFetch } from './http.js';
 
 /** The repository root (tests run from dist/test/...). */
@@ -20,12 +21,13 @@ export interface CapturedLog {
   text(): string;
 }
 
-export function captureLog(level = 'info'): CapturedLog {
+export function captureLog(level = 'info', ring?: LogRing): CapturedLog {
   const raw: string[] = [];
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger({
     level,
     node: 'test-node',
+    ...(ring ? { ring } : {}),
     destination: {
       write(chunk: string) {
         raw.push(chunk);
@@ -88,11 +90,14 @@ export async function buildAgent(
   const env = opts.env ?? {};
   const result = await loadConfigFile(configPath, env);
   if (!result.ok) throw new Error(`test config invalid: ${JSON.stringify(result.errors)}`);
-  const log = captureLog(opts.logLevel);
+  // The agent's own log ring behind the captured logger, as in production (/logs/recent).
+  const logRing = new LogRing();
+  const log = captureLog(opts.logLevel, logRing);
   const agent = new Agent(result.loaded, {
     configPath,
     env,
     logger: log.logger,
+    logRing,
     ...(opts.wire ? { wire: opts.wire } : {}),
     ...(opts.ssePingMs !== undefined ? { ssePingMs: opts.ssePingMs } : {}),
   });

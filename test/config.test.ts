@@ -65,7 +65,7 @@ metrics: {}
     const r = await runCli(['check-config', '--config', await configFile(`
 self_telemetry:
   auth: { enabled: true }
-  tls: { enabled: true, key_file: /etc/hostname }
+  tls: { enabled: true, key_file: README.md }
 `)]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /self_telemetry\.auth\.bearer_token: auth is enabled but neither bearer_token nor bearer_token_sha256 is set/);

@@ -195,8 +195,22 @@ describe('self-signed TLS for the control API', () => {
     await rm(join(renamed, '..'), { recursive: true, force: true });
   });
 
+  it('with cert_file and key_file it serves those, and /status shows their fingerprint', async () => {
+    const dir = join(await stateDir(), '..');
+    const cert = join(dir, 'own.crt');
+    const key = join(dir, 'own.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    await withAgent(config(join(dir, 'state'), `{ enabled: true, cert_file: ${cert}, key_file: ${key} }`), async (t) => {
+      const tls = await statusTls(t);
+      assert.equal(tls.source, 'files');
+      assert.equal(tls.fingerprint_sha256, new X509Certificate(await readFile(cert)).fingerprint256);
+      assert.equal(certificateLog(t), undefined, 'nothing made or renewed');
+      assert.equal((await httpFetch(`${t.url}/healthz`, {}, { ca: await readFile(cert) })).status, 200);
+    });
+  });
+
   it('check-config: cert_file and key_file go together; extra_sans are names or addresses', async () => {
-    const r = await runCli(['check-config', '--config', await configFile(config('/tmp/mtlens-unused', '{ enabled: true, cert_file: /etc/hostname, extra_sans: ["not a name"] }'))]);
+    const r = await runCli(['check-config', '--config', await configFile(config('./var/unused-state', '{ enabled: true, cert_file: README.md, extra_sans: ["not a name"] }'))]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /self_telemetry\.tls\.key_file: required with cert_file \(set both, or neither for a self-signed certificate in agent\.state_dir\)/);
     assert.match(r.stderr, /self_telemetry\.tls\.extra_sans\[0\]: expected a DNS name or an IP address, got "not a name"/);

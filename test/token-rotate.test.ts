@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import { tempDir } from './helpers/agent.js';
 import { runCli, startCli } from './helpers/cli.js';
 import { httpFetch } from './helpers/http.js';
+import { waitFor } from './helpers/wait.js';
 
 const OLD = 'old-token-0123456789abcdef';
 const sha = (t: string) => createHash('sha256').update(t).digest('hex');
@@ -43,8 +44,9 @@ describe('mtlens token rotate', () => {
     const cli = await startCli(['--config', path]);
     try {
       assert.equal((await httpFetch(`${cli.url}/status`, bearer(OLD))).status, 200);
-      const pidFile = JSON.parse(await readFile(join(dir, 'state', 'mtlens.pid'), 'utf8')) as { pid: number; config: string };
-      assert.equal(pidFile.pid, cli.child.pid);
+      // Written once the agent has started (after the API listens).
+      const pidFile = await waitFor('the PID file', async () => JSON.parse(await readFile(join(dir, 'state', 'mtlens.pid'), 'utf8')) as { pid: number; config: string });
+      assert.deepEqual(pidFile, { pid: cli.child.pid, config: path });
 
       const r = await runCli(['token', 'rotate', '--config', path, '--json']);
       assert.equal(r.code, 0, r.stderr);

@@ -79,7 +79,8 @@ export class LogRing {
   }
 
   get size(): number {
-    return Math.min(this.seq - this.dropped.too_large, this.capacity);
+    // seq counts kept lines only (a line too large gets none).
+    return Math.min(this.seq, this.capacity);
   }
 
   /** Calls `listener` with every record from now on (synchronously: it must not block or log); returns the function that stops it. */

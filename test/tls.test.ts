@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { after, describe, it } from 'node:test';
 import { buildAgent, configFile, tempDir, type TestAgent } from './helpers/agent.js';
-import { runCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { httpFetch } from './helpers/http.js';
 
 const NODE = 'node-7.example.net';
@@ -207,6 +207,26 @@ describe('self-signed TLS for the control API', () => {
       assert.equal(certificateLog(t), undefined, 'nothing made or renewed');
       assert.equal((await httpFetch(`${t.url}/healthz`, {}, { ca: await readFile(cert) })).status, 200);
     });
+  });
+
+  it('mtlens run makes it on first start, logs what to pin, and a pinned client reaches it', async () => {
+    const state = await stateDir();
+    const path = await configFile(config(state));
+    const cli = await startCli(['--config', path], { scheme: 'https' });
+    try {
+      const listening = cli.logs.find((l) => l['msg'] === 'control API listening')!;
+      const made = cli.logs.find((l) => l['msg'] === 'control API certificate: self-signed, generated');
+      assert.equal(made?.['fingerprint_sha256'], listening['tls_fingerprint_sha256']);
+      const printed = await runCli(['tls', 'fingerprint', '--config', path, '--json']);
+      const info = JSON.parse(printed.stdout) as StatusTls;
+      assert.equal(info.fingerprint_sha256, listening['tls_fingerprint_sha256']);
+      assert.equal(info.pubkey_sha256, listening['tls_pubkey_sha256']);
+      assert.equal(await pinnedGet(`${cli.url}/healthz`, info.pubkey_sha256), 200);
+    } finally {
+      const { code } = await cli.stop();
+      assert.equal(code, 0);
+      await rm(join(path, '..'), { recursive: true, force: true });
+    }
   });
 
   it('check-config: cert_file and key_file go together; extra_sans are names or addresses', async () => {

@@ -80,7 +80,7 @@ function sansOf(cert: X509Certificate): string[] {
     });
 }
 
-export function describe(cert: X509Certificate, source: TlsInfo['source']): TlsInfo {
+export function describeCertificate(cert: X509Certificate, source: TlsInfo['source']): TlsInfo {
   return {
     source,
     fingerprint_sha256: cert.fingerprint256,
@@ -173,7 +173,7 @@ export async function ensureSelfSigned(stateDir: string, sans: readonly string[]
   if (cert && key && keyPem && certPem && reason === undefined) {
     // Files restored from a backup or copied in may have lost their mode.
     await Promise.all([chmod(paths.key, 0o600), chmod(paths.cert, 0o600)]).catch(() => undefined);
-    return { cert: certPem, key: keyPem, info: describe(cert, 'self_signed'), action: 'reused', certPath: paths.cert };
+    return { cert: certPem, key: keyPem, info: describeCertificate(cert, 'self_signed'), action: 'reused', certPath: paths.cert };
   }
   let newKeyPem = keyPem;
   if (!key || !keyPem) {
@@ -188,7 +188,7 @@ export async function ensureSelfSigned(stateDir: string, sans: readonly string[]
   return {
     cert: made,
     key: newKeyPem!,
-    info: describe(parsed, 'self_signed'),
+    info: describeCertificate(parsed, 'self_signed'),
     action: cert ? 'renewed' : 'generated',
     ...(cert ? { reason: reason ?? 'it could not be read' } : {}),
     certPath: paths.cert,
@@ -200,7 +200,7 @@ export async function tlsMaterial(tls: TlsSettings, stateDir: string, nodeName: 
   if (tls.cert_file !== undefined && tls.key_file !== undefined) {
     const cert = await readFile(tls.cert_file);
     const key = await readFile(tls.key_file);
-    return { cert, key, info: describe(new X509Certificate(cert), 'files'), certPath: tls.cert_file };
+    return { cert, key, info: describeCertificate(new X509Certificate(cert), 'files'), certPath: tls.cert_file };
   }
   return ensureSelfSigned(stateDir, wantedSans(nodeName, tls.extra_sans));
 }
@@ -212,11 +212,11 @@ export async function tlsMaterial(tls: TlsSettings, stateDir: string, nodeName: 
 export async function inspectCertificate(tls: TlsSettings, stateDir: string, nodeName: string): Promise<{ info: TlsInfo; path: string; renewal?: string } | { missing: string }> {
   if (tls.cert_file !== undefined) {
     const pem = await readFile(tls.cert_file);
-    return { info: describe(new X509Certificate(pem), 'files'), path: tls.cert_file };
+    return { info: describeCertificate(new X509Certificate(pem), 'files'), path: tls.cert_file };
   }
   const paths = selfSignedPaths(stateDir);
   const cert = parseCert(await readOptional(paths.cert));
   if (!cert) return { missing: paths.cert };
   const renewal = renewalReason(cert, parseKey(await readOptional(paths.key).catch(() => undefined)), wantedSans(nodeName, tls.extra_sans));
-  return { info: describe(cert, 'self_signed'), path: paths.cert, ...(renewal ? { renewal } : {}) };
+  return { info: describeCertificate(cert, 'self_signed'), path: paths.cert, ...(renewal ? { renewal } : {}) };
 }

@@ -63,7 +63,7 @@ function behindPolicy(router: Router, wrap: Wrap): Router {
 
 export function createApp(deps: ApiDeps): Router {
   const settings = (): Config['self_telemetry'] => deps.agent.config().config.self_telemetry;
-  const rejections = new Rejections(deps.prometheus.registry);
+  const rejections = new Rejections(deps.registry);
 
   const app = apiRouter();
 
@@ -104,7 +104,7 @@ export function createApp(deps: ApiDeps): Router {
   };
 
   const wrap = policy({
-    edge: new Edge(deps.prometheus.registry, deps.logger),
+    edge: new Edge(deps.registry, deps.logger),
     layers: (c) => {
       const s = settings();
       const method = c.req.method;

@@ -4,13 +4,7 @@
 // fill is disconnected and counted, so a slow reader can never slow the collectors. With no
 // client attached, publish() returns before doing any work.
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { AgentEventMap, AgentEventType } from '../model/events.js';
-
-/** In-process consumers (the OTLP pipeline) get events synchronously and must not block. */
-export type EventListener = <K extends AgentEventType>(type: K, data: AgentEventMap[K]) => void;
-
-/** Which event types a listener wants right now (it may change, e.g. when export is disabled). */
-export type EventInterest = (type: AgentEventType) => boolean;
+import type { AgentEventMap, AgentEventType, EventBus, EventInterest, EventListener } from '../model/events.js';
 
 export interface StreamEvent {
   readonly id: number;
@@ -102,7 +96,7 @@ export interface EventHubOptions {
   registry: Registry;
 }
 
-export class EventHub {
+export class EventHub implements EventBus {
   private readonly subs = new Set<Subscription>();
   private seq = 0;
   private readonly clientsGauge: Gauge;

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, type AgentDeps } from '../../src/agent.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import type { Env } from '../../src/config/substitute.js';
-import { createLogger, type Logger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/runtime/log.js';
 import { httpFetch } from './http.js';
 
 /** The repository root (tests run from dist/test/...). */

@@ -1,0 +1,486 @@
+// Direct tests of one signal's export pipeline: a fake exporter answers each attempt from a
+// script, and node:test's mock timers stand in for setTimeout and Date, so every wait below is
+// the fake clock advancing, never wall-clock time.
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { backoffDelay } from '../src/pipeline/backoff.js';
+import { LOSS_REASONS, type AttemptResult, type LossReason } from '../src/pipeline/outcome.js';
+import { SignalPipeline, type PipelineSettings } from '../src/pipeline/signal-pipeline.js';
+
+const T0 = 1_000_000;
+
+const OK: AttemptResult = { ok: true };
+const RETRY: AttemptResult = { ok: false, retryable: true, error: 'unavailable', unreachable: true };
+const PERMANENT: AttemptResult = { ok: false, retryable: false, error: 'invalid argument' };
+
+const SETTINGS: PipelineSettings = {
+  capacity: 100,
+  maxBatch: 2,
+  maxDelayMs: 100,
+  initialBackoffMs: 100,
+  maxBackoffMs: 1_000,
+  maxElapsedMs: 60_000,
+};
+
+/** One scripted answer: a result after `latencyMs` of fake time (0: in the same turn), or no answer until released. */
+type Step = { result: AttemptResult; latencyMs?: number } | 'hang';
+
+interface Call {
+  batch: number[];
+  at: number;
+}
+
+/** A BatchSender answering attempts from a script (then OK at once), recording each call. */
+class FakeExporter {
+  readonly calls: Call[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  private readonly script: Step[] = [];
+  private readonly hung: Array<(r: AttemptResult) => void> = [];
+
+  answer(...steps: Array<Step | AttemptResult>): this {
+    for (const s of steps) this.script.push(s === 'hang' || 'result' in s ? s : { result: s });
+    return this;
+  }
+
+  /** Answers the oldest attempt that was scripted to hang. */
+  release(result: AttemptResult = OK): void {
+    const resolve = this.hung.shift();
+    assert.ok(resolve, 'no hanging attempt to release');
+    resolve(result);
+  }
+
+  get batches(): number[][] {
+    return this.calls.map((c) => c.batch);
+  }
+
+  get times(): number[] {
+    return this.calls.map((c) => c.at - T0);
+  }
+
+  readonly send = (batch: number[]): Promise<AttemptResult> => {
+    this.calls.push({ batch: [...batch], at: Date.now() });
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    const step = this.script.shift() ?? { result: OK };
+    const answer =
+      step === 'hang'
+        ? new Promise<AttemptResult>((resolve) => this.hung.push(resolve))
+        : step.latencyMs
+          ? new Promise<AttemptResult>((resolve) => setTimeout(() => resolve(step.result), step.latencyMs))
+          : Promise.resolve(step.result);
+    return answer.finally(() => this.inFlight--);
+  };
+}
+
+/** Runs everything already due: all pending promise reactions, without moving the fake clock. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Moves the fake clock one millisecond at a time, letting the pipeline react after each step. */
+async function advance(ms: number): Promise<void> {
+  await settle();
+  for (let i = 0; i < ms; i++) {
+    mock.timers.tick(1);
+    await settle();
+  }
+}
+
+/** Advances the fake clock to `T0 + ms`. */
+async function advanceTo(ms: number): Promise<void> {
+  assert.ok(Date.now() <= T0 + ms, `the fake clock is already past T0+${ms}`);
+  await advance(T0 + ms - Date.now());
+}
+
+/** Asserts that `p` is still pending at `T0 + ms - 1` and has settled at `T0 + ms`; returns its value. */
+async function settlesAt<T>(p: Promise<T>, ms: number): Promise<T> {
+  const state = track(p);
+  await advanceTo(ms - 1);
+  assert.equal(state.done, false, `still pending at T0+${ms - 1}`);
+  await advanceTo(ms);
+  assert.equal(state.done, true, `settled at T0+${ms}`);
+  return state.value as T;
+}
+
+/** Asserts that `p` settles without the fake clock moving; returns its value. */
+async function settlesNow<T>(p: Promise<T>): Promise<T> {
+  const state = track(p);
+  await settle();
+  assert.equal(state.done, true, 'settled at once');
+  return state.value as T;
+}
+
+/** A promise whose settlement the test can look at without awaiting it. */
+function track<T>(p: Promise<T>): { done: boolean; value: T | undefined } {
+  const state: { done: boolean; value: T | undefined } = { done: false, value: undefined };
+  void p.then((v) => {
+    state.done = true;
+    state.value = v;
+  });
+  return state;
+}
+
+function losses(counts: Partial<Record<LossReason, number>> = {}): Record<LossReason, number> {
+  return Object.fromEntries(LOSS_REASONS.map((r) => [r, counts[r] ?? 0])) as Record<LossReason, number>;
+}
+
+/** Draws Math.random returns, in order, for backoff jitter (0 once they run out: the lower edge). */
+let draws: number[] = [];
+
+function setup(settings: Partial<PipelineSettings> = {}) {
+  const exporter = new FakeExporter();
+  const attempts: Array<{ result: AttemptResult; seconds: number }> = [];
+  const p = new SignalPipeline<number>({ ...SETTINGS, ...settings }, exporter.send, (result, seconds) => attempts.push({ result, seconds }));
+  let offered = 0;
+  return {
+    p,
+    exporter,
+    attempts,
+    /** Offers the next `n` item numbers (1, 2, ...) and returns whether each was accepted. */
+    offer(n = 1): boolean[] {
+      const accepted: boolean[] = [];
+      for (let i = 0; i < n; i++) accepted.push(p.offer(++offered));
+      return accepted;
+    },
+    /** Every item offered is exported, lost for one reason, or still held: exactly once. */
+    conserved(): void {
+      assert.equal(p.lostTotal, Object.values(p.lost).reduce((a, b) => a + b, 0), 'lostTotal sums lost');
+      assert.equal(p.exported + p.lostTotal + p.size, offered, `exported ${p.exported} + lost ${p.lostTotal} + held ${p.size} = offered ${offered}`);
+    },
+    /** The pipeline's counters at the end of a scenario (and conservation). */
+    expect(exported: number, lost: Partial<Record<LossReason, number>>, size: number): void {
+      assert.deepEqual({ exported: p.exported, lost: p.lost, size: p.size }, { exported, lost: losses(lost), size });
+      this.conserved();
+    },
+  };
+}
+
+beforeEach(() => {
+  mock.timers.enable({ apis: ['setTimeout', 'Date'], now: T0 });
+  draws = [];
+  mock.method(Math, 'random', () => draws.shift() ?? 0);
+});
+
+afterEach(() => {
+  mock.timers.reset();
+  mock.restoreAll();
+});
+
+describe('backoffDelay', () => {
+  const s = { initialBackoffMs: 100, maxBackoffMs: 500 };
+
+  it('draws from the upper half of a ceiling that doubles per attempt up to the maximum', () => {
+    const range = (attempt: number) => [backoffDelay(attempt, s, () => 0), backoffDelay(attempt, s, () => 0.5), backoffDelay(attempt, s, () => 1)];
+    assert.deepEqual(range(0), [50, 75, 100]);
+    assert.deepEqual(range(1), [100, 150, 200]);
+    assert.deepEqual(range(2), [200, 300, 400]);
+    assert.deepEqual(range(3), [250, 375, 500]);
+    assert.deepEqual(range(10_000), [250, 375, 500], 'a huge attempt number stays at the maximum');
+  });
+});
+
+describe('SignalPipeline', () => {
+  describe('bounded queue', () => {
+    it('refuses the newest items as queue_full once queued plus in-flight items reach capacity', async () => {
+      const h = setup({ capacity: 4, maxBatch: 2 });
+      h.exporter.answer('hang');
+      assert.deepEqual(h.offer(2), [true, true]);
+      await settle();
+      assert.deepEqual(h.exporter.batches, [[1, 2]]);
+      assert.deepEqual(h.offer(4), [true, true, false, false], 'two in flight and two queued fill a capacity of 4');
+      assert.equal(h.p.capacity, 4);
+      h.expect(0, { queue_full: 2 }, 4);
+
+      h.exporter.release(OK);
+      await settle();
+      assert.deepEqual(h.exporter.batches, [[1, 2], [3, 4]], 'the refused items 5 and 6 are never sent');
+      h.expect(4, { queue_full: 2 }, 0);
+      assert.deepEqual(h.offer(1), [true], 'room again once exported');
+      h.conserved();
+    });
+
+    it('keeps items in offer order while its ring grows and wraps', async () => {
+      const h = setup({ capacity: 1_000, maxBatch: 50 });
+      h.offer(130);
+      await settle();
+      assert.deepEqual(h.exporter.batches.map((b) => b.length), [50, 50], 'full batches go at once');
+      h.conserved();
+      await advance(SETTINGS.maxDelayMs);
+      assert.deepEqual(h.exporter.batches.map((b) => b.length), [50, 50, 30]);
+      assert.deepEqual(h.exporter.batches.flat(), Array.from({ length: 130 }, (_, i) => i + 1));
+      h.expect(130, {}, 0);
+    });
+  });
+
+  describe('batching', () => {
+    it('sends a full batch at once, without waiting for maxDelayMs', async () => {
+      const h = setup({ maxBatch: 3 });
+      h.offer(2);
+      await settle();
+      assert.equal(h.exporter.calls.length, 0);
+      h.offer(1);
+      await settle();
+      assert.deepEqual(h.exporter.calls, [{ batch: [1, 2, 3], at: T0 }]);
+      h.expect(3, {}, 0);
+    });
+
+    it('sends a partial batch maxDelayMs after its first item, with the items that came meanwhile', async () => {
+      const h = setup({ maxBatch: 10, maxDelayMs: 100 });
+      h.offer(1);
+      await advanceTo(40);
+      h.offer(1);
+      await advanceTo(99);
+      assert.equal(h.exporter.calls.length, 0);
+      h.expect(0, {}, 2);
+      await advanceTo(100);
+      assert.deepEqual(h.exporter.calls, [{ batch: [1, 2], at: T0 + 100 }]);
+      h.expect(2, {}, 0);
+    });
+
+    it('after an export, sends the full batches that queued meanwhile back to back, then the rest after maxDelayMs', async () => {
+      const h = setup({ maxBatch: 2, maxDelayMs: 100 });
+      h.exporter.answer({ result: OK, latencyMs: 10 }, { result: OK, latencyMs: 10 }, { result: OK, latencyMs: 10 });
+      h.offer(2);
+      h.offer(3);
+      await advanceTo(200);
+      assert.deepEqual(h.exporter.batches, [[1, 2], [3, 4], [5]]);
+      assert.deepEqual(h.exporter.times, [0, 10, 120]);
+      assert.equal(h.exporter.maxInFlight, 1);
+      h.expect(5, {}, 0);
+    });
+
+    it('keeps exactly one export in flight, whatever the backlog, flushes included', async () => {
+      const h = setup({ maxBatch: 1, maxDelayMs: 10 });
+      h.exporter.answer('hang', 'hang', 'hang');
+      h.offer(3);
+      await advanceTo(1_000);
+      void h.p.flush(T0 + 2_000);
+      await advanceTo(1_500);
+      assert.equal(h.exporter.calls.length, 1);
+      h.expect(0, {}, 3);
+      for (let i = 1; i <= 3; i++) {
+        h.exporter.release(OK);
+        await advance(20);
+        assert.equal(h.exporter.calls.length, Math.min(i + 1, 3));
+        h.expect(i, {}, 3 - i);
+      }
+      assert.equal(h.exporter.maxInFlight, 1);
+    });
+  });
+
+  describe('retries', () => {
+    it('retries a retryable failure after equal-jitter backoff, the ceiling doubling up to maxBackoffMs', async () => {
+      const h = setup({ maxBatch: 1, initialBackoffMs: 100, maxBackoffMs: 300 });
+      h.exporter.answer(RETRY, RETRY, RETRY, RETRY, OK);
+      // Ceilings 100, 200, 300 (not 400), 300; each delay is ceiling / 2 + draw * ceiling / 2.
+      draws = [0, 0.5, 0, 0.5];
+      h.offer(1);
+      await advanceTo(1_000);
+      assert.deepEqual(h.exporter.times, [0, 50, 200, 350, 575]);
+      assert.equal(h.p.retries, 4);
+      h.expect(1, {}, 0);
+      assert.deepEqual(
+        h.attempts.map((a) => a.result),
+        [RETRY, RETRY, RETRY, RETRY, OK],
+        'the observer is told of every attempt',
+      );
+      for (const a of h.attempts) assert.ok(a.seconds >= 0 && Number.isFinite(a.seconds));
+    });
+
+    it('holds a retrying batch in size, against capacity, until it is done', async () => {
+      const h = setup({ capacity: 3, maxBatch: 2, initialBackoffMs: 100 });
+      h.exporter.answer(RETRY, OK);
+      h.offer(2);
+      await advanceTo(10);
+      assert.deepEqual(h.offer(2), [true, false]);
+      h.expect(0, { queue_full: 1 }, 3);
+      await advanceTo(200);
+      h.expect(3, { queue_full: 1 }, 0);
+      assert.deepEqual(h.exporter.batches, [[1, 2], [1, 2], [3]]);
+    });
+
+    it('loses a batch refused by a permanent error at once as permanent_error, then goes on', async () => {
+      const h = setup({ maxBatch: 2 });
+      h.exporter.answer(PERMANENT, OK);
+      h.offer(4);
+      await settle();
+      assert.deepEqual(h.exporter.batches, [[1, 2], [3, 4]]);
+      assert.equal(h.p.retries, 0);
+      h.expect(2, { permanent_error: 2 }, 0);
+      assert.deepEqual(
+        h.attempts.map((a) => a.result),
+        [PERMANENT, OK],
+      );
+    });
+
+    it('gives a batch up as retries_exhausted when its next attempt would start past maxElapsedMs, export time included', async () => {
+      const h = setup({ maxBatch: 2, maxDelayMs: 100, initialBackoffMs: 100, maxBackoffMs: 100, maxElapsedMs: 200 });
+      // Each attempt takes 20 ms and each backoff is 50 ms: attempts start at 0, 70, 140; the
+      // next would start at 160 + 50 = 210 > 200.
+      const slowRetry = { result: RETRY, latencyMs: 20 };
+      h.exporter.answer(slowRetry, slowRetry, slowRetry);
+      h.offer(3);
+      await advanceTo(159);
+      assert.deepEqual(h.exporter.times, [0, 70, 140]);
+      h.expect(0, {}, 3);
+      await advanceTo(160);
+      h.expect(0, { retries_exhausted: 2 }, 1);
+      assert.equal(h.p.retries, 2);
+
+      // The next batch has a budget of its own, counted from its own first attempt.
+      h.exporter.answer(RETRY, RETRY, OK);
+      await advanceTo(1_000);
+      assert.deepEqual(h.exporter.times, [0, 70, 140, 260, 310, 360]);
+      assert.deepEqual(h.exporter.batches.slice(3), [[3], [3], [3]]);
+      assert.equal(h.p.retries, 4);
+      h.expect(1, { retries_exhausted: 2 }, 0);
+    });
+  });
+
+  describe('flush', () => {
+    it('exports everything queued, partial batches included, and returns as soon as that is done', async () => {
+      const h = setup({ maxBatch: 2, maxDelayMs: 10_000 });
+      const slow = { result: OK, latencyMs: 5 };
+      h.exporter.answer(slow, slow);
+      h.offer(3);
+      assert.equal(await settlesAt(h.p.flush(T0 + 1_000), 10), 3);
+      assert.deepEqual(h.exporter.batches, [[1, 2], [3]]);
+      h.expect(3, {}, 0);
+    });
+
+    it('returns at its deadline with a hanging export still held in size', async () => {
+      const h = setup({ maxDelayMs: 10 });
+      h.exporter.answer('hang');
+      h.offer(1);
+      assert.equal(await settlesAt(h.p.flush(T0 + 100), 100), 0);
+      h.expect(0, {}, 1);
+      h.exporter.release(OK);
+      await settle();
+      h.expect(1, {}, 0);
+    });
+
+    it('returns at its deadline while the batch waits out a backoff', async () => {
+      const h = setup({ maxDelayMs: 10, initialBackoffMs: 1_000, maxBackoffMs: 1_000 });
+      h.exporter.answer(RETRY, RETRY);
+      h.offer(1);
+      await advanceTo(10);
+      assert.equal(await settlesAt(h.p.flush(T0 + 300), 300), 0);
+      assert.deepEqual(h.exporter.times, [10, 10], 'the flush retried at once, then the second failure waits its backoff');
+      h.expect(0, {}, 1);
+    });
+
+    it('cuts a backoff wait short and retries at once', async () => {
+      const h = setup({ maxDelayMs: 100, initialBackoffMs: 1_000 });
+      h.exporter.answer(RETRY);
+      h.offer(1);
+      await advanceTo(110);
+      assert.deepEqual(h.exporter.times, [100], 'waiting 500 ms before the retry');
+      assert.equal(await settlesNow(h.p.flush(T0 + 5_000)), 1);
+      assert.deepEqual(h.exporter.times, [100, 110]);
+      assert.equal(h.p.retries, 1);
+      h.expect(1, {}, 0);
+    });
+
+    it('returns 0 at once, sending nothing, when its deadline has passed or nothing is held', async () => {
+      const h = setup({ maxDelayMs: 100 });
+      assert.equal(await settlesNow(h.p.flush(T0 + 1_000)), 0, 'nothing held');
+      h.offer(1);
+      assert.equal(await settlesNow(h.p.flush(T0)), 0, 'deadline now');
+      assert.equal(h.exporter.calls.length, 0);
+      h.expect(0, {}, 1);
+    });
+  });
+
+  describe('close', () => {
+    it('flushes first and, when everything went out, loses nothing', async () => {
+      const h = setup({ maxBatch: 2, maxDelayMs: 10_000 });
+      h.offer(3);
+      assert.equal(await settlesNow(h.p.close(T0 + 1_000, 'shutdown')), 3);
+      h.expect(3, {}, 0);
+    });
+
+    it('counts queued and in-flight items as lost for its reason, once, even when the hanging export answers later', async () => {
+      const h = setup({ maxBatch: 2 });
+      h.exporter.answer('hang');
+      h.offer(5);
+      await settle();
+      h.expect(0, {}, 5);
+      assert.equal(await settlesAt(h.p.close(T0 + 50, 'disabled'), 50), 0);
+      h.expect(0, { disabled: 5 }, 0);
+
+      h.exporter.release(OK);
+      await advanceTo(10_000);
+      assert.equal(h.attempts.length, 1, 'the observer still hears the late answer');
+      assert.equal(h.exporter.calls.length, 1, 'nothing more is sent');
+      h.expect(0, { disabled: 5 }, 0);
+    });
+
+    it('refuses items offered after close', async () => {
+      const h = setup();
+      await settlesNow(h.p.close(T0, 'shutdown'));
+      assert.deepEqual(h.offer(2), [false, false]);
+      h.expect(0, { shutdown: 2 }, 0);
+      await advanceTo(1_000);
+      assert.equal(h.exporter.calls.length, 0);
+    });
+
+    it('accepts and exports items again after reopen', async () => {
+      const h = setup({ maxDelayMs: 100 });
+      h.offer(1);
+      await settlesNow(h.p.close(T0, 'disabled'));
+      h.p.reopen();
+      h.offer(1);
+      await advanceTo(100);
+      assert.deepEqual(h.exporter.calls, [{ batch: [2], at: T0 + 100 }]);
+      h.expect(1, { disabled: 1 }, 0);
+    });
+
+    it('after reopen, a hanging export from before close keeps the one export slot, and its answer is not counted', async () => {
+      const h = setup({ maxDelayMs: 100 });
+      h.exporter.answer('hang');
+      h.offer(1);
+      await advanceTo(100);
+      await settlesNow(h.p.close(T0 + 100, 'disabled'));
+      h.p.reopen();
+      h.offer(1);
+      await advanceTo(1_000);
+      assert.equal(h.exporter.calls.length, 1);
+      h.expect(0, { disabled: 1 }, 1);
+      h.exporter.release(OK);
+      await advanceTo(1_099);
+      assert.equal(h.exporter.calls.length, 1, 'the new item waits maxDelayMs from when the slot came free');
+      await advanceTo(1_100);
+      assert.deepEqual(h.exporter.batches, [[1], [2]]);
+      assert.equal(h.exporter.maxInFlight, 1);
+      h.expect(1, { disabled: 1 }, 0);
+    });
+  });
+
+  describe('configure', () => {
+    it('a smaller capacity refuses new items without evicting held ones; maxBatch and maxDelayMs apply from the next batch', async () => {
+      const h = setup({ capacity: 10, maxBatch: 5, maxDelayMs: 100 });
+      h.exporter.answer('hang');
+      h.offer(9);
+      await settle();
+      assert.deepEqual(h.exporter.batches, [[1, 2, 3, 4, 5]]);
+      h.p.configure({ ...SETTINGS, capacity: 6, maxBatch: 2, maxDelayMs: 30 });
+      assert.equal(h.p.capacity, 6);
+      assert.deepEqual(h.offer(1), [false]);
+      h.expect(0, { queue_full: 1 }, 9);
+
+      h.exporter.release(OK);
+      await settle();
+      assert.deepEqual(h.exporter.batches, [[1, 2, 3, 4, 5], [6, 7], [8, 9]]);
+      h.expect(9, { queue_full: 1 }, 0);
+
+      const now = Date.now() - T0;
+      h.offer(1);
+      await advanceTo(now + 29);
+      assert.equal(h.exporter.calls.length, 3);
+      await advanceTo(now + 30);
+      assert.deepEqual(h.exporter.batches.at(-1), [11]);
+      h.expect(10, { queue_full: 1 }, 0);
+    });
+  });
+});

@@ -63,13 +63,16 @@ class FakeExporter {
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     const step = this.script.shift() ?? { result: OK };
-    const answer =
-      step === 'hang'
-        ? new Promise<AttemptResult>((resolve) => this.hung.push(resolve))
-        : step.latencyMs
-          ? new Promise<AttemptResult>((resolve) => setTimeout(() => resolve(step.result), step.latencyMs))
-          : Promise.resolve(step.result);
-    return answer.finally(() => this.inFlight--);
+    // An answer given at once is an already resolved promise, as an async function's would be.
+    return new Promise<AttemptResult>((resolve) => {
+      const answer = (result: AttemptResult) => {
+        this.inFlight--;
+        resolve(result);
+      };
+      if (step === 'hang') this.hung.push(answer);
+      else if (step.latencyMs) setTimeout(() => answer(step.result), step.latencyMs);
+      else answer(step.result);
+    });
   };
 }
 
@@ -415,6 +418,24 @@ describe('SignalPipeline', () => {
       assert.equal(h.exporter.calls.length, 1, 'nothing more is sent');
       h.expect(0, { disabled: 5 }, 0);
     });
+
+    // The exporter answers in the same turn as the offer that filled the batch, and close() runs
+    // in that turn too: the answer and close()'s accounting race through microtasks.
+    for (const [outcome, answer] of [
+      ['exported', OK],
+      ['permanent_error', PERMANENT],
+      ['retries_exhausted', RETRY],
+    ] as const) {
+      it(`counts a batch that ends as ${outcome} in the same turn as close() once, not also as shutdown`, async () => {
+        const h = setup({ maxBatch: 2, maxElapsedMs: 0 });
+        h.exporter.answer(answer);
+        h.offer(2);
+        await settlesNow(h.p.close(T0, 'shutdown'));
+        assert.equal(h.exporter.calls.length, 1);
+        assert.equal(h.p.size, 0);
+        h.conserved();
+      });
+    }
 
     it('refuses items offered after close', async () => {
       const h = setup();

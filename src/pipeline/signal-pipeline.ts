@@ -135,8 +135,17 @@ export class SignalPipeline<T> {
       this.inflight = batch.length;
       await this.deliver(batch, epoch);
       if (epoch !== this.epoch) return;
-      this.inflight = 0;
     }
+  }
+
+  /**
+   * Counts the batch in flight and releases it in one synchronous step: were the release left
+   * for after an await, a close() in between would count the same items again as lost.
+   */
+  private finish(outcome: 'exported' | 'permanent_error' | 'retries_exhausted'): void {
+    if (outcome === 'exported') this.exported += this.inflight;
+    else this.lost[outcome] += this.inflight;
+    this.inflight = 0;
   }
 
   // After every await: if close() ran meanwhile, it has already counted this batch as lost.
@@ -147,19 +156,10 @@ export class SignalPipeline<T> {
       const result = await this.send(batch);
       this.observe(result, (performance.now() - t0) / 1000);
       if (epoch !== this.epoch) return;
-      if (result.ok) {
-        this.exported += batch.length;
-        return;
-      }
-      if (!result.retryable) {
-        this.lost.permanent_error += batch.length;
-        return;
-      }
+      if (result.ok) return this.finish('exported');
+      if (!result.retryable) return this.finish('permanent_error');
       const delay = backoffDelay(attempt, this.settings);
-      if (Date.now() + delay - firstAttempt > this.settings.maxElapsedMs) {
-        this.lost.retries_exhausted += batch.length;
-        return;
-      }
+      if (Date.now() + delay - firstAttempt > this.settings.maxElapsedMs) return this.finish('retries_exhausted');
       this.retries++;
       await this.sleep(delay);
       if (epoch !== this.epoch) return;

@@ -385,6 +385,18 @@ describe('SignalPipeline', () => {
       h.expect(1, {}, 0);
     });
 
+    it('with its deadline passed, leaves a backoff wait alone', async () => {
+      const h = setup({ maxDelayMs: 10, initialBackoffMs: 1_000 });
+      h.exporter.answer(RETRY);
+      h.offer(1);
+      await advanceTo(20);
+      assert.equal(await settlesNow(h.p.flush(T0 + 20)), 0);
+      assert.deepEqual(h.exporter.times, [10], 'the retry still waits its backoff');
+      await advanceTo(510);
+      assert.deepEqual(h.exporter.times, [10, 510]);
+      h.expect(1, {}, 0);
+    });
+
     it('returns 0 at once, sending nothing, when its deadline has passed or nothing is held', async () => {
       const h = setup({ maxDelayMs: 100 });
       assert.equal(await settlesNow(h.p.flush(T0 + 1_000)), 0, 'nothing held');
@@ -436,6 +448,18 @@ describe('SignalPipeline', () => {
         h.conserved();
       });
     }
+
+    it('ends the retries of a batch waiting out a backoff, sending nothing more', async () => {
+      const h = setup({ maxDelayMs: 10, initialBackoffMs: 1_000 });
+      h.exporter.answer(RETRY);
+      h.offer(1);
+      await advanceTo(20);
+      assert.equal(await settlesNow(h.p.close(T0 + 20, 'shutdown')), 0);
+      h.expect(0, { shutdown: 1 }, 0);
+      await advanceTo(10_000);
+      assert.equal(h.exporter.calls.length, 1);
+      h.expect(0, { shutdown: 1 }, 0);
+    });
 
     it('refuses items offered after close', async () => {
       const h = setup();

@@ -85,7 +85,8 @@ export class SignalPipeline<T> {
     const before = this.exported;
     this.flushing++;
     try {
-      this.wake?.();
+      // A retry cut short after the deadline would only be discarded (close) or outlive the flush.
+      if (!this.closed && Date.now() < deadline) this.wake?.();
       while (!this.closed && this.size > 0 && Date.now() < deadline) {
         this.start(true);
         await untilDeadline(this.running, deadline);

@@ -370,6 +370,7 @@ describe('SignalPipeline', () => {
       await advanceTo(10);
       assert.equal(await settlesAt(h.p.flush(T0 + 300), 300), 0);
       assert.deepEqual(h.exporter.times, [10, 10], 'the flush retried at once, then the second failure waits its backoff');
+      assert.equal(h.p.retries, 1, 'only attempts made are counted');
       h.expect(0, {}, 1);
     });
 
@@ -458,6 +459,7 @@ describe('SignalPipeline', () => {
       h.expect(0, { shutdown: 1 }, 0);
       await advanceTo(10_000);
       assert.equal(h.exporter.calls.length, 1);
+      assert.equal(h.p.retries, 0, 'no attempt was repeated');
       h.expect(0, { shutdown: 1 }, 0);
     });
 

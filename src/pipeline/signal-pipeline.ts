@@ -161,9 +161,9 @@ export class SignalPipeline<T> {
       if (!result.retryable) return this.finish('permanent_error');
       const delay = backoffDelay(attempt, this.settings);
       if (Date.now() + delay - firstAttempt > this.settings.maxElapsedMs) return this.finish('retries_exhausted');
-      this.retries++;
       await this.sleep(delay);
       if (epoch !== this.epoch) return;
+      this.retries++;
     }
   }
 

@@ -463,14 +463,16 @@ describe('SignalPipeline', () => {
       h.expect(0, { shutdown: 1 }, 0);
     });
 
-    it('refuses items offered after close', async () => {
-      const h = setup();
-      await settlesNow(h.p.close(T0, 'shutdown'));
-      assert.deepEqual(h.offer(2), [false, false]);
-      h.expect(0, { shutdown: 2 }, 0);
-      await advanceTo(1_000);
-      assert.equal(h.exporter.calls.length, 0);
-    });
+    for (const reason of ['shutdown', 'disabled'] as const) {
+      it(`refuses items offered after close(${reason}), counting them as lost for ${reason}`, async () => {
+        const h = setup();
+        await settlesNow(h.p.close(T0, reason));
+        assert.deepEqual(h.offer(2), [false, false]);
+        h.expect(0, { [reason]: 2 }, 0);
+        await advanceTo(1_000);
+        assert.equal(h.exporter.calls.length, 0);
+      });
+    }
 
     it('accepts and exports items again after reopen', async () => {
       const h = setup({ maxDelayMs: 100 });

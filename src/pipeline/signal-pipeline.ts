@@ -32,6 +32,8 @@ export class SignalPipeline<T> {
   private running: Promise<void> | undefined;
   private flushing = 0;
   private closed = false;
+  /** Why close() last ran: items offered while closed are lost for the same reason. */
+  private closedFor: 'shutdown' | 'disabled' = 'shutdown';
   /** Bumped by close(): a batch taken in an older epoch has already been counted as lost. */
   private epoch = 0;
   private wake: (() => void) | undefined;
@@ -71,7 +73,7 @@ export class SignalPipeline<T> {
   /** Stores the item, or drops it (the newest) when the queue is full. Never blocks. */
   offer(item: T): boolean {
     if (this.closed || !this.queue.push(item, this.inflight)) {
-      this.lost[this.closed ? 'shutdown' : 'queue_full']++;
+      this.lost[this.closed ? this.closedFor : 'queue_full']++;
       return false;
     }
     if (this.running) return true;
@@ -101,6 +103,7 @@ export class SignalPipeline<T> {
   async close(deadline: number, reason: 'shutdown' | 'disabled'): Promise<number> {
     const flushed = await this.flush(deadline);
     this.closed = true;
+    this.closedFor = reason;
     this.epoch++;
     clearTimeout(this.timer);
     this.timer = undefined;

@@ -35,8 +35,14 @@ class FakeExporter {
   readonly calls: Call[] = [];
   inFlight = 0;
   maxInFlight = 0;
+  /** The answer once the script is used up. */
+  otherwise: () => Step = () => ({ result: OK });
   private readonly script: Step[] = [];
   private readonly hung: Array<(r: AttemptResult) => void> = [];
+
+  get hanging(): number {
+    return this.hung.length;
+  }
 
   answer(...steps: Array<Step | AttemptResult>): this {
     for (const s of steps) this.script.push(s === 'hang' || 'result' in s ? s : { result: s });
@@ -62,7 +68,7 @@ class FakeExporter {
     this.calls.push({ batch: [...batch], at: Date.now() });
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-    const step = this.script.shift() ?? { result: OK };
+    const step = this.script.shift() ?? this.otherwise();
     // An answer given at once is an already resolved promise, as an async function's would be.
     return new Promise<AttemptResult>((resolve) => {
       const answer = (result: AttemptResult) => {
@@ -531,5 +537,81 @@ describe('SignalPipeline', () => {
       assert.deepEqual(h.exporter.batches.at(-1), [11]);
       h.expect(10, { queue_full: 1 }, 0);
     });
+
+    it('a larger capacity takes items at once, even from a capacity of 0', async () => {
+      const h = setup({ capacity: 0, maxBatch: 10, maxDelayMs: 100 });
+      assert.deepEqual(h.offer(1), [false]);
+      h.p.configure({ ...SETTINGS, capacity: 3, maxBatch: 10, maxDelayMs: 100 });
+      assert.deepEqual(h.offer(4), [true, true, true, false]);
+      h.expect(0, { queue_full: 2 }, 3);
+      await advanceTo(100);
+      assert.deepEqual(h.exporter.batches, [[2, 3, 4]]);
+      h.expect(3, { queue_full: 2 }, 0);
+    });
+  });
+
+  describe('accounting under random interleavings', () => {
+    /** mulberry32: a small seeded generator, so every run replays the same operations. */
+    function seeded(seed: number): () => number {
+      let a = seed >>> 0;
+      return () => {
+        a = (a + 0x6d2b79f5) >>> 0;
+        let t = a;
+        t = Math.imul(t ^ (t >>> 15), t | 1);
+        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+      };
+    }
+
+    for (let seed = 1; seed <= 12; seed++) {
+      it(`keeps every item accounted exactly once, with one export in flight (seed ${seed})`, async () => {
+        const rnd = seeded(seed);
+        const pick = <V>(...options: V[]): V => options[Math.floor(rnd() * options.length)]!;
+        const upTo = (n: number) => Math.floor(rnd() * (n + 1));
+        const randomSettings = (): PipelineSettings => ({
+          capacity: 1 + upTo(12),
+          maxBatch: 1 + upTo(4),
+          maxDelayMs: upTo(20),
+          initialBackoffMs: 1 + upTo(20),
+          maxBackoffMs: 20 + upTo(40),
+          maxElapsedMs: upTo(120),
+        });
+        const h = setup(randomSettings());
+        h.exporter.otherwise = () =>
+          pick<Step>('hang', { result: OK }, { result: OK, latencyMs: 1 + upTo(15) }, { result: RETRY, latencyMs: upTo(5) }, { result: PERMANENT });
+        const log: string[] = [];
+        const op = async (name: string, run: () => unknown) => {
+          log.push(`T0+${Date.now() - T0} ${name}`);
+          await run();
+          // Now and then the next operation comes in the same turn, before pending answers are read.
+          if (rnd() < 0.7) await settle();
+          assert.ok(h.exporter.maxInFlight <= 1, `two exports in flight after: ${log.join('; ')}`);
+          try {
+            h.conserved();
+          } catch (err) {
+            throw new Error(`after: ${log.join('; ')}`, { cause: err });
+          }
+        };
+        for (let step = 0; step < 150; step++) {
+          const r = rnd();
+          if (r < 0.3) await op('offer', () => h.offer(1 + upTo(4)));
+          else if (r < 0.55) await op('advance', () => advance(1 + upTo(25)));
+          else if (r < 0.7 && h.exporter.hanging > 0) {
+            const result = pick<AttemptResult>(OK, RETRY, PERMANENT);
+            await op(`release ${JSON.stringify(result)}`, () => h.exporter.release(result));
+          } else if (r < 0.78) await op('flush', () => void h.p.flush(Date.now() + upTo(30)));
+          else if (r < 0.84) await op('close', () => void h.p.close(Date.now() + upTo(10), pick('shutdown', 'disabled')));
+          else if (r < 0.92) await op('reopen', () => h.p.reopen());
+          else await op('configure', () => h.p.configure(randomSettings()));
+        }
+        // Wind down: answer what hangs, close for good, and answer what hung meanwhile.
+        while (h.exporter.hanging > 0) await op('release', () => h.exporter.release(OK));
+        await op('close', () => void h.p.close(Date.now(), 'shutdown'));
+        while (h.exporter.hanging > 0) await op('release', () => h.exporter.release(OK));
+        await op('advance', () => advance(200));
+        assert.equal(h.p.size, 0, 'nothing held after close');
+        h.conserved();
+      });
+    }
   });
 });

@@ -30,7 +30,7 @@ interface Call {
   at: number;
 }
 
-/** A BatchSender answering attempts from a script (then OK at once), recording each call. */
+/** A BatchSender answering attempts from a script (then as `otherwise` says), recording each call. */
 class FakeExporter {
   readonly calls: Call[] = [];
   inFlight = 0;
@@ -163,6 +163,16 @@ function setup(settings: Partial<PipelineSettings> = {}) {
       this.conserved();
     },
   };
+}
+
+/** One item whose first attempt failed at T0+10 and now waits a 500 ms backoff, the clock at T0+`now`; `answers` follow. */
+async function waitingBackoff(now: number, ...answers: AttemptResult[]) {
+  const h = setup({ maxDelayMs: 10, initialBackoffMs: 1_000, maxBackoffMs: 1_000 });
+  h.exporter.answer(RETRY, ...answers);
+  h.offer(1);
+  await advanceTo(now);
+  assert.deepEqual(h.exporter.times, [10]);
+  return h;
 }
 
 beforeEach(() => {
@@ -370,10 +380,7 @@ describe('SignalPipeline', () => {
     });
 
     it('returns at its deadline while the batch waits out a backoff', async () => {
-      const h = setup({ maxDelayMs: 10, initialBackoffMs: 1_000, maxBackoffMs: 1_000 });
-      h.exporter.answer(RETRY, RETRY);
-      h.offer(1);
-      await advanceTo(10);
+      const h = await waitingBackoff(10, RETRY);
       assert.equal(await settlesAt(h.p.flush(T0 + 300), 300), 0);
       assert.deepEqual(h.exporter.times, [10, 10], 'the flush retried at once, then the second failure waits its backoff');
       assert.equal(h.p.retries, 1, 'only attempts made are counted');
@@ -381,22 +388,15 @@ describe('SignalPipeline', () => {
     });
 
     it('cuts a backoff wait short and retries at once', async () => {
-      const h = setup({ maxDelayMs: 100, initialBackoffMs: 1_000 });
-      h.exporter.answer(RETRY);
-      h.offer(1);
-      await advanceTo(110);
-      assert.deepEqual(h.exporter.times, [100], 'waiting 500 ms before the retry');
+      const h = await waitingBackoff(20);
       assert.equal(await settlesNow(h.p.flush(T0 + 5_000)), 1);
-      assert.deepEqual(h.exporter.times, [100, 110]);
+      assert.deepEqual(h.exporter.times, [10, 20]);
       assert.equal(h.p.retries, 1);
       h.expect(1, {}, 0);
     });
 
     it('with its deadline passed, leaves a backoff wait alone', async () => {
-      const h = setup({ maxDelayMs: 10, initialBackoffMs: 1_000 });
-      h.exporter.answer(RETRY);
-      h.offer(1);
-      await advanceTo(20);
+      const h = await waitingBackoff(20);
       assert.equal(await settlesNow(h.p.flush(T0 + 20)), 0);
       assert.deepEqual(h.exporter.times, [10], 'the retry still waits its backoff');
       await advanceTo(510);
@@ -457,10 +457,7 @@ describe('SignalPipeline', () => {
     }
 
     it('ends the retries of a batch waiting out a backoff, sending nothing more', async () => {
-      const h = setup({ maxDelayMs: 10, initialBackoffMs: 1_000 });
-      h.exporter.answer(RETRY);
-      h.offer(1);
-      await advanceTo(20);
+      const h = await waitingBackoff(20);
       assert.equal(await settlesNow(h.p.close(T0 + 20, 'shutdown')), 0);
       h.expect(0, { shutdown: 1 }, 0);
       await advanceTo(10_000);

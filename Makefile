@@ -11,7 +11,7 @@ CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: deps system-deps build ts bpf native run test stress bench demo clean
+.PHONY: deps system-deps build ts bpf native run test check-deps stress bench demo clean
 
 system-deps:
 	@missing=""; \
@@ -60,7 +60,12 @@ build: deps bpf native ts
 run: build
 	node dist/src/cli.js run --config $(CONFIG)
 
-test: build
+# The house rules (.dependency-cruiser.cjs): imports follow the layers; a violation names the
+# rule and the import.
+check-deps: $(NODE_STAMP)
+	node_modules/.bin/depcruise src --config .dependency-cruiser.cjs
+
+test: build check-deps
 	node --test --test-concurrency=1 --test-reporter=spec $(TESTS)
 
 # Long kernel stress runs (a million connections through the agent), outside `make test`: the

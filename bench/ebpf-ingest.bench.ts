@@ -13,17 +13,16 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { STAT_DROPPED_RINGBUF_FULL, STAT_NR, STAT_SEEN, STAT_SUBMITTED } from '../src/ebpf/abi.js';
+import { PROG_BENCH_PRODUCER, STAT_DROPPED_RINGBUF_FULL, STAT_NR, STAT_SEEN, STAT_SUBMITTED } from '../src/ebpf/abi.js';
 import type { KernelCounters } from '../src/ebpf/kernel.js';
-import { EbpfComponent } from '../src/ebpf/component.js';
+import type { EbpfComponent } from '../src/ebpf/component.js';
 import { RingDrain } from '../src/ebpf/drain.js';
 import { NO_USER_DIRECTORY } from '../src/model/links.js';
-import { UserSeriesBudget } from '../src/model/user-series.js';
+import { productionWiring } from '../src/wiring.js';
 import { buildAgent } from '../test/helpers/agent.js';
 
 const exec = promisify(execFile);
 const PHASE_MS = Number(process.env.BENCH_PHASE_MS ?? 3000);
-const BENCH_PROGRAM = 1;
 
 const GENERATOR = `
 #include <stdlib.h>
@@ -58,8 +57,9 @@ async function main() {
     `self_telemetry:\n  listen: 127.0.0.1:0\ntelemt:\n  enabled: false\nebpf:\n  watch:\n    ports: [1]\n  ringbuf_bytes: 33554432\n  drain_interval_ms: 10\n  snapshot_interval_ms: 3600000\n`,
     {
       wire: (ctx) => {
-        ebpf = new EbpfComponent(ctx, { users: NO_USER_DIRECTORY, userSeries: new UserSeriesBudget(10, ctx.registry) }, { benchProducer: true });
-        return { components: [ebpf], routers: [] };
+        const w = productionWiring(ctx, { only: ['ebpf'], users: NO_USER_DIRECTORY, ebpfArtifacts: { benchProducer: true } });
+        ebpf = w.ebpf;
+        return w;
       },
     },
   );
@@ -70,7 +70,7 @@ async function main() {
   const counters: KernelCounters = { stats: new Float64Array(2 * STAT_NR), health: new Float64Array(15), rtt: new Float64Array(78) };
   const stat = (which: number) => {
     kernel.readCounters(counters);
-    return counters.stats[BENCH_PROGRAM * STAT_NR + which]!;
+    return counters.stats[PROG_BENCH_PRODUCER * STAT_NR + which]!;
   };
 
   async function phase(name: string, consume: () => number) {

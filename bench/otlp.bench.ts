@@ -15,13 +15,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from '../src/agent.js';
-import { exportRoutes } from '../src/api/routes/export.js';
 import { loadConfigFile, parseConfigText } from '../src/config/load.js';
-import { OtlpComponent } from '../src/export/otlp/component.js';
+import type { OtlpComponent } from '../src/export/otlp/component.js';
+import { productionWiring } from '../src/wiring.js';
 import { ConnectionSpanFactory } from '../src/export/otlp/connection-spans.js';
 import { buildGrpcExporters, exportOnce, shutdownGrpcExporters } from '../src/export/otlp/grpc-exporters.js';
 import { agentResource, agentScope } from '../src/export/otlp/resource.js';
-import { createLogger } from '../src/log.js';
+import { createLogger } from '../src/runtime/log.js';
 import type { ConnectionEventData } from '../src/model/events.js';
 import { OtlpReceiver } from '../test/fixtures/otlp-receiver.js';
 
@@ -127,8 +127,9 @@ async function startAgent(endpoint: string, extra = ''): Promise<AgentUnderTest>
     env: {},
     logger: createLogger({ level: 'error', node: 'bench' }),
     wire: (ctx) => {
-      otlp = new OtlpComponent(ctx);
-      return { components: [otlp], routers: [exportRoutes(otlp)] };
+      const w = productionWiring(ctx, { only: ['otlp'] });
+      otlp = w.otlp;
+      return w;
     },
   });
   await agent.start();

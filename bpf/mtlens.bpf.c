@@ -3,8 +3,8 @@
  * mtlens kernel programs: the proxy's TCP connections from the kernel's point of view.
  *
  * Only tp_btf and iter/tcp are used: on our kernels kprobes are absent, fentry/fexit fail with
- * EPERM and tracefs is not mounted (classic tracepoints would need it). See
- * ../shared/reference/ebpf.md for the measurements behind every choice here.
+ * EPERM and tracefs is not mounted (classic tracepoints would need it). docs/kernel.md has the
+ * measurements behind these choices.
  *
  *   conn_lifecycle    tp_btf/inet_sock_set_state  one open and one close record per tracked socket
  *   conn_destroy      tp_btf/tcp_destroy_sock     the close record of a tracked socket whose move
@@ -51,11 +51,10 @@ struct {
 	__type(value, struct mtlens_conn_state);
 } conns SEC(".maps");
 
-/* [0] = sockets tracked now, [1] = the most allowed (ebpf.max_tracked_connections, set by the
- * loader before attaching). */
+/* [MTLENS_LIMIT_TRACKED], [MTLENS_LIMIT_MAX]: see mtlens_abi.h. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, MTLENS_NR_LIMITS);
 	__type(key, __u32);
 	__type(value, __u64);
 } limits SEC(".maps");
@@ -244,7 +243,7 @@ static __always_inline __u8 classify_upstream(const struct sock *sk)
 /* Takes one of the ebpf.max_tracked_connections slots. */
 static __always_inline bool take_slot(void)
 {
-	__u32 k_count = 0, k_max = 1;
+	__u32 k_count = MTLENS_LIMIT_TRACKED, k_max = MTLENS_LIMIT_MAX;
 	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
 	__u64 *max = bpf_map_lookup_elem(&limits, &k_max);
 	if (!count || !max)
@@ -289,7 +288,7 @@ static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
  */
 static __always_inline void untrack(struct mtlens_conn_state *st)
 {
-	__u32 k_count = 0;
+	__u32 k_count = MTLENS_LIMIT_TRACKED;
 	if (st->closed)
 		return;
 	st->closed = 1;

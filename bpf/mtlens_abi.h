@@ -119,6 +119,12 @@ struct mtlens_net_key {
  * the last bucket also holds everything larger. */
 #define MTLENS_RTT_BUCKETS 26
 
+/* `limits`: array, [MTLENS_LIMIT_TRACKED] = sockets tracked now, [MTLENS_LIMIT_MAX] = the most
+ * allowed (ebpf.max_tracked_connections, set by the loader before attaching). */
+#define MTLENS_LIMIT_TRACKED 0
+#define MTLENS_LIMIT_MAX 1
+#define MTLENS_NR_LIMITS 2
+
 /* Sizing of the config maps. */
 #define MTLENS_MAX_WATCH_PORTS 64
 #define MTLENS_MAX_WATCH_COMMS 16

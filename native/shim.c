@@ -72,8 +72,25 @@ int shim_abi_version(void)
 #define FIELD(name) #name, (int)__builtin_offsetof(struct mtlens_conn_record, name), \
 		    (int)sizeof(((struct mtlens_conn_record *)0)->name)
 
-/* "version=V;size=S;field=offset:size;...;stats=PxN;health=RxN;rtt=RxB" so the agent can check
- * every offset it decodes and the layout of every counter map it reads. */
+#define CONSTANT(name) { #name, name }
+
+/* Every index and code of mtlens_abi.h that the agent uses by number. */
+static const struct { const char *name; int value; } constants[] = {
+	CONSTANT(MTLENS_REC_OPEN), CONSTANT(MTLENS_REC_CLOSE), CONSTANT(MTLENS_REC_SNAPSHOT), CONSTANT(MTLENS_REC_BENCH),
+	CONSTANT(MTLENS_REC_ADOPT), CONSTANT(MTLENS_ROLE_CLIENT), CONSTANT(MTLENS_ROLE_UPSTREAM_DC),
+	CONSTANT(MTLENS_ROLE_UPSTREAM_OTHER), CONSTANT(MTLENS_NR_ROLES), CONSTANT(MTLENS_CLOSE_NONE),
+	CONSTANT(MTLENS_CLOSE_FIN), CONSTANT(MTLENS_CLOSE_RST), CONSTANT(MTLENS_PROG_CONN_LIFECYCLE),
+	CONSTANT(MTLENS_PROG_BENCH_PRODUCER), CONSTANT(MTLENS_NR_STAT_PROGS), CONSTANT(MTLENS_STAT_SEEN),
+	CONSTANT(MTLENS_STAT_SUBMITTED), CONSTANT(MTLENS_STAT_DROPPED_RINGBUF_FULL), CONSTANT(MTLENS_STAT_DROPPED_TABLE_FULL),
+	CONSTANT(MTLENS_STAT_CLOSED_AT_DESTROY), CONSTANT(MTLENS_STAT_NR), CONSTANT(MTLENS_HEALTH_RETRANSMITS),
+	CONSTANT(MTLENS_HEALTH_RESETS_SENT), CONSTANT(MTLENS_HEALTH_RESETS_RECEIVED), CONSTANT(MTLENS_HEALTH_RTT_SAMPLES),
+	CONSTANT(MTLENS_HEALTH_RTT_SUM_US), CONSTANT(MTLENS_HEALTH_NR), CONSTANT(MTLENS_RTT_BUCKETS),
+	CONSTANT(MTLENS_LIMIT_TRACKED), CONSTANT(MTLENS_LIMIT_MAX), CONSTANT(MTLENS_NR_LIMITS),
+};
+
+/* "version=V;size=S;field=offset:size;...;stats=PxN;health=RxN;rtt=RxB;MTLENS_X=value;..." so the
+ * agent can check every offset it decodes, the layout of every counter map it reads and every
+ * index and code it uses by number. */
 int shim_abi_layout(char *buf, int cap)
 {
 	static const struct { const char *name; int off, size; } f[] = {
@@ -89,6 +106,8 @@ int shim_abi_layout(char *buf, int cap)
 	if (n < cap)
 		n += snprintf(buf + n, cap - n, ";stats=%dx%d;health=%dx%d;rtt=%dx%d", MTLENS_NR_STAT_PROGS, MTLENS_STAT_NR,
 			      MTLENS_NR_ROLES, MTLENS_HEALTH_NR, MTLENS_NR_ROLES, MTLENS_RTT_BUCKETS);
+	for (size_t i = 0; i < sizeof(constants) / sizeof(constants[0]) && n < cap; i++)
+		n += snprintf(buf + n, cap - n, ";%s=%d", constants[i].name, constants[i].value);
 	return n < cap ? n : -ENOSPC;
 }
 

@@ -2,30 +2,22 @@
 // Components (eBPF collector, telemt poller, OTLP exporter) come from a wiring function so
 // that tests can build the real agent and API with fakes at the edges only.
 import type { HttpBindings } from '@hono/node-server';
-import type { Registry } from 'prom-client';
 import { Counter, Gauge } from 'prom-client';
 import { createApp } from './api/app.js';
 import { startServer, type RunningServer } from './api/server.js';
 import { tlsMaterial, type TlsInfo } from './api/tls.js';
 import type { AgentControl, ReloadOutcome, Router } from './api/types.js';
-import { changedPaths, matchesPattern } from './config/diff.js';
+import { changedPaths } from './config/diff.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
-import { RESTART_REQUIRED } from './config/schema.js';
+import { needsRestart, pendingRestart, runningConfig } from './config/restart.js';
 import type { Env } from './config/substitute.js';
 import { EventHub } from './export/event-stream.js';
 import { PrometheusExporter } from './export/prometheus.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, type Logger } from './runtime/log.js';
 import { buildInfo } from './runtime/build-info.js';
 import { LogRing } from './runtime/log-ring.js';
-import { blocksReadiness, renderCheck, renderPublicCheck, SIGNALS, type Component, type FlushCounts } from './runtime/components.js';
+import { blocksReadiness, renderCheck, renderPublicCheck, SIGNALS, type Component, type ComponentContext, type FlushCounts } from './runtime/component.js';
 import { EventLoopWatchdog } from './runtime/event-loop.js';
-
-export interface ComponentContext {
-  config(): LoadedConfig;
-  logger: Logger;
-  registry: Registry;
-  events: EventHub;
-}
 
 export interface Wiring {
   components: Component[];
@@ -47,8 +39,6 @@ type State = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 const FLUSH_TIMEOUT_MS = 10_000;
 
-const needsRestart = (path: string) => RESTART_REQUIRED.some((pattern) => matchesPattern(path, pattern));
-
 export class Agent implements AgentControl {
   readonly logger: Logger;
   readonly prometheus: PrometheusExporter;
@@ -57,12 +47,17 @@ export class Agent implements AgentControl {
   readonly app: ReturnType<typeof createApp>;
   private readonly components: Component[];
   private readonly watchdog = new EventLoopWatchdog();
+  /** The config file as last loaded: what /config shows. */
   private loaded: LoadedConfig;
   /** The config the agent started with: restart-only keys keep these values until a restart. */
   private readonly started: LoadedConfig;
+  /** What components run: `loaded` with the restart-only keys of `started`. */
+  private running: LoadedConfig;
   private state: State = 'created';
   private server: RunningServer | undefined;
   private tlsInfo: TlsInfo | undefined;
+  /** Aborted at stop: the API's long-lived responses end. */
+  private readonly shutdown = new AbortController();
   private readonly startedAt = performance.now();
   private reloading: Promise<ReloadOutcome> | undefined;
   private readonly reloads: Counter<'result'>;
@@ -74,6 +69,7 @@ export class Agent implements AgentControl {
   ) {
     this.loaded = initial;
     this.started = initial;
+    this.running = initial;
     const cfg = initial.config;
     this.logRing = deps.logRing ?? new LogRing();
     this.logger = deps.logger ?? createLogger({ level: cfg.logging.level, node: cfg.agent.node_name, ring: this.logRing });
@@ -99,14 +95,16 @@ export class Agent implements AgentControl {
       },
     });
 
-    const wiring = deps.wire?.({ config: () => this.loaded, logger: this.logger, registry, events: this.events }) ?? { components: [], routers: [] };
+    const wiring = deps.wire?.({ config: () => this.running, logger: this.logger, registry, events: this.events }) ?? { components: [], routers: [] };
     this.components = wiring.components;
     this.app = createApp({
       agent: this,
       logger: this.logger,
+      registry,
       prometheus: this.prometheus,
       events: this.events,
       logs: this.logRing,
+      shutdown: this.shutdown.signal,
       routers: wiring.routers,
       ...(deps.ssePingMs !== undefined ? { ssePingMs: deps.ssePingMs } : {}),
     });
@@ -145,12 +143,12 @@ export class Agent implements AgentControl {
     return lag > limit ? { ok: false as const, reason: `event loop lag ${Math.round(lag)} ms exceeds ${limit} ms` } : { ok: true as const };
   }
 
-  connections() {
-    return this.server?.connections();
-  }
-
   tls(): TlsInfo | undefined {
     return this.tlsInfo;
+  }
+
+  connections() {
+    return this.server?.connections();
   }
 
   componentStatus(): Record<string, unknown> {
@@ -217,20 +215,24 @@ export class Agent implements AgentControl {
     const previous = this.loaded;
     const changed = changedPaths(previous.config, next.config);
     const restartRequired = changed.filter(needsRestart);
-    this.apply(next);
+    // Components see what they will run: restart-only keys stay as they started.
+    const previousRunning = this.running;
+    const nextRunning = runningConfig(this.started, next);
+    const runningChanged = changedPaths(previousRunning.config, nextRunning.config);
+    this.apply(next, nextRunning);
     const applied: Component[] = [];
     for (const c of this.components) {
       try {
-        await c.reload(next, changed);
+        await c.reload(nextRunning, runningChanged);
         applied.push(c);
       } catch (err) {
         this.reloads.inc({ result: 'failure' });
         this.lastReloadOk.set(0);
         this.logger.error({ err, component: c.name }, 'component failed to apply the reloaded config; rolling back to the running config');
         // All or nothing: the components that took the new config go back, in reverse order.
-        this.apply(previous);
+        this.apply(previous, previousRunning);
         for (const done of applied.reverse()) {
-          await done.reload(previous, changed).catch((rollbackErr: unknown) => this.logger.error({ err: rollbackErr, component: done.name }, 'component failed to return to the running config'));
+          await done.reload(previousRunning, runningChanged).catch((rollbackErr: unknown) => this.logger.error({ err: rollbackErr, component: done.name }, 'component failed to return to the running config'));
         }
         return { ok: false, kind: 'failed', component: c.name, revision: previous.revision };
       }
@@ -246,11 +248,12 @@ export class Agent implements AgentControl {
 
   /** Restart-only keys whose value in the file differs from the one the agent started with. */
   pendingRestart(): string[] {
-    return changedPaths(this.started.config, this.loaded.config).filter(needsRestart);
+    return pendingRestart(this.started.config, this.loaded.config);
   }
 
-  private apply(loaded: LoadedConfig): void {
+  private apply(loaded: LoadedConfig, running: LoadedConfig): void {
     this.loaded = loaded;
+    this.running = running;
     this.prometheus.maxAgeMs = loaded.config.self_telemetry.metrics_max_age_ms;
     this.events.configure({ maxClients: loaded.config.self_telemetry.events.max_clients, bufferEvents: loaded.config.self_telemetry.events.buffer_events });
   }
@@ -269,6 +272,7 @@ export class Agent implements AgentControl {
     this.logger.info({ reason }, 'agent stopping');
     this.events.publish('agent.stop', { reason });
     this.events.closeAll();
+    this.shutdown.abort();
     const closing = this.server?.close(deadline);
     for (const c of [...this.components].reverse()) {
       try {

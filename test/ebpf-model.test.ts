@@ -1,11 +1,14 @@
 // The pure pieces under the tracker and the kernel maps: the cookie index (an open-addressing
 // table whose deletion must never lose an entry), address parsing into kernel map keys, and
-// address formatting for events.
+// address formatting for events; the ABI and object names the agent shares with the kernel side.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { AbiMismatchError, verifyAbi } from '../src/ebpf/abi.js';
+import { cString, DEFAULT_ARTIFACTS, loadShim, type ObjectHandle } from '../src/ebpf/binding.js';
 import { formatAddress } from '../src/ebpf/decode.js';
-import { CookieIndex } from '../src/model/cookie-index.js';
-import { addressBytes, endpointKey, networkKey, TELEGRAM_NETWORKS } from '../src/model/roles.js';
+import { MAP, missingObjects, PROGRAM } from '../src/ebpf/objects.js';
+import { CookieIndex } from '../src/ebpf/cookie-index.js';
+import { addressBytes, endpointKey, networkKey, TELEGRAM_NETWORKS } from '../src/ebpf/map-keys.js';
 
 test('CookieIndex agrees with a Map through 200k random inserts and deletes, at full load', () => {
   const capacity = 1000;
@@ -56,4 +59,35 @@ test('addresses become the kernel maps\' 16-byte form (IPv4-mapped) and format b
   for (const text of ['::1', '2001:b28:f23d:f001::a', '2001:db8:0:1:1:1:1:1', 'fe80::', '::', '::ffff:1', '1::ffff:0:1']) assert.equal(formatAddress(addressBytes(text)!, 0, 6), text);
   // IPv4 clients of a dual-stack listener are shown, and joined to users, as IPv4.
   assert.equal(formatAddress(addressBytes('::ffff:1.2.3.4')!, 0, 6), '1.2.3.4');
+});
+
+test('the shim and this agent agree on the record layout and on every index and code of the ABI header', () => {
+  const shim = loadShim();
+  const buf = Buffer.alloc(8192);
+  const layout = cString(buf, shim.abiLayout(buf, buf.length));
+  assert.doesNotThrow(() => verifyAbi(layout));
+  assert.match(layout, /;MTLENS_STAT_CLOSED_AT_DESTROY=4;/);
+  // A header whose counter index moved is refused, naming the constant.
+  assert.throws(() => verifyAbi(layout.replace(';MTLENS_STAT_SUBMITTED=1;', ';MTLENS_STAT_SUBMITTED=2;')), (err: unknown) => err instanceof AbiMismatchError && /MTLENS_STAT_SUBMITTED: shim has 2, agent expects 1/.test(err.message));
+  assert.throws(() => verifyAbi(layout.replace(/;MTLENS_LIMIT_MAX=\d+/, '')), /MTLENS_LIMIT_MAX: shim has nothing, agent expects 1/);
+});
+
+test('the BPF object has every program and map the agent names, and a missing one is named', () => {
+  const shim = loadShim();
+  const out: [ObjectHandle | null] = [null];
+  assert.equal(shim.open(DEFAULT_ARTIFACTS.object, out), 0);
+  const obj = out[0]!;
+  try {
+    const names = (describe: typeof shim.progName) => {
+      const b = Buffer.alloc(256);
+      const list: string[] = [];
+      for (let i = 0, n = describe(obj, i, b, b.length); n >= 0; n = describe(obj, ++i, b, b.length)) list.push(cString(b, n).split(' ')[0]!);
+      return list;
+    };
+    const present = { programs: names(shim.progName), maps: names(shim.mapName) };
+    assert.deepEqual(missingObjects(present), []);
+    assert.deepEqual(missingObjects({ programs: present.programs.filter((p) => p !== PROGRAM.snapshot), maps: present.maps.filter((m) => m !== MAP.rttHist) }), ['program conn_snapshot', 'map rtt_hist']);
+  } finally {
+    shim.close(obj);
+  }
 });

@@ -4,8 +4,9 @@
 // and /metrics (no kernel needed: the records are what the kernel would have sent).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EbpfComponent } from '../src/ebpf/component.js';
-import { UserSeriesBudget } from '../src/model/user-series.js';
+import type { EbpfComponent } from '../src/ebpf/component.js';
+import type { UserSeriesBudget } from '../src/model/user-series.js';
+import { productionWiring } from '../src/wiring.js';
 import { buildAgent } from './helpers/agent.js';
 import { ebpfConfig } from './helpers/ebpf.js';
 import { sample } from './helpers/prom-text.js';
@@ -22,11 +23,13 @@ function userSeries(metrics: string): Record<string, number> {
 test('per-user kernel byte series stay within the shared budget when telemt forgets users', async (t) => {
   let ebpf: EbpfComponent | undefined;
   let budget: UserSeriesBudget | undefined;
-  const a = await buildAgent(ebpfConfig('  enabled: false\n'), {
+  // A budget of two per-user series (telemt.max_user_series), telemt itself off.
+  const a = await buildAgent(ebpfConfig('  enabled: false\n').replace('telemt:\n  enabled: false\n', 'telemt:\n  enabled: false\n  max_user_series: 2\n'), {
     wire: (ctx) => {
-      budget = new UserSeriesBudget(2, ctx.registry);
-      ebpf = new EbpfComponent(ctx, { users: { userFor: (ip) => USERS[ip] ?? '~unknown' }, userSeries: budget });
-      return { components: [ebpf], routers: [] };
+      const w = productionWiring(ctx, { only: ['ebpf'], users: { userFor: (ip) => USERS[ip] ?? '~unknown' } });
+      ebpf = w.ebpf;
+      budget = w.userSeries;
+      return w;
     },
   });
   t.after(() => a.cleanup());

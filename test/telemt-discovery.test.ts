@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import { DIRECT_DC_ENDPOINTS } from '../src/telemt/discovery.js';
 import { readTelemtConfig } from '../src/telemt/telemt-config.js';
-import { parseListenTable } from '../src/telemt/proc-listeners.js';
+import { parseListenTable } from '../src/runtime/procfs.js';
 import { TelemtSim } from './fixtures/telemt-sim.js';
 import { repoRoot, tempDir } from './helpers/agent.js';
 import { withTelemt } from './helpers/telemt.js';

@@ -65,7 +65,7 @@ function behindPolicy(router: Router, wrap: Wrap): Router {
 
 export function createApp(deps: ApiDeps): Router {
   const settings = (): Config['self_telemetry'] => deps.agent.config().config.self_telemetry;
-  const rejections = new Rejections(deps.prometheus.registry);
+  const rejections = new Rejections(deps.registry);
 
   const app = apiRouter();
 
@@ -87,7 +87,7 @@ export function createApp(deps: ApiDeps): Router {
         return problem(ctx, 413, 'payload_too_large', `request body exceeds ${settings().request_body_limit_bytes} bytes`);
       },
     })(c, next);
-  const guardLayer = guard(settings, deps.logger, rejections, new RateLimitTiers(deps.prometheus.registry));
+  const guardLayer = guard(settings, deps.logger, rejections, new RateLimitTiers(deps.registry));
   const readOnlyLayer = readOnly(settings, rejections);
 
   const onError = (err: unknown, c: Context<AppEnv>): Response => {
@@ -106,7 +106,7 @@ export function createApp(deps: ApiDeps): Router {
   };
 
   const wrap = policy({
-    edge: new Edge(deps.prometheus.registry, deps.logger),
+    edge: new Edge(deps.registry, deps.logger),
     layers: (c) => {
       const s = settings();
       const method = c.req.method;

@@ -11,7 +11,7 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Registry } from 'prom-client';
-import { registerCollected } from '../export/collected-metric.js';
+import { registerCollected } from '../runtime/collected-metric.js';
 import { normalizeIp } from './middleware/client-ip.js';
 
 /** A connection younger than this (or busy until this long ago) has not had time to send its request. */

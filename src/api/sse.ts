@@ -3,9 +3,8 @@
 // while, until the client leaves, the stream drops it (slow client) or the agent stops.
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import type { StreamEvent, Subscription } from '../export/event-stream.js';
 import { problem } from './problem.js';
-import type { AppEnv } from './types.js';
+import type { AppEnv, EventFeed, StreamedEvent } from './types.js';
 
 export const PING_MS = 15_000;
 
@@ -30,12 +29,12 @@ export function headOfStream(c: Context<AppEnv>, full: boolean, path: string): R
   return c.body(null, 200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
 }
 
-export function serveSubscription<F>(c: Context<AppEnv>, sub: Subscription<F>, opts: SseOptions): Response {
+export function serveSubscription(c: Context<AppEnv>, sub: EventFeed, opts: SseOptions): Response {
   return streamSSE(c, async (stream) => {
     stream.onAbort(() => sub.close());
     await stream.writeSSE({ event: 'hello', data: JSON.stringify(opts.hello), retry: 3000 });
     for (;;) {
-      const next: StreamEvent | null | 'timeout' = await sub.next(opts.pingMs);
+      const next: StreamedEvent | null | 'timeout' = await sub.next(opts.pingMs);
       if (next === null || stream.aborted) break;
       if (next === 'timeout') await stream.writeSSE({ event: 'ping', data: String(Date.now()) });
       else await stream.writeSSE({ id: String(next.id), event: next.type, data: next.data });

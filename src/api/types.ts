@@ -1,13 +1,11 @@
 import type { HttpBindings } from '@hono/node-server';
+import type { Registry } from 'prom-client';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { RequestIdVariables } from 'hono/request-id';
 import type { ConfigError } from '../config/errors.js';
-import type { ConnectionTableStatus } from './connection-limits.js';
 import type { LoadedConfig } from '../config/load.js';
-import type { EventHub } from '../export/event-stream.js';
-import type { PrometheusExporter } from '../export/prometheus.js';
-import type { Logger } from '../log.js';
-import type { FlushCounts } from '../runtime/components.js';
+import type { Logger } from '../runtime/log.js';
+import type { FlushCounts } from '../runtime/component.js';
 import type { LogListener, LogRecordLine, LogRingDrop } from '../runtime/log-ring.js';
 import type { TlsInfo } from './tls.js';
 
@@ -36,6 +34,15 @@ export interface Readiness {
   details: Record<string, string>;
 }
 
+/** The control API's own connections, as /status shows them. */
+export interface ControlApiConnections {
+  open: number;
+  max: number;
+  max_per_address: number;
+  /** By `<limit>.<action>`. */
+  dropped: Record<string, number>;
+}
+
 export type Liveness = { ok: true } | { ok: false; reason: string };
 
 /** What the API needs from the running agent; tests may supply their own. */
@@ -49,11 +56,40 @@ export interface AgentControl {
   /** One block per registered component, keyed by component name. */
   componentStatus(): Record<string, unknown>;
   /** The control API's own connections: open, limits, drops (undefined before it listens). */
-  connections(): ConnectionTableStatus | undefined;
+  connections(): ControlApiConnections | undefined;
   /** The certificate the control API serves (fingerprint, public-key pin); undefined over plain HTTP. */
   tls?(): TlsInfo | undefined;
   reload(): Promise<ReloadOutcome>;
   flush(): Promise<FlushCounts>;
+}
+
+export type MetricsFormat = 'prometheus' | 'openmetrics';
+
+/** What /metrics reads: the registry rendered in a text format. */
+export interface MetricsSource {
+  render(format: MetricsFormat): Promise<{ body: Uint8Array<ArrayBuffer>; contentType: string }>;
+}
+
+/** One event as /events sends it, its data serialized once for all clients. */
+export interface StreamedEvent {
+  readonly id: number;
+  readonly type: string;
+  readonly data: string;
+}
+
+/** One /events client's bounded feed. */
+export interface EventFeed {
+  /** The next event, `'timeout'` after `timeoutMs` without one, or null once closed. */
+  next(timeoutMs: number): Promise<StreamedEvent | null | 'timeout'>;
+  close(reason?: string): void;
+}
+
+/** What /events reads: the agent's events for HTTP clients, within a client limit. */
+export interface EventFeeds {
+  /** Whether a new client would be refused now. */
+  readonly full: boolean;
+  /** A feed of the events matching the filter; undefined when the client limit is reached. */
+  subscribe(filter: { types: readonly string[]; role?: string }): EventFeed | undefined;
 }
 
 /** The agent's recent log lines, as the log got them (runtime/log-ring.ts). */
@@ -62,16 +98,21 @@ export interface LogSource {
   readonly size: number;
   readonly dropped: Readonly<Record<LogRingDrop, number>>;
   recent(lines: number, minLevel?: number): LogRecordLine[];
+  /** Every record from now on, synchronously; returns the function that stops it. */
   onRecord(listener: LogListener): () => void;
 }
 
 export interface ApiDeps {
   agent: AgentControl;
   logger: Logger;
-  prometheus: PrometheusExporter;
-  events: EventHub;
+  /** Where the API counts its own requests, rejections and connections. */
+  registry: Registry;
+  prometheus: MetricsSource;
+  events: EventFeeds;
   /** Recent log lines for /logs/recent and /logs/stream. */
   logs: LogSource;
+  /** Aborted when the agent stops: long-lived responses (/logs/stream) end then. */
+  shutdown?: AbortSignal;
   /** Area routers contributed by components (/status/ebpf, /status/telemt, ...). */
   routers?: Router[];
   /** Interval between SSE `ping` events; 15 s unless a test shortens it. */

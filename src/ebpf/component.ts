@@ -2,22 +2,21 @@
 // step with config and telemt discovery, drains the ring and applies snapshots into the
 // connection tracker, and reports itself in /ready, /status and /metrics. When the kernel side
 // cannot load and ebpf.required is false, the agent runs on without it and says why.
-import type { ComponentContext } from '../agent.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { DiscoverySink, DiscoveryUpdate, UserDirectory } from '../model/links.js';
-import { endpointKey, networkKey, TELEGRAM_NETWORKS } from '../model/roles.js';
-import { ConnectionTracker, type SortKey, type UserTotals } from '../model/tracker.js';
+import { endpointKey, networkKey, TELEGRAM_NETWORKS } from './map-keys.js';
+import type { ConnectionQuery, ConnectionsStatus, EbpfStatus, EbpfStatusSource, EbpfSummary } from './status.js';
+import { ConnectionTracker, type UserTotals } from './tracker.js';
 import { OVERFLOW_USER, type UserSeriesBudget } from '../model/user-series.js';
-import type { Role } from '../model/events.js';
-import type { Component, ReadinessCheck } from '../runtime/components.js';
+import type { Component, ComponentContext, ReadinessCheck } from '../runtime/component.js';
 import { AbiMismatchError, HEALTH_NR, NR_ROLES, RECORD_SIZE, RTT_BUCKETS, STAT_CLOSED_AT_DESTROY, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SEEN, STAT_SUBMITTED } from './abi.js';
 import { MonotonicClock } from './clock.js';
-import { registerCollected } from '../export/collected-metric.js';
+import { registerCollected } from '../runtime/collected-metric.js';
 import { RecordReader } from './decode.js';
 import { WatchedNamespaces } from './netns.js';
 import { RingDrain } from './drain.js';
-import { EbpfLoadError, KernelCollector, type KernelCounters, type KernelOptions, type ProgramInfo } from './kernel.js';
+import { EbpfLoadError, KernelCollector, type KernelCounters, type KernelOptions } from './kernel.js';
 import { registerEbpfMetrics } from './metrics.js';
 
 export interface EbpfLinks {
@@ -34,7 +33,7 @@ const COUNTER_CACHE_MS = 250;
 
 type Settings = Config['ebpf'];
 
-export class EbpfComponent implements Component, DiscoverySink {
+export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource {
   readonly name = 'ebpf';
   private kernel: KernelCollector | undefined;
   private drain: RingDrain | undefined;
@@ -154,7 +153,8 @@ export class EbpfComponent implements Component, DiscoverySink {
   }
 
   async reload(next: LoadedConfig, changed: readonly string[]): Promise<void> {
-    this.settings = { ...next.config.ebpf, enabled: this.settings.enabled, ringbuf_bytes: this.settings.ringbuf_bytes, max_tracked_connections: this.settings.max_tracked_connections };
+    // Restart-only keys (enabled, ring size, table size) arrive as they started: the agent pins them.
+    this.settings = next.config.ebpf;
     this.explicitPorts = next.explicit.has('ebpf.watch.ports');
     this.trackerInstance.setStallAfter(this.settings.stall_after_seconds * 1000);
     if (!this.kernel) return;
@@ -184,7 +184,7 @@ export class EbpfComponent implements Component, DiscoverySink {
     return { state: 'ok' };
   }
 
-  status(): unknown {
+  status(): EbpfSummary {
     const t = this.trackerInstance;
     return {
       enabled: this.running,
@@ -240,7 +240,7 @@ export class EbpfComponent implements Component, DiscoverySink {
   }
 
   /** GET /status/connections */
-  connections(opts: { role?: Role; sort: SortKey; limit: number }) {
+  connections(opts: ConnectionQuery): ConnectionsStatus {
     return { enabled: this.running, ...this.trackerInstance.list(opts) };
   }
 
@@ -371,30 +371,3 @@ export class EbpfComponent implements Component, DiscoverySink {
     return this.kernel ? this.kernel.pending() / this.kernel.ringSize : 0;
   }
 }
-
-export type EbpfStatus =
-  | { enabled: false; reason: string }
-  | {
-      enabled: true;
-      programs: ProgramInfo[];
-      maps: Array<{ name: string; type: string; entries: number; max_entries: number }>;
-      ringbuf: {
-        size: number;
-        events_seen: number;
-        events_submitted: number;
-        events_received: number;
-        events_lost: number;
-        occupancy: number;
-        drops: { ringbuf_full: number; table_full: number; malformed: number };
-        closes_at_destroy: number;
-      };
-      snapshots: { applied: number; records: number; overflows: number; interval_ms: number; namespaces: number };
-      tracker: {
-        tracked: number;
-        max: number;
-        evictions: { table_full: number; close_lost: number };
-        closed_untracked: number;
-        evicted_remembered: { entries: number; max: number; forgotten: number };
-      };
-      watch: { ports: number[]; processes: string[]; telegram_endpoints: number; telegram_networks: number };
-    };

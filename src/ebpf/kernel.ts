@@ -4,13 +4,12 @@
 // /ready, /status/ebpf and the log repeat.
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
-import { COMM_SIZE, HEALTH_NR, NR_ROLES, RTT_BUCKETS, STAT_NR, STAT_PROGRAMS, verifyAbi } from './abi.js';
+import { COMM_SIZE, HEALTH_NR, LIMIT_MAX, LIMIT_TRACKED, NR_ROLES, RTT_BUCKETS, STAT_NR, STAT_PROGRAMS, verifyAbi } from './abi.js';
 import { cString, DEFAULT_ARTIFACTS, loadShim, type ObjectHandle, type Shim } from './binding.js';
+import { MAP, missingObjects, PROGRAM } from './objects.js';
 
-export const PROGRAMS = ['conn_lifecycle', 'conn_destroy', 'tcp_retransmit', 'tcp_send_reset', 'tcp_receive_reset', 'tcp_probe_rtt', 'conn_snapshot'] as const;
-export const BENCH_PROGRAM = 'bench_producer';
-const REQUIRED_PROGRAM = 'conn_lifecycle';
-const SNAPSHOT_PROGRAM = 'conn_snapshot';
+/** The program the agent cannot do without: its failure to load or attach fails the load. */
+const REQUIRED_PROGRAM = PROGRAM.lifecycle;
 const BTF_PATH = '/sys/kernel/btf/vmlinux';
 
 export class EbpfLoadError extends Error {
@@ -132,15 +131,15 @@ export class KernelCollector {
       if (n < 0) throw new EbpfLoadError(`map ${name} missing from the BPF object: ${errnoName(n)}`);
       return n;
     };
-    this.watchPorts = new ConfigMap(shim, 'watch_ports', fd('watch_ports'));
-    this.watchComms = new ConfigMap(shim, 'watch_comms', fd('watch_comms'));
-    this.dcEndpoints = new ConfigMap(shim, 'dc_endpoints', fd('dc_endpoints'));
-    this.dcNets = new ConfigMap(shim, 'dc_nets', fd('dc_nets'));
-    this.statsFd = fd('stats');
-    this.healthFd = fd('health');
-    this.rttFd = fd('rtt_hist');
-    this.benchFd = fd('bench_cfg');
-    this.limitsFd = fd('limits');
+    this.watchPorts = new ConfigMap(shim, MAP.watchPorts, fd(MAP.watchPorts));
+    this.watchComms = new ConfigMap(shim, MAP.watchComms, fd(MAP.watchComms));
+    this.dcEndpoints = new ConfigMap(shim, MAP.dcEndpoints, fd(MAP.dcEndpoints));
+    this.dcNets = new ConfigMap(shim, MAP.dcNets, fd(MAP.dcNets));
+    this.statsFd = fd(MAP.stats);
+    this.healthFd = fd(MAP.health);
+    this.rttFd = fd(MAP.rttHist);
+    this.benchFd = fd(MAP.benchCfg);
+    this.limitsFd = fd(MAP.limits);
     this.ringSize = shim.rbSize(obj);
   }
 
@@ -154,7 +153,7 @@ export class KernelCollector {
     } catch (err) {
       throw new EbpfLoadError(`native shim ${libraryPath} cannot be loaded (run make build): ${(err as Error).message}`);
     }
-    const layout = Buffer.alloc(2048);
+    const layout = Buffer.alloc(8192);
     const n = shim.abiLayout(layout, layout.length);
     verifyAbi(cString(layout, n));
     if (!existsSync(BTF_PATH)) throw new EbpfLoadError(`no kernel BTF at ${BTF_PATH} (a kernel with CONFIG_DEBUG_INFO_BTF=y is required)`);
@@ -176,8 +175,10 @@ export class KernelCollector {
     const check = (code: number, what: string) => {
       if (code < 0) fail(`${what}: ${errnoName(code)}`);
     };
-    check(shim.setMaxEntries(obj, 'events', opts.ringbufBytes), 'sizing the ring buffer');
-    check(shim.setAutoload(obj, BENCH_PROGRAM, opts.benchProducer ? 1 : 0), 'selecting programs');
+    const missing = missingObjects({ programs: listNames(obj, shim.progName).map((p) => p.name), maps: listNames(obj, shim.mapName).map((m) => m.name) });
+    if (missing.length > 0) fail(`BPF object ${objectPath} lacks ${missing.join(', ')} (rebuild with make)`);
+    check(shim.setMaxEntries(obj, MAP.events, opts.ringbufBytes), 'sizing the ring buffer');
+    check(shim.setAutoload(obj, PROGRAM.benchProducer, opts.benchProducer ? 1 : 0), 'selecting programs');
 
     const loaded = shim.load(obj);
     if (loaded < 0) {
@@ -191,7 +192,7 @@ export class KernelCollector {
     }
 
     // The tracked-socket limit must be in place before any program runs.
-    const limitsFd = shim.mapFd(obj, 'limits');
+    const limitsFd = shim.mapFd(obj, MAP.limits);
     if (limitsFd < 0) fail(`map limits missing from the BPF object: ${errnoName(limitsFd)}`);
     check(shim.mapUpdate(limitsFd, u32Key(LIMIT_MAX), u64Value(opts.maxTracked), 0), 'setting the connection limit');
 
@@ -208,7 +209,7 @@ export class KernelCollector {
     if (required) fail(`${required.replace('attaching', `attaching ${REQUIRED_PROGRAM}`)}`, readLog(shim, obj));
     // Run counters are best effort: without them run_count/run_time_ns stay 0.
     shim.enableStats(obj);
-    check(shim.rbOpen(obj, 'events'), 'mapping the ring buffer');
+    check(shim.rbOpen(obj, MAP.events), 'mapping the ring buffer');
     try {
       return new KernelCollector(shim, obj, attachErrors);
     } catch (err) {
@@ -238,9 +239,9 @@ export class KernelCollector {
    * an open /proc/<pid>/ns/net; -1: the agent's own); returns bytes, or -1 when `buf` was too small.
    */
   snapshot(buf: Uint8Array, netnsFd = -1): number {
-    const n = this.shim.iterRead(this.obj, SNAPSHOT_PROGRAM, netnsFd, buf, buf.byteLength);
+    const n = this.shim.iterRead(this.obj, PROGRAM.snapshot, netnsFd, buf, buf.byteLength);
     if (n < 0 && errnoName(n) === 'ENOSPC') return -1;
-    if (n < 0) throw new Error(`${SNAPSHOT_PROGRAM} iterator failed: ${errnoName(n)}`);
+    if (n < 0) throw new Error(`${PROGRAM.snapshot} iterator failed: ${errnoName(n)}`);
     return n;
   }
 
@@ -343,10 +344,6 @@ function listNames(obj: ObjectHandle, describe: Shim['progName']): Array<{ name:
   }
   return out;
 }
-
-/** Indexes of the `limits` map. */
-const LIMIT_TRACKED = 0;
-const LIMIT_MAX = 1;
 
 function u32Key(k: number): Uint8Array {
   return new Uint8Array(new Uint32Array([k]).buffer);

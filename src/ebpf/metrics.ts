@@ -2,10 +2,11 @@
 // kernel's counter maps, read at scrape time (kernel maps at most once per scrape).
 import type { Registry } from 'prom-client';
 import { HEALTH_NR, HEALTH_RESETS_RECEIVED, HEALTH_RESETS_SENT, HEALTH_RETRANSMITS, HEALTH_RTT_SUM_US, RTT_BUCKETS, STAT_CLOSED_AT_DESTROY, STAT_DROPPED_RINGBUF_FULL, STAT_DROPPED_TABLE_FULL, STAT_NR, STAT_PROGRAMS, STAT_SUBMITTED } from './abi.js';
-import { histogramSamples, registerCollected, type Sample } from '../export/collected-metric.js';
+import { histogramSamples, registerCollected, type Sample } from '../runtime/collected-metric.js';
 import type { KernelCounters, ProgramInfo } from './kernel.js';
 import { ROLES } from '../model/events.js';
-import { DURATION_BUCKETS, type ConnectionTracker } from '../model/tracker.js';
+import { PROGRAM } from './objects.js';
+import { DURATION_BUCKETS, type ConnectionTracker } from './tracker.js';
 
 /** Upper bounds (seconds) of the kernel's log2 RTT buckets: 2^(b+1) microseconds. */
 const RTT_BOUNDS = Array.from({ length: RTT_BUCKETS - 1 }, (_, b) => 2 ** (b + 1) / 1e6);
@@ -70,7 +71,7 @@ export function registerEbpfMetrics(registry: Registry, src: EbpfMetricSource): 
   registerCollected(registry, 'mtlens_ebpf_events_total', 'Records delivered by each kernel program (ring buffer or iterator).', 'counter', () =>
     kernel((c) => [
       ...STAT_PROGRAMS.filter((p) => p === 'conn_lifecycle' || src.programs().some((i) => i.name === p)).map((program) => ({ labels: { program }, value: c.stats[STAT_PROGRAMS.indexOf(program) * STAT_NR + STAT_SUBMITTED]! })),
-      { labels: { program: 'conn_snapshot' }, value: src.snapshotRecords() },
+      { labels: { program: PROGRAM.snapshot }, value: src.snapshotRecords() },
     ]),
   );
   registerCollected(registry, 'mtlens_ebpf_events_lost_total', 'Records a kernel program could not submit because the ring buffer was full.', 'counter', () =>

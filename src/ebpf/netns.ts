@@ -4,7 +4,7 @@
 // have live connections that no snapshot ever sees: no bytes until close, evicted as lost.
 import { closeSync, fstatSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { pidsByComm } from '../telemt/proc-listeners.js';
+import { pidsByComm } from '../runtime/procfs.js';
 
 export class WatchedNamespaces {
   private readonly own: number;

@@ -3,21 +3,11 @@
 // publish() never waits: each client has a bounded buffer, and a client that lets its buffer
 // fill is disconnected and counted, so a slow reader can never slow the collectors. With no
 // client attached, publish() returns before doing any work.
-import { Counter, Gauge, type Registry } from 'prom-client';
-import type { AgentEventMap, AgentEventType } from '../model/events.js';
+import { Counter, type Registry } from 'prom-client';
+import type { AgentEventMap, AgentEventType, EventBus, EventInterest, EventListener } from '../model/events.js';
+import { StreamClients, type ClientFeed, type StreamEvent } from '../runtime/stream-clients.js';
 
-/** In-process consumers (the OTLP pipeline) get events synchronously and must not block. */
-export type EventListener = <K extends AgentEventType>(type: K, data: AgentEventMap[K]) => void;
-
-/** Which event types a listener wants right now (it may change, e.g. when export is disabled). */
-export type EventInterest = (type: AgentEventType) => boolean;
-
-export interface StreamEvent {
-  readonly id: number;
-  readonly type: string;
-  /** JSON, serialized once for all clients. */
-  readonly data: string;
-}
+export type { StreamEvent };
 
 export interface EventFilter {
   /** Exact types or `prefix.*` patterns; empty accepts all. */
@@ -26,10 +16,8 @@ export interface EventFilter {
   role?: string;
 }
 
-type Waiter = (value: StreamEvent | null | 'timeout') => void;
-
 /** Whether an event of `type` passes the filter's types. */
-export function acceptsType(filter: EventFilter, type: string): boolean {
+function acceptsType(filter: EventFilter, type: string): boolean {
   const { types } = filter;
   return types.length === 0 || types.some((t) => (t.endsWith('.*') ? type.startsWith(t.slice(0, -1)) : t === type));
 }
@@ -40,131 +28,7 @@ function accepts(filter: EventFilter, type: string, data: object): boolean {
   return acceptsType(filter, type);
 }
 
-/** One client of a stream: a bounded buffer the stream fills and the client's handler drains. */
-export class Subscription<F = EventFilter> {
-  private readonly queue: StreamEvent[] = [];
-  private waiter: Waiter | undefined;
-  closedReason: string | undefined;
-
-  constructor(
-    readonly filter: F,
-    private readonly capacity: number,
-    private readonly onClose: (sub: Subscription<F>, reason: string) => void,
-  ) {}
-
-  /** Returns false when the buffer was full and the subscription has been closed. */
-  offer(event: StreamEvent): boolean {
-    if (this.closedReason) return false;
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w(event);
-      return true;
-    }
-    if (this.queue.length >= this.capacity) {
-      this.close('slow_client');
-      return false;
-    }
-    this.queue.push(event);
-    return true;
-  }
-
-  /** The next event, `'timeout'` after `timeoutMs` without one, or null once closed. */
-  next(timeoutMs: number): Promise<StreamEvent | null | 'timeout'> {
-    const queued = this.queue.shift();
-    if (queued) return Promise.resolve(queued);
-    if (this.closedReason) return Promise.resolve(null);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        resolve('timeout');
-      }, timeoutMs);
-      this.waiter = (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      };
-    });
-  }
-
-  /** Ends the subscription; on shutdown what is queued is still delivered, a slow client's backlog is not. */
-  close(reason = 'client_closed'): void {
-    if (this.closedReason) return;
-    this.closedReason = reason;
-    if (reason === 'slow_client') this.queue.length = 0;
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.(null);
-    this.onClose(this, reason);
-  }
-}
-
-export interface StreamLimits {
-  maxClients: number;
-  bufferEvents: number;
-}
-
-/** The names of one stream's client metrics (each stream has its own families). */
-export interface StreamClientMetrics {
-  clients: { name: string; help: string };
-  dropped: { name: string; help: string };
-  rejected: { name: string; help: string };
-}
-
-/**
- * The Server-Sent Events clients of one stream (/events, /logs/stream): at most maxClients at
- * once (more are refused and counted), each with a buffer of bufferEvents; a client that lets
- * its buffer fill is disconnected and counted (slow_client), so a slow reader never slows the
- * source. The limits are read at each subscription (they follow reloads).
- */
-export class StreamClients<F> implements Iterable<Subscription<F>> {
-  private readonly subs = new Set<Subscription<F>>();
-  private readonly clientsGauge: Gauge;
-  private readonly dropped: Counter<'reason'>;
-  private readonly rejected: Counter<'reason'>;
-
-  constructor(
-    private readonly limits: () => StreamLimits,
-    registry: Registry,
-    names: StreamClientMetrics,
-  ) {
-    const registers = [registry];
-    this.clientsGauge = new Gauge({ ...names.clients, registers });
-    this.dropped = new Counter({ ...names.dropped, labelNames: ['reason'], registers });
-    this.rejected = new Counter({ ...names.rejected, labelNames: ['reason'], registers });
-  }
-
-  get size(): number {
-    return this.subs.size;
-  }
-
-  /** Whether a new client would be refused now (max_clients reached). */
-  get full(): boolean {
-    return this.subs.size >= this.limits().maxClients;
-  }
-
-  [Symbol.iterator](): Iterator<Subscription<F>> {
-    return this.subs[Symbol.iterator]();
-  }
-
-  subscribe(filter: F): Subscription<F> | undefined {
-    if (this.full) {
-      this.rejected.inc({ reason: 'max_clients' });
-      return undefined;
-    }
-    const sub = new Subscription<F>(filter, this.limits().bufferEvents, (s, reason) => {
-      this.subs.delete(s);
-      this.clientsGauge.set(this.subs.size);
-      if (reason === 'slow_client') this.dropped.inc({ reason });
-    });
-    this.subs.add(sub);
-    this.clientsGauge.set(this.subs.size);
-    return sub;
-  }
-
-  closeAll(reason = 'shutdown'): void {
-    for (const sub of [...this.subs]) sub.close(reason);
-  }
-}
+export type Subscription = ClientFeed<EventFilter>;
 
 export interface EventHubOptions {
   maxClients: number;
@@ -172,7 +36,7 @@ export interface EventHubOptions {
   registry: Registry;
 }
 
-export class EventHub {
+export class EventHub implements EventBus {
   private readonly subs: StreamClients<EventFilter>;
   private seq = 0;
   private readonly published: Counter<'type'>;
@@ -181,6 +45,7 @@ export class EventHub {
 
   constructor(private opts: EventHubOptions) {
     const registers = [opts.registry];
+    // The /events clients: the same client table as every stream of the API (/logs/stream).
     this.subs = new StreamClients<EventFilter>(() => this.opts, opts.registry, {
       clients: { name: 'mtlens_sse_clients', help: 'Server-Sent Events clients connected to /events.' },
       dropped: { name: 'mtlens_sse_clients_dropped_total', help: '/events clients disconnected by the agent, by reason (slow_client: buffer full).' },

@@ -20,11 +20,6 @@ export type MetricsFormat = TextFormat;
 
 const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
-/** Picks OpenMetrics only when the scraper asks for it, as Prometheus does with its Accept header. */
-export function negotiateFormat(accept: string | undefined): MetricsFormat {
-  return accept?.includes('application/openmetrics-text') ? 'openmetrics' : 'prometheus';
-}
-
 const encoder = new TextEncoder();
 const RENDER_BUDGET = 10;
 /** Shorter periods are scrape storms, which reuse renderings anyway. */

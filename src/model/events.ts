@@ -1,5 +1,7 @@
 // The events that flow from collectors to exporters (SSE /events, OTLP logs and spans).
-// One map of event type -> payload, so publishers and consumers agree at compile time.
+// One map of event type -> payload, so publishers and consumers agree at compile time, and the
+// bus they meet on, as an interface: collectors publish and exporters listen without knowing
+// which class carries the events.
 
 export type Role = 'client' | 'upstream_dc' | 'upstream_other';
 export const ROLES: readonly Role[] = ['client', 'upstream_dc', 'upstream_other'];
@@ -69,3 +71,18 @@ export interface AgentEventMap {
 }
 
 export type AgentEventType = keyof AgentEventMap;
+
+/** In-process consumers (the OTLP pipeline) get events synchronously and must not block. */
+export type EventListener = <K extends AgentEventType>(type: K, data: AgentEventMap[K]) => void;
+
+/** Which event types a listener wants right now (it may change, e.g. when export is disabled). */
+export type EventInterest = (type: AgentEventType) => boolean;
+
+/** Where collectors publish and in-process exporters listen. */
+export interface EventBus {
+  publish<K extends AgentEventType>(type: K, data: AgentEventMap[K]): void;
+  /** Whether anyone would receive an event of `type` now, so a hot path can skip building it. */
+  wants(type: AgentEventType): boolean;
+  /** Registers a consumer for the types `interest` accepts; returns the function that removes it. */
+  onEvent(listener: EventListener, interest?: EventInterest): () => void;
+}

@@ -32,6 +32,8 @@ export class SignalPipeline<T> {
   private running: Promise<void> | undefined;
   private flushing = 0;
   private closed = false;
+  /** Why close() last ran: items offered while closed are lost for the same reason. */
+  private closedFor: 'shutdown' | 'disabled' = 'shutdown';
   /** Bumped by close(): a batch taken in an older epoch has already been counted as lost. */
   private epoch = 0;
   private wake: (() => void) | undefined;
@@ -71,7 +73,7 @@ export class SignalPipeline<T> {
   /** Stores the item, or drops it (the newest) when the queue is full. Never blocks. */
   offer(item: T): boolean {
     if (this.closed || !this.queue.push(item, this.inflight)) {
-      this.lost[this.closed ? 'shutdown' : 'queue_full']++;
+      this.lost[this.closed ? this.closedFor : 'queue_full']++;
       return false;
     }
     if (this.running) return true;
@@ -85,7 +87,8 @@ export class SignalPipeline<T> {
     const before = this.exported;
     this.flushing++;
     try {
-      this.wake?.();
+      // A retry cut short after the deadline would only be discarded (close) or outlive the flush.
+      if (!this.closed && Date.now() < deadline) this.wake?.();
       while (!this.closed && this.size > 0 && Date.now() < deadline) {
         this.start(true);
         await untilDeadline(this.running, deadline);
@@ -100,6 +103,7 @@ export class SignalPipeline<T> {
   async close(deadline: number, reason: 'shutdown' | 'disabled'): Promise<number> {
     const flushed = await this.flush(deadline);
     this.closed = true;
+    this.closedFor = reason;
     this.epoch++;
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -135,8 +139,17 @@ export class SignalPipeline<T> {
       this.inflight = batch.length;
       await this.deliver(batch, epoch);
       if (epoch !== this.epoch) return;
-      this.inflight = 0;
     }
+  }
+
+  /**
+   * Counts the batch in flight and releases it in one synchronous step: were the release left
+   * for after an await, a close() in between would count the same items again as lost.
+   */
+  private finish(outcome: 'exported' | 'permanent_error' | 'retries_exhausted'): void {
+    if (outcome === 'exported') this.exported += this.inflight;
+    else this.lost[outcome] += this.inflight;
+    this.inflight = 0;
   }
 
   // After every await: if close() ran meanwhile, it has already counted this batch as lost.
@@ -147,22 +160,13 @@ export class SignalPipeline<T> {
       const result = await this.send(batch);
       this.observe(result, (performance.now() - t0) / 1000);
       if (epoch !== this.epoch) return;
-      if (result.ok) {
-        this.exported += batch.length;
-        return;
-      }
-      if (!result.retryable) {
-        this.lost.permanent_error += batch.length;
-        return;
-      }
+      if (result.ok) return this.finish('exported');
+      if (!result.retryable) return this.finish('permanent_error');
       const delay = backoffDelay(attempt, this.settings);
-      if (Date.now() + delay - firstAttempt > this.settings.maxElapsedMs) {
-        this.lost.retries_exhausted += batch.length;
-        return;
-      }
-      this.retries++;
+      if (Date.now() + delay - firstAttempt > this.settings.maxElapsedMs) return this.finish('retries_exhausted');
       await this.sleep(delay);
       if (epoch !== this.epoch) return;
+      this.retries++;
     }
   }
 

@@ -5,7 +5,7 @@
 // /v1/users is bracketed by two summary reads so octets read across a telemt restart or
 // reload are never applied to the wrong epoch (the bracket idea is telemt_panel's).
 import type { ZodType } from 'zod';
-import type { Logger } from '../log.js';
+import type { Logger } from '../runtime/log.js';
 import type { AgentEventMap } from '../model/events.js';
 import { OVERFLOW_USER, type UserSeriesBudget } from '../model/user-series.js';
 import {

@@ -2,12 +2,11 @@
 // continuous across telemt restarts (state in agent.state_dir), joins client IPs to users,
 // and discovers listeners and upstream endpoints for the eBPF side.
 import { join } from 'node:path';
-import type { ComponentContext } from '../agent.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { DiscoverySink, DiscoveryUpdate } from '../model/links.js';
 import type { UserSeriesBudget } from '../model/user-series.js';
-import type { Component, ReadinessCheck } from '../runtime/components.js';
+import type { Component, ComponentContext, ReadinessCheck } from '../runtime/component.js';
 import { Cadence, SerialQueue } from './cadence.js';
 import { TelemtClient } from './client.js';
 import { TelemtCollector } from './collector.js';
@@ -15,12 +14,16 @@ import { Continuity } from './continuity.js';
 import { discoverListeners, discoveryUpdate, sameUpdate, type ListenerDiscovery } from './discovery.js';
 import { TelemtMetrics } from './metrics.js';
 import { moveAside, readJsonState, writeJsonAtomic } from './state-file.js';
-import { ActiveIpDirectory } from './user-directory.js';
+import type { DiscoveryStatus, TelemtStatus, TelemtStatusSource, TelemtSummary } from './status.js';
+import type { ActiveIpDirectory } from './user-directory.js';
 
 export const STATE_FILE = 'telemt-continuity.json';
 
 export interface TelemtDeps {
+  /** Where discovered listeners and upstream endpoints go (the eBPF side's watch list). */
   discovery: DiscoverySink;
+  /** The IP -> user directory this component fills from /v1/stats/users/active-ips. */
+  directory: ActiveIpDirectory;
   userSeries: UserSeriesBudget;
   /** Where /proc is (tests point it at a fake tree). */
   procRoot?: string;
@@ -40,9 +43,9 @@ function apiPort(url: string): number | undefined {
   }
 }
 
-export class TelemtComponent implements Component {
+export class TelemtComponent implements Component, TelemtStatusSource {
   readonly name = 'telemt';
-  readonly users = new ActiveIpDirectory();
+  readonly users: ActiveIpDirectory;
   private readonly statePath: string;
   private readonly metrics: TelemtMetrics;
   private settings: Settings;
@@ -63,6 +66,7 @@ export class TelemtComponent implements Component {
     private readonly ctx: ComponentContext,
     private readonly deps: TelemtDeps,
   ) {
+    this.users = deps.directory;
     const config = ctx.config().config;
     this.settings = config.telemt;
     this.statePath = join(config.agent.state_dir, STATE_FILE);
@@ -257,16 +261,16 @@ export class TelemtComponent implements Component {
   }
 
   /** The /status block: a summary; /status/telemt has the details. */
-  status(): unknown {
+  status(): TelemtSummary {
     return { ...this.identity(Date.now()), counter_resets: { ...this.continuity.resets } };
   }
 
   /** GET /status/telemt: every endpoint's latest snapshot with its age and last error. */
-  detailedStatus(): unknown {
+  detailedStatus(): TelemtStatus {
     const now = Date.now();
     const collector = this.current();
     const s = collector?.state;
-    const endpoints: Record<string, unknown> = {};
+    const endpoints: TelemtStatus['endpoints'] = {};
     for (const [, r] of collector?.snapshots.entries() ?? []) {
       endpoints[r.path] = {
         cadence: r.cadence,
@@ -280,7 +284,7 @@ export class TelemtComponent implements Component {
         data: r.data ?? null,
       };
     }
-    const cadences: Record<string, unknown> = {};
+    const cadences: TelemtStatus['cadences'] = {};
     for (const c of this.cadences) {
       cadences[c.name] = {
         interval_ms: c.name === 'fast' ? this.settings.poll.fast_ms : this.settings.poll.slow_ms,
@@ -316,7 +320,7 @@ export class TelemtComponent implements Component {
   }
 
   /** GET /status/discovery. */
-  discoveryStatus(): unknown {
+  discoveryStatus(): DiscoveryStatus {
     const collector = this.current();
     const s = collector?.state;
     const topo = collector?.topology();

@@ -16,9 +16,7 @@
 // `process_started_at_epoch_secs` then tells a restart from a generation reload.
 import { z } from 'zod';
 import { formatPath } from '../config/errors.js';
-
-export const RESET_CAUSES = ['restart', 'generation_reload', 'user_eviction', 'unexplained'] as const;
-export type ResetCause = (typeof RESET_CAUSES)[number];
+import { RESET_CAUSES, type ResetCause } from './status.js';
 
 /**
  * Slack when comparing an uptime with the time that passed: clock rates of telemt and the

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { DiscoveryUpdate } from '../model/links.js';
 import type { DcStatus, MeWriters, Upstreams } from './api-types.js';
-import { listenersOf } from './proc-listeners.js';
+import { listenersOf } from '../runtime/procfs.js';
 import { readTelemtConfig, type TelemtFileFacts } from './telemt-config.js';
 
 /** telemt's direct-mode DC table (src/protocol/constants.rs), all on port 443. */

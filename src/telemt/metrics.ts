@@ -2,9 +2,9 @@
 // time (collect), so a scrape never waits on telemt; counters are the continuity-corrected
 // totals, never telemt's resetting raw values.
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { registerCollected, type Sample } from '../export/collected-metric.js';
+import { registerCollected, type Sample } from '../runtime/collected-metric.js';
 import type { DcStatus, MeWriters } from './api-types.js';
-import { RESET_CAUSES, type ResetCause } from './continuity.js';
+import { RESET_CAUSES, type ResetCause } from './status.js';
 
 /** Core counters kept continuous, by the key under which Continuity stores them. */
 export const CORE_COUNTERS = {

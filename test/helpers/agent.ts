@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, type AgentDeps } from '../../src/agent.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import type { Env } from '../../src/config/substitute.js';
-import { createLogger, type Logger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/runtime/log.js';
 import { LogRing } from '../../src/runtime/log-ring.js';
 import { httpFetch } from './http.js';
 
@@ -63,7 +63,7 @@ export interface TestAgent {
   dir: string;
   /** Rewrites the config file (for reload tests). */
   rewrite(yaml: string): Promise<void>;
-  /** The control API's base URL (http://127.0.0.1:PORT, https:// with tls.enabled). */
+  /** The control API's base URL (http://127.0.0.1:PORT). */
   url: string;
   /** A request over a real socket from `ip` (a 127.0.0.0/8 address; default 127.0.0.1). */
   request(path: string, init?: RequestInit, ip?: string): Promise<Response>;

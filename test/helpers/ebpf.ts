@@ -4,12 +4,10 @@ import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import type { TestContext } from 'node:test';
-import { connectionRoutes } from '../../src/api/routes/connections.js';
-import { ebpfRoutes } from '../../src/api/routes/ebpf.js';
 import { EbpfComponent, type EbpfArtifacts } from '../../src/ebpf/component.js';
 import type { AgentEventMap, ConnectionEventData } from '../../src/model/events.js';
 import { NO_USER_DIRECTORY, type UserDirectory } from '../../src/model/links.js';
-import { UserSeriesBudget } from '../../src/model/user-series.js';
+import { productionWiring } from '../../src/wiring.js';
 import { buildAgent, type TestAgent } from './agent.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -41,8 +39,9 @@ export async function ebpfAgent(yaml: string, opts: { users?: UserDirectory; art
   let ebpf: EbpfComponent | undefined;
   const t = await buildAgent(yaml, {
     wire: (ctx) => {
-      ebpf = new EbpfComponent(ctx, { users: opts.users ?? NO_USER_DIRECTORY, userSeries: new UserSeriesBudget(100, ctx.registry) }, opts.artifacts);
-      return { components: [ebpf], routers: [ebpfRoutes(ebpf), connectionRoutes(ebpf)] };
+      const w = productionWiring(ctx, { only: ['ebpf'], users: opts.users ?? NO_USER_DIRECTORY, ...(opts.artifacts ? { ebpfArtifacts: opts.artifacts } : {}) });
+      ebpf = w.ebpf;
+      return w;
     },
   });
   const closes: ConnectionEventData[] = [];

@@ -1,6 +1,6 @@
 // A component with scripted behaviour, standing in for a collector at the edge.
 import type { LoadedConfig } from '../../src/config/load.js';
-import type { Component, FlushCounts, ReadinessCheck } from '../../src/runtime/components.js';
+import type { Component, FlushCounts, ReadinessCheck } from '../../src/runtime/component.js';
 
 export class FakeComponent implements Component {
   readiness_: ReadinessCheck = { state: 'ok' };

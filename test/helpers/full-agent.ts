@@ -79,7 +79,7 @@ otlp:
   const t = await buildAgent(yaml(10_000), {
     wire: (ctx) => {
       const wiring = productionWiring(ctx);
-      telemt = wiring.components.find((c): c is TelemtComponent => c.name === 'telemt');
+      telemt = wiring.telemt;
       return wiring;
     },
   });

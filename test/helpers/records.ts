@@ -5,7 +5,7 @@ import { MonotonicClock } from '../../src/ebpf/clock.js';
 import { RecordReader } from '../../src/ebpf/decode.js';
 import type { AgentEventMap, ConnectionEventData } from '../../src/model/events.js';
 import { NO_USER_DIRECTORY, type UserDirectory } from '../../src/model/links.js';
-import { ConnectionTracker, type TrackerOptions } from '../../src/model/tracker.js';
+import { ConnectionTracker, type TrackerOptions } from '../../src/ebpf/tracker.js';
 
 export const KIND = { open: REC_OPEN, close: REC_CLOSE, snapshot: REC_SNAPSHOT, adopt: REC_ADOPT } as const;
 

@@ -2,9 +2,8 @@
 import { join } from 'node:path';
 import type { AgentEventMap, AgentEventType } from '../../src/model/events.js';
 import type { DiscoveryUpdate } from '../../src/model/links.js';
-import { UserSeriesBudget } from '../../src/model/user-series.js';
 import type { TelemtComponent } from '../../src/telemt/component.js';
-import { wireTelemt } from '../../src/telemt/wire.js';
+import { productionWiring } from '../../src/wiring.js';
 import { TelemtSim, type SimOptions } from '../fixtures/telemt-sim.js';
 import { buildAgent, tempDir, type TestAgent } from './agent.js';
 
@@ -65,10 +64,9 @@ export async function telemtHarness(opts: HarnessOptions = {}): Promise<TelemtHa
     ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
     wire: (ctx) => {
       ctx.events.onEvent((type, data) => events.push({ type, data }));
-      const userSeries = new UserSeriesBudget(ctx.config().config.telemt.max_user_series, ctx.registry);
-      const w = wireTelemt(ctx, { discovery: { applyDiscovery: (u) => discoveries.push(u) }, userSeries, ...(opts.procRoot ? { procRoot: opts.procRoot } : {}) });
-      telemt = w.component;
-      return { components: [w.component], routers: w.routers };
+      const w = productionWiring(ctx, { only: ['telemt'], discovery: { applyDiscovery: (u) => discoveries.push(u) }, ...(opts.procRoot ? { procRoot: opts.procRoot } : {}) });
+      telemt = w.telemt;
+      return w;
     },
   });
   await t.agent.start();

@@ -7,7 +7,7 @@
 // lines per address per window; the table of addresses is bounded, and addresses beyond it
 // share one summary.
 import type { Context } from 'hono';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../runtime/log.js';
 import type { AppEnv } from '../types.js';
 import { clientIp } from './client-ip.js';
 

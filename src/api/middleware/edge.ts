@@ -10,7 +10,7 @@ import type { Context } from 'hono';
 import { ServerResponse, type IncomingMessage, type OutgoingHttpHeader, type OutgoingHttpHeaders } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Registry } from 'prom-client';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../runtime/log.js';
 import type { AppEnv } from '../types.js';
 import { Audit } from './audit.js';
 import { HttpMetrics, routeLabel } from './http-metrics.js';

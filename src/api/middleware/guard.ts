@@ -6,7 +6,7 @@ import { bearerAuth } from 'hono/bearer-auth';
 import { every } from 'hono/combine';
 import { HTTPException } from 'hono/http-exception';
 import type { Config } from '../../config/schema.js';
-import type { Logger } from '../../log.js';
+import type { Logger } from '../../runtime/log.js';
 import { problem } from '../problem.js';
 import type { AppEnv } from '../types.js';
 import { allowlist } from './allowlist.js';

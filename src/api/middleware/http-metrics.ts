@@ -5,7 +5,7 @@
 import type { Context } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { Registry } from 'prom-client';
-import { histogramSamples, registerCollected, type Sample } from '../../export/collected-metric.js';
+import { histogramSamples, registerCollected, type Sample } from '../../runtime/collected-metric.js';
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;

@@ -1,10 +1,8 @@
 import { apiRouter } from '../router.js';
 import { createRoute, z } from '@hono/zod-openapi';
-import type { EbpfComponent } from '../../ebpf/component.js';
+import { ConnectionsBody, SORT_KEYS, type EbpfStatusSource } from '../../ebpf/status.js';
 import { ROLES } from '../../model/events.js';
 import { errorResponses } from '../problem.js';
-
-const SORT_KEYS = ['bytes', 'rx', 'tx', 'age', 'srtt', 'retransmits'] as const;
 
 const Query = z.strictObject({
   role: z.enum(ROLES).optional().openapi({ description: 'only connections of this role' }),
@@ -18,33 +16,7 @@ const Query = z.strictObject({
   sort: z.enum(SORT_KEYS).optional().openapi({ description: 'descending by bytes (rx + tx, default), rx, tx, srtt or retransmits; age: oldest first' }),
 });
 
-const Connection = z.object({
-  cookie: z.string(),
-  role: z.enum(ROLES),
-  family: z.union([z.literal(4), z.literal(6)]),
-  peer_address: z.string(),
-  peer_port: z.number().int(),
-  local_address: z.string(),
-  local_port: z.number().int(),
-  user: z.string().optional().openapi({ description: 'client connections: the telemt user whose active IPs hold the peer address, or ~ambiguous / ~unknown' }),
-  age_seconds: z.number(),
-  rx_bytes: z.number().openapi({ description: 'payload received by this host since tracking began (adopted connections: since adoption), as of the last snapshot' }),
-  tx_bytes: z.number().openapi({ description: 'payload sent by this host and acknowledged since tracking began (adopted connections: since adoption), as of the last snapshot' }),
-  srtt_us: z.number(),
-  retransmits: z.number(),
-  stalled: z.boolean(),
-});
-
-const Body = z
-  .object({
-    enabled: z.boolean(),
-    total: z.number().int().openapi({ description: 'live connections matching the filter' }),
-    connections: z.array(Connection),
-    top_peers: z.array(z.object({ peer_address: z.string(), connections: z.number(), rx_bytes: z.number(), tx_bytes: z.number() })),
-  })
-  .openapi('Connections');
-
-export function connectionRoutes(ebpf: EbpfComponent) {
+export function connectionRoutes(ebpf: Pick<EbpfStatusSource, 'connections'>) {
   const r = apiRouter();
   r.openapi(
     createRoute({
@@ -53,7 +25,7 @@ export function connectionRoutes(ebpf: EbpfComponent) {
       tags: ['status'],
       summary: 'Live TCP connections of the proxy (from the kernel) and top peers by bytes',
       request: { query: Query },
-      responses: { 200: { description: 'live connections', content: { 'application/json': { schema: Body } } }, ...errorResponses(400, 401, 403, 429) },
+      responses: { 200: { description: 'live connections', content: { 'application/json': { schema: ConnectionsBody } } }, ...errorResponses(400, 401, 403, 429) },
     }),
     (c) => {
       const q = c.req.valid('query');

@@ -3,8 +3,8 @@
 // /events). Every line is the log's own, serialized and redacted once by the logger: the API
 // shows exactly what the log holds, no more.
 import { createRoute, z } from '@hono/zod-openapi';
-import { registerCollected } from '../../export/collected-metric.js';
-import { StreamClients } from '../../export/event-stream.js';
+import { registerCollected } from '../../runtime/collected-metric.js';
+import { StreamClients } from '../../runtime/stream-clients.js';
 import { LOG_LEVELS, type LogLevelName } from '../../runtime/log-ring.js';
 import { errorResponses } from '../problem.js';
 import { apiRouter } from '../router.js';
@@ -34,7 +34,7 @@ interface LogFilter {
 export function logRoutes(deps: ApiDeps) {
   const r = apiRouter();
   const settings = () => deps.agent.config().config.self_telemetry.events;
-  const clients = new StreamClients<LogFilter>(() => ({ maxClients: settings().max_clients, bufferEvents: settings().buffer_events }), deps.prometheus.registry, {
+  const clients = new StreamClients<LogFilter>(() => ({ maxClients: settings().max_clients, bufferEvents: settings().buffer_events }), deps.registry, {
     clients: { name: 'mtlens_log_stream_clients', help: 'Server-Sent Events clients connected to /logs/stream.' },
     dropped: { name: 'mtlens_log_stream_clients_dropped_total', help: '/logs/stream clients disconnected by the agent, by reason (slow_client: buffer full).' },
     rejected: { name: 'mtlens_log_stream_clients_rejected_total', help: '/logs/stream connections refused, by reason (max_clients).' },
@@ -47,13 +47,13 @@ export function logRoutes(deps: ApiDeps) {
   });
 
   // Streams end when the agent stops (as /events clients do), so a stop never waits for them.
-  deps.events.onEvent(() => clients.closeAll(), (type) => type === 'agent.stop');
+  deps.shutdown?.addEventListener('abort', () => clients.closeAll(), { once: true });
 
   const ring = deps.logs;
   const dropLabels = { evicted: { reason: 'evicted' }, too_large: { reason: 'too_large' } } as const;
-  registerCollected(deps.prometheus.registry, 'mtlens_log_buffer_lines', 'Log lines held in memory for /logs/recent.', 'gauge', () => [{ labels: {}, value: ring.size }]);
+  registerCollected(deps.registry, 'mtlens_log_buffer_lines', 'Log lines held in memory for /logs/recent.', 'gauge', () => [{ labels: {}, value: ring.size }]);
   registerCollected(
-    deps.prometheus.registry,
+    deps.registry,
     'mtlens_log_buffer_dropped_total',
     'Log lines the in-memory buffer let go, by reason (evicted: the oldest, for a newer one; too_large: a line over 16 KiB, never kept). The log itself has them all.',
     'counter',

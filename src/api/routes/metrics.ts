@@ -1,7 +1,11 @@
 import { apiRouter } from '../router.js';
 import { createRoute, z } from '@hono/zod-openapi';
-import { negotiateFormat } from '../../export/prometheus.js';
-import type { ApiDeps } from '../types.js';
+import type { ApiDeps, MetricsFormat } from '../types.js';
+
+/** Picks OpenMetrics only when the scraper asks for it, as Prometheus does with its Accept header. */
+function negotiateFormat(accept: string | undefined): MetricsFormat {
+  return accept?.includes('application/openmetrics-text') ? 'openmetrics' : 'prometheus';
+}
 
 export function metricsRoutes(deps: ApiDeps) {
   const r = apiRouter();

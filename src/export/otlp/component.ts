@@ -4,15 +4,14 @@
 // Keep it first in the wiring: components stop in reverse order, so it then stops last and
 // still exports what the collectors publish while they stop.
 import { api } from '@opentelemetry/sdk-node';
-import type { ComponentContext } from '../../agent.js';
 import type { LoadedConfig } from '../../config/load.js';
 import type { OtlpConfig } from '../../config/sections/otlp.js';
-import type { ConnectionEventData } from '../../model/events.js';
+import type { ConnectionEventData, EventListener } from '../../model/events.js';
+import type { ExportStatus, ExportStatusSource, QueueStatus } from './status.js';
 import type { AttemptResult } from '../../pipeline/outcome.js';
 import { untilDeadline } from '../../pipeline/deadline.js';
 import { SignalPipeline, type PipelineSettings } from '../../pipeline/signal-pipeline.js';
-import { SIGNALS, type Component, type FlushCounts, type ReadinessCheck, type Signal } from '../../runtime/components.js';
-import type { EventListener } from '../event-stream.js';
+import { SIGNALS, type Component, type ComponentContext, type FlushCounts, type ReadinessCheck, type Signal } from '../../runtime/component.js';
 import { ConnectionSpanFactory, connectionError } from './connection-spans.js';
 import { ExportMetrics, type PipelineCounts } from './export-metrics.js';
 import { buildGrpcExporters, exportOnce, shutdownGrpcExporters, type GrpcExporters } from './grpc-exporters.js';
@@ -20,25 +19,6 @@ import { isLoggedEvent, LogRecordFactory, type QueuedLog } from './log-records.j
 import { MetricsCollection, toResourceMetrics, type QueuedMetric } from './metrics-collection.js';
 import { PrometheusMetricProducer } from './prometheus-producer.js';
 import { agentResource, agentScope, type Resource } from './resource.js';
-
-export interface QueueStatus {
-  size: number;
-  capacity: number;
-  exported: number;
-  dropped: number;
-}
-
-/** The `/status/export` contract. */
-export interface ExportStatus {
-  endpoint: string;
-  protocol: 'grpc';
-  tls: boolean;
-  compression: 'gzip' | 'none';
-  connected: boolean;
-  last_export: string | null;
-  last_error: string | null;
-  queues: Record<Signal, QueueStatus>;
-}
 
 /** Keys whose change needs new gRPC channels; queued items carry over to them. */
 const CHANNEL_KEYS = ['endpoint', 'insecure', 'ca_file', 'headers', 'compression', 'timeout_ms'].map((k) => `otlp.${k}`);
@@ -70,7 +50,7 @@ class Identity {
   }
 }
 
-export class OtlpComponent implements Component {
+export class OtlpComponent implements Component, ExportStatusSource {
   readonly name = 'otlp';
   private cfg: OtlpConfig;
   private identity: Identity;

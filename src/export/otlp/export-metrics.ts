@@ -3,7 +3,7 @@
 // counters by the difference since the previous scrape.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { LOSS_REASONS, lossResult, type LossReason } from '../../pipeline/outcome.js';
-import { SIGNALS, type Signal } from '../../runtime/components.js';
+import { SIGNALS, type Signal } from '../../runtime/component.js';
 
 export interface PipelineCounts {
   size: number;

@@ -1,9 +1,9 @@
 // `mtlens tls fingerprint --config PATH [--json]`: what a client pins, read from the certificate
 // the agent serves (the operator's cert_file, or the self-signed one in agent.state_dir). It
 // never makes a certificate: that is the agent's, at its start.
-import { formatError } from '../config/errors.js';
-import { loadConfigFile } from '../config/load.js';
-import { inspectCertificate } from '../api/tls.js';
+import { formatError } from './config/errors.js';
+import { loadConfigFile } from './config/load.js';
+import { inspectCertificate } from './api/tls.js';
 
 export interface CommandOutput {
   stdout: string;

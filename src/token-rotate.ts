@@ -6,10 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { parseConfigText } from '../config/load.js';
-import { sha256Hex } from '../config/revision.js';
-import { setTokenHash } from '../config/token-edit.js';
-import { notRunning, pidFilePath, readPidRecord } from '../runtime/pid-file.js';
+import { parseConfigText } from './config/load.js';
+import { sha256Hex } from './config/revision.js';
+import { setTokenHash } from './config/token-edit.js';
+import { notRunning, pidFilePath, readPidRecord } from './runtime/pid-file.js';
 
 export interface RotateOutput {
   stdout: string;

@@ -1,5 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
-import type { LogRing } from './runtime/log-ring.js';
+import type { LogRing } from './log-ring.js';
 
 export type { Logger } from 'pino';
 

@@ -1,6 +1,20 @@
 // The contract every capability (eBPF collector, telemt poller, OTLP exporter) implements
-// to plug into the agent: lifecycle, readiness, a /status block, and queue flushing.
+// to plug into the agent: lifecycle, readiness, a /status block, and queue flushing; and the
+// context the agent hands each one. A new capability needs nothing from the host but this.
+import type { Registry } from 'prom-client';
 import type { LoadedConfig } from '../config/load.js';
+import type { EventBus } from '../model/events.js';
+import type { Logger } from './log.js';
+
+/** What the agent gives every component it builds. */
+export interface ComponentContext {
+  /** The running config: read it when needed, it changes on reload. */
+  config(): LoadedConfig;
+  logger: Logger;
+  /** The registry /metrics renders and OTLP exports. */
+  registry: Registry;
+  events: EventBus;
+}
 
 export const SIGNALS = ['traces', 'metrics', 'logs'] as const;
 export type Signal = (typeof SIGNALS)[number];

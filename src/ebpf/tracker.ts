@@ -8,14 +8,15 @@
 // zero for a connection seen opening and the counters at adoption for an adopted one, so a
 // connection's row, events and span tell the same bytes the counters counted. Directions are
 // from this host's side: rx received, tx sent.
-import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT } from '../ebpf/abi.js';
-import type { MonotonicClock } from '../ebpf/clock.js';
-import { formatAddress, type RecordReader } from '../ebpf/decode.js';
+import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT } from './abi.js';
+import type { MonotonicClock } from './clock.js';
+import { formatAddress, type RecordReader } from './decode.js';
 import { CookieIndex } from './cookie-index.js';
 import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
-import type { AgentEventMap, ConnectionEventData, Role } from './events.js';
-import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from './links.js';
-import { roleName } from './roles.js';
+import type { AgentEventMap, ConnectionEventData } from '../model/events.js';
+import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from '../model/links.js';
+import { roleName } from './map-keys.js';
+import type { ConnectionQuery } from './status.js';
 
 /** Upper bounds (seconds) of mtlens_tcp_connection_duration_seconds. */
 export const DURATION_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400] as const;
@@ -49,7 +50,6 @@ export type LiveConnection = Pick<
   'cookie' | 'role' | 'family' | 'peer_address' | 'peer_port' | 'local_address' | 'local_port' | 'user' | 'rx_bytes' | 'tx_bytes' | 'srtt_us' | 'retransmits' | 'stalled'
 > & { age_seconds: number };
 
-export type SortKey = 'bytes' | 'rx' | 'tx' | 'age' | 'srtt' | 'retransmits';
 
 export class ConnectionTracker {
   // Per-role aggregates, read by the metrics collector at scrape time.
@@ -517,7 +517,7 @@ export class ConnectionTracker {
   }
 
   /** The live table for /status/connections: filtered, sorted (descending; age: oldest first), limited. */
-  list(opts: { role?: Role; sort: SortKey; limit: number }): { total: number; connections: LiveConnection[]; top_peers: PeerTotal[] } {
+  list(opts: ConnectionQuery): { total: number; connections: LiveConnection[]; top_peers: PeerTotal[] } {
     const nowMs = this.opts.clock.nowMonoMs();
     const slots: number[] = [];
     for (let s = this.oldest; s >= 0; s = this.newer[s]!) if (opts.role === undefined || roleName(this.role[s]!) === opts.role) slots.push(s);

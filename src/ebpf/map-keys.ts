@@ -5,8 +5,8 @@
 // time from two maps the agent fills: exact endpoints telemt reports, and Telegram's networks.
 import { isIP } from 'node:net';
 import { parseCidr, parseHostPort } from '../config/fields.js';
-import { ENDPOINT_KEY_SIZE, NET_KEY_SIZE } from '../ebpf/abi.js';
-import { ROLES, type Role } from './events.js';
+import { ENDPOINT_KEY_SIZE, NET_KEY_SIZE } from './abi.js';
+import { ROLES, type Role } from '../model/events.js';
 
 /**
  * Telegram's published networks (core.telegram.org/resources/cidr.txt, as mirrored by the

@@ -1,8 +1,8 @@
-// Listening TCP sockets of the telemt process, from /proc: when telemt's config file cannot be
-// read, these are its proxy listeners (minus the API and metrics ports). Processes are found
-// by `comm`; their sockets by the inodes behind /proc/<pid>/fd, matched against the LISTEN
-// rows of the process's own /proc/<pid>/net/tcp and tcp6 (reading another user's fds needs
-// root or CAP_SYS_PTRACE).
+// Processes and their listening TCP sockets, from /proc. Processes are found by `comm`; their
+// sockets by the inodes behind /proc/<pid>/fd, matched against the LISTEN rows of the process's
+// own /proc/<pid>/net/tcp and tcp6 (reading another user's fds needs root or CAP_SYS_PTRACE).
+// telemt discovery reads its proxy listeners here when telemt's config file cannot be read;
+// the eBPF side finds the network namespaces of the processes it watches.
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 

@@ -89,6 +89,21 @@ describe('mtlens token rotate', () => {
     }
   });
 
+  it('edits a flow-style auth mapping in place, its comment kept', async () => {
+    const dir = await tempDir('mtlens-rotate-');
+    const path = join(dir, 'config.yaml');
+    const text = `self_telemetry:\n  listen: 127.0.0.1:0\n  auth: { enabled: true, bearer_token: ${OLD}, public_paths: [/healthz] }  # one line\nebpf: { enabled: false }\ntelemt: { enabled: false }\n`;
+    await writeFile(path, text);
+    try {
+      const r = await runCli(['token', 'rotate', '--config', path, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const { sha256 } = JSON.parse(r.stdout) as { sha256: string };
+      assert.equal(await readFile(path, 'utf8'), text.replace(`bearer_token: ${OLD}`, `bearer_token_sha256: "${sha256}"`));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('adds the key to an auth block that has neither, and keeps a token from the environment out of its reach', async () => {
     const { dir, path, text } = await setup('');
     const fromEnv = await setup('    bearer_token: ${MTLENS_API_TOKEN}');

@@ -33,6 +33,11 @@ test(`${TOTAL} connections (${IN_FLIGHT} in flight, ${SIZE} B each way, the serv
     const closed = (sample(text, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}') ?? 0) + (sample(text, 'mtlens_tcp_connections_closed_total{role="client",close="rst"}') ?? 0);
     return { text, opened: sample(text, 'mtlens_tcp_connections_opened_total{role="client"}'), closed };
   };
+  // When they never get there, what the kernel side saw says where the record went.
+  const diagnosis = async () => {
+    const st = await a.json<{ programs: Array<{ name: string; run_count: number; missed_runs: number }>; ringbuf: unknown; tracker: unknown; maps: Array<{ name: string; entries: number }> }>('/status/ebpf');
+    return JSON.stringify({ programs: st.programs.map((p) => `${p.name}: runs ${p.run_count}, missed ${p.missed_runs}`), ringbuf: st.ringbuf, tracker: st.tracker, conns: st.maps.find((m) => m.name === 'conns')?.entries });
+  };
   const settled = await waitFor(
     `opened and closed to reach ${accepted}`,
     async () => {
@@ -41,7 +46,9 @@ test(`${TOTAL} connections (${IN_FLIGHT} in flight, ${SIZE} B each way, the serv
       return c.text;
     },
     120_000,
-  );
+  ).catch(async (err: unknown) => {
+    throw new Error(`${(err as Error).message}; kernel side: ${await diagnosis()}`);
+  });
   assert.equal(sample(settled, 'mtlens_tcp_connections_closed_total{role="client",close="fin"}'), accepted, 'every server close orderly');
   assert.equal(sample(settled, 'mtlens_tcp_connections_active{role="client"}'), 0);
   assert.equal(sample(settled, 'mtlens_tcp_bytes_total{role="client",direction="rx"}'), accepted * SIZE);

@@ -1,7 +1,7 @@
 // `mtlens token rotate` through the real CLI, against a real running agent (`mtlens run`).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { tempDir } from './helpers/agent.js';
@@ -84,6 +84,21 @@ describe('mtlens token rotate', () => {
       assert.match(r.stderr, /no running agent was told to reload \(no PID file at .*mtlens\.pid\)/);
       const check = await runCli(['check-config', '--config', path]);
       assert.equal(check.code, 0, check.stderr);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('never signals a PID from a stale PID file that now names another process', async () => {
+    const { dir, path } = await setup(`    bearer_token_sha256: ${sha(OLD)}`);
+    try {
+      await mkdir(join(dir, 'state'));
+      // This test process: alive, but not an mtlens agent (a SIGHUP would end it).
+      await writeFile(join(dir, 'state', 'mtlens.pid'), `${JSON.stringify({ pid: process.pid, config: path })}\n`);
+      const r = await runCli(['token', 'rotate', '--config', path, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { agent: string }).agent, 'not_running');
+      assert.match(r.stderr, new RegExp(`no running agent was told to reload \\(process ${process.pid} is not an mtlens agent \\(stale PID file\\)\\)`));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

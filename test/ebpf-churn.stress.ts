@@ -5,6 +5,7 @@
 // (the socket is freed by a path neither conn_lifecycle nor conn_destroy sees), so this fails
 // now and then until that path is found.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { churn } from './helpers/churn.js';
 import { ebpfAgent, ebpfConfig, kernelGate } from './helpers/ebpf.js';
@@ -34,9 +35,19 @@ test(`${TOTAL} connections (${IN_FLIGHT} in flight, ${SIZE} B each way, the serv
     return { text, opened: sample(text, 'mtlens_tcp_connections_opened_total{role="client"}'), closed };
   };
   // When they never get there, what the kernel side saw says where the record went.
+  // The connections opened and never closed, and what the kernel holds on their ports now.
   const diagnosis = async () => {
     const st = await a.json<{ programs: Array<{ name: string; run_count: number; missed_runs: number }>; ringbuf: unknown; tracker: unknown; maps: Array<{ name: string; entries: number }> }>('/status/ebpf');
-    return JSON.stringify({ programs: st.programs.map((p) => `${p.name}: runs ${p.run_count}, missed ${p.missed_runs}`), ringbuf: st.ringbuf, tracker: st.tracker, conns: st.maps.find((m) => m.name === 'conns')?.entries });
+    const closed = new Set(a.closes.map((c) => c.cookie));
+    const unclosed = a.opens.filter((o) => !closed.has(o.cookie)).slice(0, 5);
+    const sockets = spawnSync('ss', ['-tanoeiH', 'state', 'all'], { encoding: 'utf8' }).stdout.split('\n');
+    const held = unclosed.map((o) => ({
+      cookie: o.cookie,
+      peer_port: o.peer_port,
+      opened_at: new Date(o.opened_at_ms).toISOString(),
+      sockets: sockets.filter((l) => l.includes(`sk:${BigInt(o.cookie).toString(16)}`) || l.includes(`:${o.peer_port} `)),
+    }));
+    return JSON.stringify({ programs: st.programs.map((p) => `${p.name}: runs ${p.run_count}, missed ${p.missed_runs}`), ringbuf: st.ringbuf, tracker: st.tracker, conns: st.maps.find((m) => m.name === 'conns')?.entries, unclosed: held, now: new Date().toISOString() });
   };
   const settled = await waitFor(
     `opened and closed to reach ${accepted}`,

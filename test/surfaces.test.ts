@@ -193,7 +193,8 @@ async function withProduction(yaml: string, fn: (t: TestAgent) => Promise<void>)
 describe('readiness', () => {
   it('the public /ready gives a short reason without addresses; /status has the whole reason', async () => {
     const port = await closedPort();
-    const yaml = otlpYaml(`127.0.0.1:${port}`, { failure_threshold: 1, readiness_required: true, timeout_ms: 500 });
+    // A closed port refuses at once; the long deadline keeps a loaded host from turning that into a timeout.
+    const yaml = otlpYaml(`127.0.0.1:${port}`, { failure_threshold: 1, readiness_required: true, timeout_ms: 10_000 });
     await withProduction(yaml, async (t) => {
       await t.request('/admin/flush', { method: 'POST' });
       const ready = await waitFor('otlp failing', async () => {

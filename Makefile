@@ -4,9 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # clang/llvm/libbpf-dev/bpftool/libelf-dev/zlib1g-dev: eBPF programs and the native shim;
-# prometheus: promtool (metrics lint in tests); openssl: test certificates; libbpf-tools: tcplife
+# prometheus: promtool (metrics lint in tests); openssl: certificates; curl: the README's TLS examples, tested; libbpf-tools: tcplife
 # and wrk: benchmark baselines; iproute2: `ip` for the network-namespace test.
-DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl libbpf-tools wrk iproute2
+DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl curl libbpf-tools wrk iproute2
 CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)

@@ -5,7 +5,7 @@ import type { HttpBindings } from '@hono/node-server';
 import { Counter, Gauge } from 'prom-client';
 import { createApp } from './api/app.js';
 import { startServer, type RunningServer } from './api/server.js';
-import { tlsMaterial, type TlsInfo } from './api/tls.js';
+import { tlsMaterial, type TlsInfo, type TlsMaterial } from './api/tls.js';
 import type { AgentControl, ReloadOutcome, Router } from './api/types.js';
 import { changedPaths } from './config/diff.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
@@ -38,6 +38,7 @@ export interface AgentDeps {
 type State = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 const FLUSH_TIMEOUT_MS = 10_000;
+const TLS_CHECK_MS = 12 * 3600_000;
 
 export class Agent implements AgentControl {
   readonly logger: Logger;
@@ -56,6 +57,7 @@ export class Agent implements AgentControl {
   private state: State = 'created';
   private server: RunningServer | undefined;
   private tlsInfo: TlsInfo | undefined;
+  private tlsCheck: NodeJS.Timeout | undefined;
   /** Aborted at stop: the API's long-lived responses end. */
   private readonly shutdown = new AbortController();
   private readonly startedAt = performance.now();
@@ -162,10 +164,7 @@ export class Agent implements AgentControl {
     if (this.server) return;
     const cfg = this.started.config;
     const tls = cfg.self_telemetry.tls.enabled ? await tlsMaterial(cfg.self_telemetry.tls, cfg.agent.state_dir, cfg.agent.node_name) : undefined;
-    if (tls?.action) {
-      const { fingerprint_sha256, pubkey_sha256, not_after, subject_alt_names } = tls.info;
-      this.logger.info({ path: tls.certPath, fingerprint_sha256, pubkey_sha256, not_after, subject_alt_names, ...(tls.reason ? { reason: tls.reason } : {}) }, `control API certificate: self-signed, ${tls.action}`);
-    }
+    if (tls) this.logCertificate(tls);
     this.tlsInfo = tls?.info;
     // Only HTTP/1.1 servers are created, so the bindings are always HttpBindings.
     this.server = await startServer((req, env) => this.app.fetch(req, env as HttpBindings), {
@@ -176,6 +175,38 @@ export class Agent implements AgentControl {
     });
     const pin = tls ? { tls_fingerprint_sha256: tls.info.fingerprint_sha256, tls_pubkey_sha256: tls.info.pubkey_sha256 } : {};
     this.logger.info({ address: this.server.address, tls: this.server.tls, ...pin, revision: this.loaded.revision, ...buildInfo() }, 'control API listening');
+    if (tls) {
+      // An agent may run for longer than its certificate: it is checked twice a day (and at every
+      // reload) and swapped in without a restart when renewed or when the operator's files change.
+      this.tlsCheck = setInterval(() => void this.refreshCertificate(), TLS_CHECK_MS);
+      this.tlsCheck.unref();
+    }
+  }
+
+  private logCertificate(tls: TlsMaterial): void {
+    if (!tls.action) return;
+    const { fingerprint_sha256, pubkey_sha256, not_after, subject_alt_names } = tls.info;
+    this.logger.info({ path: tls.certPath, fingerprint_sha256, pubkey_sha256, not_after, subject_alt_names, ...(tls.reason ? { reason: tls.reason } : {}) }, `control API certificate: self-signed, ${tls.action}`);
+  }
+
+  /**
+   * Renews the self-signed certificate when it is due (expiring within 30 days, expired, names
+   * changed) and re-reads the operator's files; new TLS connections get whatever changed.
+   */
+  async refreshCertificate(): Promise<void> {
+    const server = this.server;
+    if (!server?.tls || this.state === 'stopping' || this.state === 'stopped') return;
+    const cfg = this.started.config;
+    try {
+      const tls = await tlsMaterial(cfg.self_telemetry.tls, cfg.agent.state_dir, cfg.agent.node_name);
+      if (tls.info.fingerprint_sha256 === this.tlsInfo?.fingerprint_sha256) return;
+      server.replaceCertificate(tls);
+      this.tlsInfo = tls.info;
+      this.logCertificate(tls);
+      this.logger.info({ fingerprint_sha256: tls.info.fingerprint_sha256, pubkey_sha256: tls.info.pubkey_sha256, not_after: tls.info.not_after }, 'control API now serves a new certificate');
+    } catch (err) {
+      this.logger.error({ err }, 'cannot renew or re-read the control API certificate; the current one is still served');
+    }
   }
 
   /** Serves the API first, so probes answer (not ready) while components start. */
@@ -238,6 +269,7 @@ export class Agent implements AgentControl {
       }
     }
     this.reloads.inc({ result: 'success' });
+    await this.refreshCertificate();
     this.lastReloadOk.set(1);
     this.events.publish('agent.reload', { revision: next.revision, changed });
     // Logged before the new level applies, so raising the level does not hide its own reload.
@@ -284,6 +316,7 @@ export class Agent implements AgentControl {
     await closing;
     this.prometheus.stop();
     this.watchdog.stop();
+    clearInterval(this.tlsCheck);
     this.state = 'stopped';
     this.logger.info('agent stopped');
   }

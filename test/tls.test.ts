@@ -7,7 +7,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
-import type { TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { after, describe, it } from 'node:test';
 import { buildAgent, configFile, tempDir, type TestAgent } from './helpers/agent.js';
 import { runCli, startCli } from './helpers/cli.js';
@@ -67,6 +67,18 @@ function expiredCertificate(dir: string, keyPath: string): string {
   const out = join(dir, 'expired.crt');
   execFileSync('openssl', ['ca', '-config', join(dir, 'ca.cnf'), '-selfsign', '-keyfile', keyPath, '-in', join(dir, 'req.csr'), '-out', out, '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-batch', '-notext'], { stdio: 'pipe', cwd: dir });
   return out;
+}
+
+/** The SHA-256 fingerprint of the certificate a new TLS connection to the agent is served. */
+function presented(t: TestAgent): Promise<string> {
+  const { hostname, port } = new URL(t.url);
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: hostname, port: Number(port), rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerX509Certificate()!.fingerprint256);
+      socket.end();
+    });
+    socket.on('error', reject);
+  });
 }
 
 const hasCurl = spawnSync('curl', ['--version']).status === 0;
@@ -138,6 +150,25 @@ describe('self-signed TLS for the control API', () => {
     });
   });
 
+  it('a running agent serves a renewed certificate after a reload, without a restart, and new connections get it', async () => {
+    const state = await stateDir();
+    await withAgent(config(state), async (t) => {
+      const before = await statusTls(t);
+      assert.equal(await presented(t), before.fingerprint_sha256);
+      // The certificate on disk expires under the running agent (here: it already has).
+      const expired = expiredCertificate(join(state, '..'), join(state, 'control-api.key'));
+      await writeFile(join(state, 'control-api.crt'), await readFile(expired));
+      assert.equal((await t.request('/admin/reload', { method: 'POST' })).status, 200);
+      const after = await statusTls(t);
+      assert.notEqual(after.fingerprint_sha256, before.fingerprint_sha256);
+      assert.equal(after.pubkey_sha256, before.pubkey_sha256, 'the key is kept, so a public-key pin holds');
+      assert.ok(Date.parse(after.not_after) > Date.now() + 700 * 86_400_000, after.not_after);
+      assert.equal(await presented(t), after.fingerprint_sha256, 'a new connection is served the renewed certificate');
+      assert.ok(t.log.lines.some((l) => l['msg'] === 'control API now serves a new certificate'));
+      assert.equal((await t.request('/healthz')).status, 200);
+    });
+  });
+
   it('a client pinning the public key connects; a client pinning another key is refused before it sends anything', async () => {
     const state = await stateDir();
     const other = await stateDir();
@@ -150,7 +181,8 @@ describe('self-signed TLS for the control API', () => {
     });
   });
 
-  it('curl --pinnedpubkey and --cacert, as the README shows them', { skip: hasCurl ? false : 'curl is not installed' }, async () => {
+  it('curl --pinnedpubkey and --cacert, as the README shows them', async () => {
+    assert.ok(hasCurl, 'curl is installed by make deps (Debian package curl)');
     const state = await stateDir();
     const other = await stateDir();
     const otherPin = await withAgent(config(other), async (t) => (await statusTls(t)).pubkey_sha256);

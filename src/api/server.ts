@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import type { Server as TlsServer } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { parseHostPort } from '../config/fields.js';
 import { ConnectionTable, type ConnectionLimits, type ConnectionTableStatus } from './connection-limits.js';
@@ -19,6 +20,8 @@ export interface RunningServer {
   readonly tls: boolean;
   /** Open connections, limits and what the limits dropped. */
   connections(): ConnectionTableStatus;
+  /** Serves new TLS connections with this certificate and key (open ones keep theirs). */
+  replaceCertificate(material: { cert: Buffer; key: Buffer }): void;
   close(deadline: number): Promise<void>;
 }
 
@@ -77,6 +80,9 @@ export async function startServer(fetch: Fetch, opts: ServerOptions): Promise<Ru
     port: bound.port,
     tls,
     connections: () => connections.status(),
+    replaceCertificate: ({ cert, key }) => {
+      if (tls) (server as TlsServer).setSecureContext({ cert, key });
+    },
     close: (deadline) =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => http.closeAllConnections(), Math.max(0, deadline - Date.now()));

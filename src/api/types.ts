@@ -97,6 +97,8 @@ export interface LogSource {
   readonly capacity: number;
   readonly size: number;
   readonly dropped: Readonly<Record<LogRingDrop, number>>;
+  /** Exceptions thrown by its consumers. */
+  readonly listenerErrors: number;
   recent(lines: number, minLevel?: number): LogRecordLine[];
   /** Every record from now on, synchronously; returns the function that stops it. */
   onRecord(listener: LogListener): () => void;

@@ -59,6 +59,7 @@ export function logRoutes(deps: ApiDeps) {
     'counter',
     () => (['evicted', 'too_large'] as const).map((reason) => ({ labels: dropLabels[reason], value: ring.dropped[reason] })),
   );
+  registerCollected(deps.registry, 'mtlens_log_listener_errors_total', 'Exceptions thrown by consumers of the log buffer (a /logs/stream client); the line was still kept and logged.', 'counter', () => [{ labels: {}, value: ring.listenerErrors }]);
 
   r.openapi(
     createRoute({

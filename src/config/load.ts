@@ -132,11 +132,12 @@ async function checkFiles(config: Config): Promise<ConfigError[]> {
     files.push(['self_telemetry.tls.key_file', config.self_telemetry.tls.key_file]);
   }
   if (config.otlp.enabled && !config.otlp.insecure) files.push(['otlp.ca_file', config.otlp.ca_file]);
+  if (config.core.enabled) files.push(['core.tls.ca_file', config.core.tls.ca_file]);
   const errors: ConfigError[] = [];
   // Without a usable state_dir the agent would run on, persisting nothing, and only log it. Only
   // telemt keeps state (counter continuity): without it the folder is never touched, so an
   // unprivileged agent started elsewhere than its default ./var is not refused for it.
-  if (config.telemt.enabled) {
+  if (config.telemt.enabled || config.core.enabled) {
     const problem = await unusableDir(config.agent.state_dir);
     if (problem) errors.push({ path: 'agent.state_dir', message: problem });
   }

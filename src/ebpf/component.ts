@@ -6,6 +6,7 @@ import type { ComponentContext } from '../agent.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { DiscoverySink, DiscoveryUpdate, UserDirectory } from '../model/links.js';
+import type { ClientBytesObserver } from '../model/usage.js';
 import { endpointKey, networkKey, TELEGRAM_NETWORKS } from '../model/roles.js';
 import { ConnectionTracker, type SortKey, type UserTotals } from '../model/tracker.js';
 import { OVERFLOW_USER, type UserSeriesBudget } from '../model/user-series.js';
@@ -23,6 +24,8 @@ import { registerEbpfMetrics } from './metrics.js';
 export interface EbpfLinks {
   users: UserDirectory;
   userSeries: UserSeriesBudget;
+  /** Told every client byte as it is attributed, and client opens and closes (the Core node agent's usage). */
+  clientBytes?: ClientBytesObserver;
 }
 
 /** Where the kernel artifacts come from; tests point these at other builds. */
@@ -94,6 +97,7 @@ export class EbpfComponent implements Component, DiscoverySink {
       publish: (type, data) => ctx.events.publish(type, data),
       wants: (type) => ctx.events.wants(type),
       userTotals: (user) => this.userSeries(links.userSeries.label(user, USER_BYTES_METRIC)),
+      ...(links.clientBytes ? { observer: links.clientBytes } : {}),
     });
     registerEbpfMetrics(ctx.registry, {
       tracker: () => this.trackerInstance,

@@ -15,6 +15,7 @@ import { CookieIndex } from './cookie-index.js';
 import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
 import type { AgentEventMap, ConnectionEventData, Role } from './events.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from './links.js';
+import type { ClientBytesObserver } from './usage.js';
 import { roleName } from './roles.js';
 
 /** Upper bounds (seconds) of mtlens_tcp_connection_duration_seconds. */
@@ -34,6 +35,8 @@ export interface TrackerOptions {
   wants(type: 'connection.open' | 'connection.close' | 'connection.stall'): boolean;
   /** The byte totals of a telemt user (client connections); the tracker adds deltas to it. */
   userTotals(user: string): UserTotals;
+  /** Told every client byte once, as it reaches a user (or ~ambiguous/~unknown), and client opens and closes. */
+  observer?: ClientBytesObserver;
 }
 
 /**
@@ -189,6 +192,7 @@ export class ConnectionTracker {
     const s = this.insert(r, p);
     if (s < 0) return;
     this.opened[this.role[s]!]++;
+    if (this.role[s] === ROLE_CLIENT) this.observeConnection(s, false, this.openedNs[s]!);
     this.update(s, r, p);
     if (this.wantOpen) this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
   }
@@ -199,6 +203,7 @@ export class ConnectionTracker {
     if (s < 0) return;
     this.adoptedSlot[s] = 1;
     this.adopted[this.role[s]!]++;
+    if (this.role[s] === ROLE_CLIENT) this.observeConnection(s, false, this.openedNs[s]!);
     this.baseRx[s] = r.rxBytes(p);
     this.baseTx[s] = r.txBytes(p);
     this.srtt[s] = r.srttUs(p);
@@ -261,6 +266,10 @@ export class ConnectionTracker {
     this.closed[role * 2 + (rst ? 1 : 0)]++;
     // An adopted connection's true age is unknown: it stays out of the duration histogram.
     if (this.adoptedSlot[s] === 0) this.observeDuration(role, Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9));
+    if (role === ROLE_CLIENT && this.opts.observer?.clientConnection) {
+      this.settleFinal(s);
+      this.observeConnection(s, true, r.tsNs(p));
+    }
     if (!this.wantClose) {
       this.release(s);
       return;
@@ -410,6 +419,10 @@ export class ConnectionTracker {
 
   /** Drops a connection whose close record has not come, remembering what was counted for it. */
   private evict(s: number): void {
+    if (this.role[s] === ROLE_CLIENT && this.opts.observer?.clientConnection) {
+      this.settleFinal(s);
+      this.observeConnection(s, true, this.opts.clock.nowMonoMs() * 1e6);
+    }
     const flags = (this.adoptedSlot[s] ? EVICTED_ADOPTED : 0) | (this.stalled[s] ? EVICTED_STALLED : 0);
     this.evicted.remember(this.cookie[s]!, this.rx[s]!, this.tx[s]!, this.baseRx[s]!, this.baseTx[s]!, flags);
     this.release(s);
@@ -449,6 +462,18 @@ export class ConnectionTracker {
     this.settleUser(s);
   }
 
+  /** Settles a closing client connection's pending bytes now (with whatever the directory says). */
+  private settleFinal(s: number): void {
+    if (this.pendingRx[s]! === 0 && this.pendingTx[s]! === 0) return;
+    if (this.userCell[s] === undefined) this.joinUser(s, true);
+    else this.settleUser(s);
+  }
+
+  private observeConnection(s: number, closed: boolean, tsNs: number): void {
+    const o = this.opts.observer;
+    if (o?.clientConnection) o.clientConnection(this.cookie[s]!, this.userOf(s), this.peer(s), this.localPort[s]!, closed, this.opts.clock.toWallMs(tsNs));
+  }
+
   /** The joined user, else what the directory says now (for events and status). */
   private userOf(s: number): string {
     return this.userName[s] ?? this.opts.users.userFor(this.peer(s));
@@ -458,6 +483,7 @@ export class ConnectionTracker {
     const cell = this.userCell[s]!.totals;
     cell[0] = cell[0]! + this.pendingRx[s]!;
     cell[1] = cell[1]! + this.pendingTx[s]!;
+    if (this.pendingRx[s]! > 0 || this.pendingTx[s]! > 0) this.opts.observer?.clientBytes(this.cookie[s]!, this.userName[s]!, this.localPort[s]!, this.pendingRx[s]!, this.pendingTx[s]!, Date.now());
     this.pendingRx[s] = 0;
     this.pendingTx[s] = 0;
   }

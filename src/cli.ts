@@ -7,6 +7,7 @@ import { formatError } from './config/errors.js';
 import { loadConfigFile } from './config/load.js';
 import { sha256Hex } from './config/revision.js';
 import { bearerToken } from './config/sections/self-telemetry.js';
+import { registerNode } from './core/register.js';
 import { buildInfo } from './runtime/build-info.js';
 import { productionWiring } from './wiring.js';
 
@@ -19,6 +20,9 @@ commands:
   token hash                     read a token on stdin, print the SHA-256 for
                                  self_telemetry.auth.bearer_token_sha256
   token generate                 print a new random token and its SHA-256
+  core register [--config PATH]  register this node with Core now (core.registration.code)
+                                 and store its key in agent.state_dir; a running agent
+                                 picks the new key up within seconds
 `;
 
 const STOP_BUDGET_MS = 10_000;
@@ -129,6 +133,27 @@ async function token(args: string[]): Promise<number> {
   }
 }
 
+async function core(args: string[]): Promise<number> {
+  if (args[0] !== 'register') {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const path = configPath(args.slice(1));
+  const result = await loadConfigFile(path);
+  if (!result.ok) {
+    process.stderr.write(`mtlens: invalid config ${path}:\n`);
+    for (const e of result.errors) process.stderr.write(`  ${formatError(e)}\n`);
+    return 1;
+  }
+  const r = await registerNode(result.loaded.config);
+  if (!r.ok) {
+    process.stderr.write(`mtlens core register: ${r.error}\n`);
+    return 1;
+  }
+  process.stdout.write(`registered with Core as node ${String(r.nodeId)}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -144,6 +169,8 @@ async function main(argv: string[]): Promise<number> {
       }
       case 'token':
         return await token(rest);
+      case 'core':
+        return await core(rest);
       case 'help':
       case '--help':
       case '-h':

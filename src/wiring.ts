@@ -1,8 +1,10 @@
 // Production wiring: which components the agent runs and which API areas they serve.
 import type { ComponentContext, Wiring } from './agent.js';
 import { connectionRoutes } from './api/routes/connections.js';
+import { coreRoutes } from './api/routes/core.js';
 import { ebpfRoutes } from './api/routes/ebpf.js';
 import { exportRoutes } from './api/routes/export.js';
+import { CoreComponent } from './core/component.js';
 import { EbpfComponent } from './ebpf/component.js';
 import { OtlpComponent } from './export/otlp/component.js';
 import { UserSeriesBudget } from './model/user-series.js';
@@ -16,11 +18,14 @@ export function productionWiring(ctx: ComponentContext): Wiring {
   // Discovery only flows once telemt starts, after the eBPF component below exists.
   let ebpf: EbpfComponent | undefined;
   const telemt = wireTelemt(ctx, { discovery: { applyDiscovery: (update) => ebpf?.applyDiscovery(update) }, userSeries });
-  ebpf = new EbpfComponent(ctx, { users: telemt.component.users, userSeries });
+  // The Core node agent bills the kernel's client bytes: the eBPF side tells it each one.
+  const core = new CoreComponent(ctx);
+  ebpf = new EbpfComponent(ctx, { users: telemt.component.users, userSeries, clientBytes: core.observer });
   return {
     // Started in this order, stopped in reverse: OTLP stops last, exporting what the collectors
-    // publish while they stop; the kernel watch is up before telemt discovery arrives.
-    components: [otlp, ebpf, telemt.component],
-    routers: [exportRoutes(otlp), ebpfRoutes(ebpf), connectionRoutes(ebpf), ...telemt.routers],
+    // publish while they stop; the kernel watch is up before telemt discovery arrives; Core stops
+    // after the collectors, so what they count while stopping still reaches its spool.
+    components: [otlp, core, ebpf, telemt.component],
+    routers: [exportRoutes(otlp), ebpfRoutes(ebpf), connectionRoutes(ebpf), ...telemt.routers, coreRoutes(core)],
   };
 }

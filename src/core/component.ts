@@ -16,8 +16,7 @@ import { misfit, NodeConfig, type SessionEventEntryDto, type UsageEntryDto } fro
 import { CoreMetrics, SPOOL_KINDS, type SpoolKind } from './metrics.js';
 import { REGISTRATION_FILE, registrationDto, type RegisterDto } from './register.js';
 import { Sessions } from './sessions.js';
-import type { Batch } from './spool.js';
-import { Spool } from './spool.js';
+import { Spool, type Batch, type UsageRow } from './spool.js';
 import { readJson, restrict, writeSecretJson } from './state-file.js';
 import type { CoreStatus } from './status.js';
 import { UsageBuckets } from './usage.js';
@@ -58,17 +57,6 @@ function jittered(ms: number, fraction = 0.1): number {
 }
 
 
-/** Usage spool row (short keys: the spool holds many). */
-interface UsageRow extends Record<string, unknown> {
-  u: number;
-  s: number | null;
-  p: number;
-  up: number;
-  dn: number;
-  /** Epoch minute. */
-  m: number;
-}
-
 export class CoreComponent implements Component {
   readonly name = 'core';
   readonly metrics: CoreMetrics;
@@ -99,6 +87,7 @@ export class CoreComponent implements Component {
   private readonly mergedBytes = new Float64Array(2);
   private readonly unattributed = new Map<string, Float64Array>();
   private ambiguous = 0;
+  private deliveries: Promise<void> = Promise.resolve();
   private readonly now: () => number;
   private errorsSent = new Map<string, number>();
   private errorWindow: number[] = [];
@@ -359,6 +348,11 @@ export class CoreComponent implements Component {
       return;
     }
     this.lastHeartbeat = { at: this.now(), result: 'ok' };
+    // Core answers again: deliveries waiting in backoff go now rather than up to 45 s later.
+    if ((this.failures.get('deliver') ?? 0) > 0 && this.now() >= this.pausedUntil) {
+      this.succeed('deliver');
+      this.every('deliver', 0, () => this.deliverAll(false));
+    }
     this.needSync = r.value.needSync === true;
     if (this.needSync || this.synced === undefined || this.synced.reported !== this.synced.revision) this.every('sync', 0, () => this.sync());
   }
@@ -540,8 +534,17 @@ export class CoreComponent implements Component {
 
   // ---------------------------------------------------------------- delivery
 
-  /** Delivers each kind's spooled rows in order until the spool is empty or Core stops accepting. */
-  private async deliverAll(everything: boolean): Promise<void> {
+  /**
+   * Delivers each kind's spooled rows in order until the spool is empty or Core stops accepting.
+   * One delivery at a time (the timer and a flush may ask together): a batch is never in flight twice.
+   */
+  private deliverAll(everything: boolean): Promise<void> {
+    const run = this.deliveries.then(() => this.deliverRound(everything));
+    this.deliveries = run.catch(() => undefined);
+    return run;
+  }
+
+  private async deliverRound(everything: boolean): Promise<void> {
     for (const kind of SPOOL_KINDS) {
       for (;;) {
         if (!this.callable() || !this.spool) return;

@@ -26,6 +26,20 @@ import { SPOOL_KINDS, type SpoolKind } from './metrics.js';
 const HEADER = 8;
 const MAX_FRAME = 64 * 1024 * 1024;
 
+/** A usage row as the spool keeps it (short keys: the spool holds many). */
+export interface UsageRow extends Record<string, unknown> {
+  /** userId */
+  u: number;
+  /** subscriptionId */
+  s: number | null;
+  /** nodeProtocolId */
+  p: number;
+  up: number;
+  dn: number;
+  /** Epoch minute (recordedAt = its start). */
+  m: number;
+}
+
 export interface SpoolRow {
   seq: number;
   row: Record<string, unknown>;
@@ -443,9 +457,8 @@ export class Spool {
           out.push(r);
           continue;
         }
-        const row = r.row;
-        const minute = Math.floor(Date.parse(String(row['recordedAt'])) / 60_000);
-        const key = `${String(row['userId'])}|${String(row['subscriptionId'])}|${String(row['nodeProtocolId'])}|${Math.floor(minute / width)}`;
+        const row = r.row as UsageRow;
+        const key = `${row.u}|${row.s}|${row.p}|${Math.floor(row.m / width)}`;
         const g = groups.get(key);
         if (!g) {
           const copy = { seq: r.seq, row: { ...row }, size: r.size, at: r.at };
@@ -453,12 +466,11 @@ export class Spool {
           out.push(copy);
           continue;
         }
-        const up = Number(row['bytesUp']);
-        const down = Number(row['bytesDown']);
-        merged = [merged[0] + up, merged[1] + down];
-        g.row['bytesUp'] = Number(g.row['bytesUp']) + up;
-        g.row['bytesDown'] = Number(g.row['bytesDown']) + down;
-        if (String(row['recordedAt']) < String(g.row['recordedAt'])) g.row['recordedAt'] = row['recordedAt'];
+        const gr = g.row as UsageRow;
+        merged = [merged[0] + row.up, merged[1] + row.dn];
+        gr.up += row.up;
+        gr.dn += row.dn;
+        gr.m = Math.min(gr.m, row.m);
         g.size = rowSize(g.row);
       }
       out.sort((a, b) => a.seq - b.seq);

@@ -1,0 +1,202 @@
+// Usage delivery through the real agent and the Core simulator over real HTTP, fed through the
+// interface the kernel side uses (ClientBytesObserver): the books balance to the byte, Core
+// receives exactly what was counted per user and direction whatever fails in between (down, 5xx,
+// 429, garbage), and the only double count (an answer lost after Core stored a batch) is resent
+// with the same Idempotency-Key and counted as ambiguous.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CoreSim } from './fixtures/core-sim.js';
+import { CODE, coreHarness, type CoreHarness } from './helpers/core.js';
+import { sample } from './helpers/prom-text.js';
+import { waitFor } from './helpers/wait.js';
+
+const PORT = 8443;
+const CONFIG = {
+  revision: 3,
+  clientMap: { 'uuid-alice': { userId: 1, subscriptionId: 10 }, 'uuid-bob': { userId: 2, subscriptionId: null } },
+  services: { mtproto: { inbounds: [{ tag: 'mtproto-tls', nodeProtocolId: 4, port: PORT, users: [] }] } },
+};
+
+async function synced(sim: CoreSim): Promise<CoreHarness> {
+  sim.config = CONFIG;
+  const h = await coreHarness({ sim });
+  await waitFor('config applied and reported', () => sim.of('applied').some((r) => r.body.revision === 3));
+  return h;
+}
+
+/** Feeds bytes the way the kernel side does; returns the expected per-user totals. */
+function feed(h: CoreHarness, n: number, seed: number): Map<number, [number, number]> {
+  const expected = new Map<number, [number, number]>([[1, [0, 0]], [2, [0, 0]]]);
+  for (let i = 0; i < n; i++) {
+    const alice = (i * 7919 + seed) % 5000;
+    const bob = (i * 104729 + seed) % 3000;
+    h.core.observer.clientBytes(i, 'uuid-alice', PORT, alice, alice * 3, Date.now());
+    h.core.observer.clientBytes(i + 1e6, 'uuid-bob', PORT, bob, bob + 1, Date.now());
+    expected.get(1)![0] += alice;
+    expected.get(1)![1] += alice * 3;
+    expected.get(2)![0] += bob;
+    expected.get(2)![1] += bob + 1;
+  }
+  return expected;
+}
+
+const flush = (h: CoreHarness) => h.t.request('/admin/flush', { method: 'POST' });
+
+function assertExact(sim: CoreSim, expected: Map<number, [number, number]>, what: string): void {
+  assert.deepEqual([...sim.usageByUser()].sort(), [...expected].sort(), what);
+}
+
+describe('Core usage delivery', () => {
+  it('delivers exactly what was counted, per user and direction, and the books balance to the byte', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    const h = await synced(sim);
+    try {
+      const expected = feed(h, 200, 1);
+      // Bytes Core cannot bill: shared IP, a user Core did not send, a port that is no inbound.
+      h.core.observer.clientBytes(1, '~ambiguous', PORT, 1000, 2000, Date.now());
+      h.core.observer.clientBytes(2, '~unknown', PORT, 10, 20, Date.now());
+      h.core.observer.clientBytes(3, 'uuid-carol', PORT, 5, 6, Date.now());
+      h.core.observer.clientBytes(4, 'uuid-alice', 9999, 7, 8, Date.now());
+      assert.equal((await flush(h)).status, 200);
+      await waitFor('delivered', async () => (await h.status()).spool.rows.usage === 0 && sim.usage().length > 0);
+      assertExact(sim, expected, 'Core received exactly the counted bytes');
+      const entry = sim.usage()[0]!;
+      assert.equal(entry.nodeProtocolId, 4);
+      assert.match(entry.recordedAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:00\.000Z$/);
+      assert.ok(sim.usage().every((e) => e.bytesUp > 0 || e.bytesDown > 0));
+      assert.equal(sim.usage().find((e) => e.userId === 1)!.subscriptionId, 10);
+      assert.equal(sim.usage().find((e) => e.userId === 2)!.subscriptionId, null);
+      const idem = sim.of('usage')[0]!.headers['idempotency-key'];
+      assert.match(String(idem), /^[0-9a-f]{32}$/);
+
+      const st = await h.status();
+      const b = st.usage_bytes;
+      const sum = (d: 'up' | 'down') => b.billed[d] + b.unattributed.total[d] + st.spool.in_memory[d];
+      assert.equal(sum('up'), b.seen.up, 'seen = billed + unattributed (+ in memory), up');
+      assert.equal(sum('down'), b.seen.down, 'seen = billed + unattributed (+ in memory), down');
+      assert.equal(b.delivered.up, b.billed.up);
+      assert.deepEqual(b.unattributed.by_reason, {
+        ambiguous: { up: 1000, down: 2000 },
+        unknown_user: { up: 10, down: 20 },
+        not_in_client_map: { up: 5, down: 6 },
+        unknown_inbound_port: { up: 7, down: 8 },
+      });
+      assert.equal(st.ambiguous_deliveries, 0);
+      const m = await h.metrics();
+      assert.equal(sample(m, 'mtlens_core_usage_bytes_total{direction="up",state="delivered"}'), b.delivered.up);
+      assert.equal(sample(m, 'mtlens_core_usage_bytes_total{direction="down",state="unattributed"}'), 2034);
+      assert.equal(sample(m, 'mtlens_core_spool_rows{kind="usage"}'), 0);
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+
+  it('keeps everything while Core is down and delivers it, in order and exactly, when Core is back', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    const h = await synced(sim);
+    try {
+      await sim.down();
+      const expected = feed(h, 100, 2);
+      await flush(h);
+      const more = feed(h, 50, 3);
+      for (const [u, [up, dn]] of more) {
+        expected.get(u)![0] += up;
+        expected.get(u)![1] += dn;
+      }
+      await flush(h);
+      let st = await h.status();
+      assert.ok(st.spool.rows.usage > 0, 'spooled while Core is down');
+      assert.equal(sim.usage().length, 0);
+      assert.equal(st.check.startsWith('ok') || st.check.startsWith('failed: Core unreachable'), true);
+      await sim.up();
+      // Rows of the running minute wait for it to end unless flushed: flush, as an operator would.
+      await waitFor('Core seen again', async () => (await h.status()).last_heartbeat?.result === 'ok');
+      await flush(h);
+      await waitFor('spool delivered after Core came back', async () => (await h.status()).spool.rows.usage === 0);
+      assertExact(sim, expected, 'nothing lost while Core was down');
+      st = await h.status();
+      assert.equal(st.ambiguous_deliveries, 0, 'refused connections are not ambiguous');
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+
+  it('5xx and 429 are retried (Retry-After respected) without double counting', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    const h = await synced(sim);
+    try {
+      sim.fail('usage', { mode: 'status', status: 503 });
+      const expected = feed(h, 30, 4);
+      await flush(h);
+      await waitFor('a 503', () => sim.of('usage', false).length > 0);
+      sim.fail('usage', { mode: 'status', status: 429, retryAfter: '2' });
+      await waitFor('a 429', async () => {
+        if (sim.of('usage', false).length > 1) return true;
+        await flush(h);
+        return false;
+      });
+      const at = Date.now();
+      sim.heal();
+      await flush(h);
+      await waitFor('delivered', async () => {
+        if ((await h.status()).spool.rows.usage === 0 && sim.usage().length > 0) return true;
+        await flush(h);
+        return false;
+      });
+      assert.ok(Date.now() - at >= 1000, 'waited for Retry-After');
+      assertExact(sim, expected, 'exact after 5xx and 429');
+      assert.equal((await h.status()).ambiguous_deliveries, 0);
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+
+  it('an answer lost after Core stored the batch: resent with the same Idempotency-Key and counted ambiguous', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    const h = await synced(sim);
+    try {
+      sim.fail('usage', { mode: 'commit_then_drop' });
+      const expected = feed(h, 20, 5);
+      await flush(h);
+      await waitFor('stored once, answer lost', () => sim.of('usage').length >= 1);
+      sim.heal();
+      await flush(h);
+      await waitFor('resent and acknowledged', async () => (await h.status()).spool.rows.usage === 0);
+      const sends = sim.of('usage');
+      assert.equal(sends.length, 2, 'the batch reached Core twice');
+      assert.equal(sends[0]!.headers['idempotency-key'], sends[1]!.headers['idempotency-key']);
+      assert.deepEqual(sends[0]!.body, sends[1]!.body);
+      // Core (which ignores the key) billed it twice: exactly what ambiguous counts.
+      const doubled = new Map([...expected].map(([u, [a, b]]) => [u, [2 * a, 2 * b] as [number, number]]));
+      assertExact(sim, doubled, 'billed twice');
+      const st = await h.status();
+      assert.equal(st.ambiguous_deliveries, 1);
+      assert.equal(sample(await h.metrics(), 'mtlens_core_deliveries_ambiguous_total'), 1);
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+
+  it('a 200 that is not Core\'s answer is resent as ambiguous and reported through /node/error', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    const h = await synced(sim);
+    try {
+      sim.fail('usage', { mode: 'garbage' });
+      feed(h, 10, 6);
+      await flush(h);
+      await waitFor('a garbage answer', () => sim.of('usage').length >= 1);
+      sim.heal();
+      await flush(h);
+      await waitFor('delivered', async () => (await h.status()).spool.rows.usage === 0);
+      assert.equal((await h.status()).ambiguous_deliveries, 1);
+      await waitFor('reported', () => sim.of('error').some((r) => r.body.code === 'invalid_answer'));
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+});

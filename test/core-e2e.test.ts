@@ -31,7 +31,7 @@ interface World {
   cleanup(): Promise<void>;
 }
 
-async function world(): Promise<World> {
+async function world(coreLines: string[] = []): Promise<World> {
   const dir = await tempDir('mtlens-core-e2e-');
   const users = DEFAULT_USERS.filter((u) => u.name in FROM);
   const telemt = await new TelemtSim({ users, configPath: join(dir, 'telemt.toml') }).start();
@@ -62,6 +62,7 @@ core:
   usage_interval_ms: 1000
   timeout_ms: 1500
   apply_config: false
+${coreLines.map((l) => `  ${l}`).join('\n')}
 `,
   );
   return {
@@ -209,6 +210,75 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       const repeats = keys.length - new Set(keys).size;
       assert.equal(repeats, 1, 'the batch in flight at the kill was sent again with its key');
       assert.equal(st.ambiguous_deliveries, repeats, 'and counted as ambiguous');
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it('session events: online at the first connection from an IP, offline after the grace, no flap on reconnect, none twice across a restart', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    const w = await world(['session: { offline_after_seconds: 4 }']);
+    let a = await start(w);
+    const secret = (u: string) => DEFAULT_USERS.find((x) => x.name === u)!.secret;
+    const open = (user: string, bytes: number) => exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret: secret(user), localAddress: FROM[user]!, bytes, keepOpen: true }) as Promise<Socket>;
+    const joined = (s: Socket, user: string) =>
+      waitFor(`${user}'s connection joined`, async () => {
+        const c = (await (await fetch(`${a.url}/status/connections?role=client&limit=10000`)).json()) as { connections: Array<{ peer_port: number; user?: string }> };
+        return c.connections.some((x) => x.peer_port === s.localPort && x.user === user);
+      });
+    const close = (s: Socket) => new Promise<void>((r) => s.end(() => r()));
+    const events = () => w.core.of('sessions').flatMap((r) => r.body.events as Array<{ userId: number; eventType: string; ipAddress: string; occurredAt: string; protocol: string }>);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      const before = Date.now();
+      // Two connections of alice overlap, then she reconnects within the grace: one session.
+      const a1 = await open('alice', 100);
+      await joined(a1, 'alice');
+      const a2 = await open('alice', 100);
+      await joined(a2, 'alice');
+      await close(a1);
+      await close(a2);
+      const a3 = await open('alice', 10);
+      await joined(a3, 'alice');
+      await close(a3);
+      const b1 = await open('bob', 10);
+      await joined(b1, 'bob');
+      await close(b1);
+      await waitFor('online and offline of both users at Core', async () => {
+        await a.flush();
+        return events().filter((e) => e.eventType === 'offline').length >= 2;
+      });
+      const got = events();
+      assert.deepEqual(
+        got.map((e) => `${e.userId} ${e.eventType} ${e.ipAddress} ${e.protocol}`).sort(),
+        ['1 offline 127.0.0.2 mtproto', '1 online 127.0.0.2 mtproto', '2 offline 127.0.0.3 mtproto', '2 online 127.0.0.3 mtproto'],
+      );
+      const on = Date.parse(got.find((e) => e.userId === 1 && e.eventType === 'online')!.occurredAt);
+      const off = Date.parse(got.find((e) => e.userId === 1 && e.eventType === 'offline')!.occurredAt);
+      assert.ok(on >= before - 1000 && on <= off, 'online at the kernel open time, before offline');
+      assert.ok(off <= Date.now() - 4000 + 1000, 'offline dated at the last close, announced after the grace');
+
+      // Across a restart: a session online when the agent stops is not announced again.
+      const live = await open('alice', 50);
+      await joined(live, 'alice');
+      await waitFor('alice online again', async () => {
+        await a.flush();
+        return events().filter((e) => e.userId === 1 && e.eventType === 'online').length === 2;
+      });
+      await a.stop();
+      a = await start(w);
+      // New bytes on the live connection name its user to the restarted agent.
+      live.write(Buffer.alloc(64));
+      await joined(live, 'alice');
+      await close(live);
+      await waitFor('alice offline after the restart', async () => {
+        await a.flush();
+        return events().filter((e) => e.userId === 1 && e.eventType === 'offline').length === 2;
+      });
+      assert.equal(events().filter((e) => e.userId === 1 && e.eventType === 'online').length, 2, 'not announced online twice');
+      const m = await (await fetch(`${a.url}/metrics`)).text();
+      assert.match(m, /mtlens_core_session_events_total\{type="offline"\} [1-9]/);
     } finally {
       await a.stop();
       await w.cleanup();

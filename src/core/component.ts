@@ -148,6 +148,7 @@ export class CoreComponent implements Component {
         this.metrics.usageBytes.inc({ direction: 'down', state: 'merged' }, b[1]);
       },
     });
+    this.sessions.restore(this.spool.state('session'), this.now());
     await this.loadSynced();
     await this.loadRegistration();
     this.every('intake', INTAKE_MS, () => this.intake());
@@ -525,9 +526,12 @@ export class CoreComponent implements Component {
     this.billed[1] = this.billed[1]! + down;
     this.metrics.usageBytes.inc({ direction: 'up', state: 'spooled' }, up);
     this.metrics.usageBytes.inc({ direction: 'down', state: 'spooled' }, down);
-    if (sessions.length > 0) {
+    const changes = this.sessions.takeChanges();
+    if (sessions.length > 0 || changes) {
+      // The events and the set of sessions online go in one frame: after a crash they agree, so
+      // no session is announced twice and none stays online forever.
       const events: SessionEventEntryDto[] = sessions.map((e) => ({ userId: e.userId, protocol: this.settings.protocol, eventType: e.type, occurredAt: iso(e.atMs), ipAddress: e.ip }));
-      await this.spool.append('session', events as unknown as Array<Record<string, unknown>>);
+      await this.spool.append('session', events as unknown as Array<Record<string, unknown>>, this.now(), changes);
       for (const e of sessions) this.metrics.sessionEvents.inc({ type: e.type });
     }
   }

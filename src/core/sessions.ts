@@ -3,6 +3,7 @@
 // core.session.offline_after_seconds (a reconnect within that time does not flap). Times are
 // the kernel's: occurredAt of `online` is the first connection's open, of `offline` the last close.
 import { AMBIGUOUS_USER, UNKNOWN_USER } from '../model/links.js';
+import type { StateDelta } from './spool.js';
 
 /** Client connections followed at most (their user is learnt when their bytes are attributed). */
 export const MAX_CONNECTIONS = 1_000_000;
@@ -36,6 +37,8 @@ export class Sessions {
   private readonly conns = new Map<number, Conn>();
   private readonly sessions = new Map<string, Session>();
   private pending: Array<Omit<SessionEvent, 'userId'>> = [];
+  /** Sessions announced online or offline since the last take: the change to persist. */
+  private changes: StateDelta = {};
   /** Events of users Core's clientMap does not know (they have no userId): not sent, counted. */
   unmapped = 0;
   /** Connections or sessions not followed because a bound was reached. */
@@ -88,8 +91,30 @@ export class Sessions {
       s = { user, ip: c.peer, live: 0, lastCloseAt: 0 };
       this.sessions.set(key, s);
       this.pending.push({ user, ip: c.peer, type: 'online', atMs: c.openedAt });
+      (this.changes.set ??= {})[key] = c.openedAt;
+      if (this.changes.del) this.changes.del = this.changes.del.filter((k) => k !== key);
     }
     s.live++;
+  }
+
+  /**
+   * Sessions announced online before a restart (persisted with the events): each waits for a
+   * connection of its user from its IP to be seen again (adopted live connections are), and goes
+   * offline after the grace, dated at the restart, if none is. Never announced online twice.
+   */
+  restore(online: ReadonlyMap<string, unknown>, now: number): void {
+    for (const key of online.keys()) {
+      const [user, ip] = key.split('\u0000');
+      if (user === undefined || ip === undefined || this.sessions.has(key)) continue;
+      this.sessions.set(key, { user, ip, live: 0, lastCloseAt: now });
+    }
+  }
+
+  /** The change to the set of sessions announced online since the last call. */
+  takeChanges(): StateDelta | undefined {
+    const c = this.changes;
+    this.changes = {};
+    return c.set || c.del ? c : undefined;
   }
 
   /** Events due by `now` (offline ones past the grace), with Core's userId; clears them. */
@@ -99,6 +124,8 @@ export class Sessions {
       if (s.live <= 0 && now - s.lastCloseAt >= grace) {
         this.sessions.delete(key);
         this.pending.push({ user: s.user, ip: s.ip, type: 'offline', atMs: s.lastCloseAt });
+        if (this.changes.set && key in this.changes.set) delete this.changes.set[key];
+        (this.changes.del ??= []).push(key);
       }
     }
     const out: SessionEvent[] = [];

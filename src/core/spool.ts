@@ -68,9 +68,16 @@ export interface SpoolOptions {
   onMerge?(kind: SpoolKind, rowsBefore: number, rowsAfter: number, bytes: [number, number]): void;
 }
 
+/** A change to the keyed state kept with a kind's rows. */
+export interface StateDelta {
+  set?: Record<string, unknown>;
+  del?: string[];
+}
+
 type Frame =
   | { t: 'h'; epoch: string; base: boolean; next: Record<string, number>; acks: Record<string, number> }
-  | { t: 'r'; k: SpoolKind; s: number; at: number; v: Array<Record<string, unknown>> }
+  | { t: 'r'; k: SpoolKind; s: number; at: number; v: Array<Record<string, unknown>>; x?: StateDelta }
+  | { t: 'x'; k: SpoolKind; x: StateDelta }
   | { t: 's'; k: SpoolKind; from: number; to: number }
   | { t: 'a'; k: SpoolKind; s: number };
 
@@ -148,6 +155,8 @@ export class Spool {
   private readonly acks = new Map<SpoolKind, number>(SPOOL_KINDS.map((k) => [k, 0]));
   /** A batch sent whose answer has not come (or never came): [from, to]. */
   private readonly sending = new Map<SpoolKind, { from: number; to: number }>();
+  /** State written with a kind's rows (in the same frame, so rows and state never disagree after a crash). */
+  private readonly states = new Map<SpoolKind, Map<string, unknown>>(SPOOL_KINDS.map((k) => [k, new Map()]));
   private epoch = randomBytes(8).toString('hex');
   private segments: Array<{ n: number; bytes: number }> = [];
   private fh: FileHandle | undefined;
@@ -258,9 +267,13 @@ export class Spool {
           this.acks.set(k, Math.max(this.acks.get(k)!, fr.acks[k] ?? 0));
         }
         break;
+      case 'x':
+        this.applyState(fr.k, fr.x);
+        break;
       case 'r': {
         const q = this.queues.get(fr.k);
         if (!q) return;
+        if (fr.x !== undefined) this.applyState(fr.k, fr.x);
         fr.v.forEach((row, i) => q.push({ seq: fr.s + i, row, size: rowSize(row), at: fr.at }));
         this.next.set(fr.k, Math.max(this.next.get(fr.k)!, fr.s + fr.v.length));
         break;
@@ -319,9 +332,25 @@ export class Spool {
     }
   }
 
-  /** Appends rows of one kind, durably; resolves once they are on disk. Returns how many were refused at the bound. */
-  append(kind: SpoolKind, rows: Array<Record<string, unknown>>, at = Date.now()): Promise<number> {
-    if (rows.length === 0) return Promise.resolve(0);
+  /** The keyed state written with `kind`'s rows (see append), as of the last append. */
+  state(kind: SpoolKind): ReadonlyMap<string, unknown> {
+    return this.states.get(kind)!;
+  }
+
+  private applyState(kind: SpoolKind, delta: StateDelta): void {
+    const m = this.states.get(kind);
+    if (!m) return;
+    for (const [k, v] of Object.entries(delta.set ?? {})) m.set(k, v);
+    for (const k of delta.del ?? []) m.delete(k);
+  }
+
+  /**
+   * Appends rows of one kind, durably; resolves once they are on disk. Returns how many were
+   * refused at the bound. `state`, a change to the kind's keyed state, is written in the same frame:
+   * after a crash, rows and state never disagree (replayed as state(kind)).
+   */
+  append(kind: SpoolKind, rows: Array<Record<string, unknown>>, at = Date.now(), state?: StateDelta): Promise<number> {
+    if (rows.length === 0 && state === undefined) return Promise.resolve(0);
     return this.serial(async () => {
       let accepted = rows;
       const incoming = rows.reduce((n, r) => n + rowSize(r), 0);
@@ -334,10 +363,11 @@ export class Spool {
         while (n < rows.length && used + rowSize(rows[n]) <= room) used += rowSize(rows[n++]);
         accepted = rows.slice(0, n);
         if (n < rows.length) this.opts.onDrop?.(kind, 'full', rows.length - n);
-        if (n === 0) return rows.length;
+        if (n === 0 && state === undefined) return rows.length;
       }
       const s = this.next.get(kind)!;
-      await this.write({ t: 'r', k: kind, s, at, v: accepted });
+      await this.write({ t: 'r', k: kind, s, at, v: accepted, ...(state !== undefined ? { x: state } : {}) });
+      if (state !== undefined) this.applyState(kind, state);
       this.next.set(kind, s + accepted.length);
       const q = this.queues.get(kind)!;
       accepted.forEach((row, i) => q.push({ seq: s + i, row, size: rowSize(row), at }));
@@ -422,6 +452,8 @@ export class Spool {
       }
       const s = this.sending.get(k);
       if (s) frames.push(encode({ t: 's', k, from: s.from, to: s.to }));
+      const st = this.states.get(k)!;
+      if (st.size > 0) frames.push(encode({ t: 'x', k, x: { set: Object.fromEntries(st) } }));
     }
     const buf = Buffer.concat(frames);
     const tmp = join(this.dir, `${segName(n)}.tmp`);

@@ -8,6 +8,7 @@ import { CoreComponent } from './core/component.js';
 import { EbpfComponent } from './ebpf/component.js';
 import { OtlpComponent } from './export/otlp/component.js';
 import { UserSeriesBudget } from './model/user-series.js';
+import { TelemtUserAdmin } from './telemt/user-admin.js';
 import { wireTelemt } from './telemt/wire.js';
 
 export function productionWiring(ctx: ComponentContext): Wiring {
@@ -19,7 +20,17 @@ export function productionWiring(ctx: ComponentContext): Wiring {
   let ebpf: EbpfComponent | undefined;
   const telemt = wireTelemt(ctx, { discovery: { applyDiscovery: (update) => ebpf?.applyDiscovery(update) }, userSeries });
   // The Core node agent bills the kernel's client bytes: the eBPF side tells it each one.
-  const core = new CoreComponent(ctx);
+  // Core's users are applied to telemt through its Control API.
+  const telemtUsers = new TelemtUserAdmin(() => {
+    const t = ctx.config().config.telemt;
+    return { apiUrl: t.api_url, authHeader: t.auth_header, timeoutMs: t.timeout_ms };
+  });
+  const core = new CoreComponent(ctx, {
+    users: {
+      reconcile: (desired, prune) =>
+        ctx.config().config.telemt.enabled ? telemtUsers.reconcile(desired, prune) : Promise.resolve({ ok: false, code: 'telemt_disabled', message: 'telemt.enabled is false: users cannot be applied (set core.apply_config: false)' }),
+    },
+  });
   ebpf = new EbpfComponent(ctx, { users: telemt.component.users, userSeries, clientBytes: core.observer });
   return {
     // Started in this order, stopped in reverse: OTLP stops last, exporting what the collectors

@@ -26,6 +26,7 @@ export function productionWiring(ctx: ComponentContext): Wiring {
     return { apiUrl: t.api_url, authHeader: t.auth_header, timeoutMs: t.timeout_ms };
   });
   const core = new CoreComponent(ctx, {
+    upstreams: telemt.component,
     users: {
       reconcile: (desired, prune) =>
         ctx.config().config.telemt.enabled ? telemtUsers.reconcile(desired, prune) : Promise.resolve({ ok: false, code: 'telemt_disabled', message: 'telemt.enabled is false: users cannot be applied (set core.apply_config: false)' }),

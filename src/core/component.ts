@@ -9,12 +9,13 @@ import type { ComponentContext } from '../agent.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER } from '../model/links.js';
-import type { ClientBytesObserver, DesiredUser, NodeAddressSource, UserAdmin } from '../model/usage.js';
+import type { ClientBytesObserver, DesiredUser, NodeAddressSource, UpstreamDirectory, UserAdmin } from '../model/usage.js';
 import type { Component, FlushCounts, ReadinessCheck } from '../runtime/components.js';
 import { CoreClient, type Registration } from './client.js';
 import { misfit, NodeConfig, type SessionEventEntryDto, type UsageEntryDto } from './contract.js';
 import { CoreMetrics, SPOOL_KINDS, type SpoolKind } from './metrics.js';
 import { REGISTRATION_FILE, registrationDto, type RegisterDto } from './register.js';
+import { OutboundBuckets } from './outbound.js';
 import { Sessions } from './sessions.js';
 import { Spool, type Batch, type UsageRow } from './spool.js';
 import { readJson, restrict, writeSecretJson } from './state-file.js';
@@ -35,6 +36,8 @@ export interface CoreDeps {
   users?: UserAdmin;
   /** telemt's reported public host, for registration and heartbeats when unset in the config. */
   address?: NodeAddressSource;
+  /** telemt's SOCKS/Shadowsocks upstreams, for outbound usage tags. */
+  upstreams?: UpstreamDirectory;
   /** Wall clock (tests may shift it). */
   now?: () => number;
 }
@@ -62,6 +65,7 @@ export class CoreComponent implements Component {
   readonly metrics: CoreMetrics;
   readonly buckets = new UsageBuckets();
   readonly sessions: Sessions;
+  readonly outbound: OutboundBuckets;
   private settings: Settings;
   private readonly url: string;
   private readonly stateDir: string;
@@ -102,6 +106,7 @@ export class CoreComponent implements Component {
     this.stateDir = config.agent.state_dir;
     this.now = deps.now ?? Date.now;
     this.sessions = new Sessions(() => this.settings.session.offline_after_seconds * 1000);
+    this.outbound = new OutboundBuckets(() => this.deps.upstreams);
     this.metrics = new CoreMetrics(ctx.registry, () => this.spool?.stats(this.now()) ?? { rows: { usage: 0, session: 0, outbound: 0 }, bytes: 0 });
   }
 
@@ -114,6 +119,7 @@ export class CoreComponent implements Component {
         this.sessions.attributed(cookie, user);
       },
       clientConnection: (cookie, user, peer, port, closed, atMs) => this.running && this.sessions.connection(cookie, user, peer, port, closed, atMs),
+      upstreamBytes: (role, peer, port, rx, tx) => this.running && this.outbound.upstreamBytes(role, peer, port, rx, tx),
     };
   }
 
@@ -526,6 +532,8 @@ export class CoreComponent implements Component {
     this.billed[1] = this.billed[1]! + down;
     this.metrics.usageBytes.inc({ direction: 'up', state: 'spooled' }, up);
     this.metrics.usageBytes.inc({ direction: 'down', state: 'spooled' }, down);
+    const outbound = this.outbound.take();
+    if (outbound.length > 0) await this.spool.append('outbound', outbound);
     const changes = this.sessions.takeChanges();
     if (sessions.length > 0 || changes) {
       // The events and the set of sessions online go in one frame: after a crash they agree, so
@@ -586,7 +594,16 @@ export class CoreComponent implements Component {
       return { path: 'usage', body: { entries: [...entries.values()].filter((e) => e.bytesUp > 0 || e.bytesDown > 0) } };
     }
     if (batch.kind === 'session') return { path: 'sessions', body: { events: batch.rows.map((r) => r.row) } };
-    return { path: 'outbound', body: { items: batch.rows.map((r) => r.row) } };
+    // Items of one tag become one (they are deltas: sums are exact).
+    const items = new Map<string, { tag: string; bytesUp: number; bytesDown: number }>();
+    for (const { row } of batch.rows) {
+      const tag = String(row['tag']);
+      const i = items.get(tag) ?? { tag, bytesUp: 0, bytesDown: 0 };
+      i.bytesUp += Number(row['bytesUp']);
+      i.bytesDown += Number(row['bytesDown']);
+      items.set(tag, i);
+    }
+    return { path: 'outbound', body: { items: [...items.values()] } };
   }
 
   /** One batch: true when Core accepted it (the next may go), false to stop for now. */

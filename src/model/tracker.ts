@@ -8,7 +8,7 @@
 // zero for a connection seen opening and the counters at adoption for an adopted one, so a
 // connection's row, events and span tell the same bytes the counters counted. Directions are
 // from this host's side: rx received, tx sent.
-import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT } from '../ebpf/abi.js';
+import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT, ROLE_UPSTREAM_DC } from '../ebpf/abi.js';
 import type { MonotonicClock } from '../ebpf/clock.js';
 import { formatAddress, type RecordReader } from '../ebpf/decode.js';
 import { CookieIndex } from './cookie-index.js';
@@ -393,7 +393,10 @@ export class ConnectionTracker {
       this.tx[s] = this.tx[s]! + dTx;
       this.bytes[role * 2] = this.bytes[role * 2]! + dRx;
       this.bytes[role * 2 + 1] = this.bytes[role * 2 + 1]! + dTx;
-      if (role === ROLE_CLIENT) {
+      if (role !== ROLE_CLIENT) {
+        const o = this.opts.observer;
+        if (o?.upstreamBytes) o.upstreamBytes(role === ROLE_UPSTREAM_DC ? 'upstream_dc' : 'upstream_other', this.peer(s), this.peerPort[s]!, dRx, dTx);
+      } else {
         this.pendingRx[s] = this.pendingRx[s]! + dRx;
         this.pendingTx[s] = this.pendingTx[s]! + dTx;
         if (this.userCell[s] !== undefined) this.settleUser(s);

@@ -20,6 +20,18 @@ export interface ClientBytesObserver {
    * open the join may not have named the user yet: `~unknown`). `atMs`: kernel time, as wall ms.
    */
   clientConnection?(cookie: number, user: string, peer: string, localPort: number, closed: boolean, atMs: number): void;
+  /**
+   * Bytes of an upstream connection (role `upstream_dc`: Telegram DCs and middle proxies;
+   * `upstream_other`: anything else telemt connects to), as counted: `rx` received by this host,
+   * `tx` sent by it. Same hot-path rules as clientBytes.
+   */
+  upstreamBytes?(role: 'upstream_dc' | 'upstream_other', peer: string, peerPort: number, rx: number, tx: number): void;
+}
+
+/** telemt's upstreams (SOCKS, Shadowsocks), from /v1/stats/upstreams. */
+export interface UpstreamDirectory {
+  /** The `upstream_id` of the telemt upstream at `ip:port`, or undefined when it is none. */
+  upstreamTag(ip: string, port: number): string | undefined;
 }
 
 /** A telemt user as Core's config asks for it. */

@@ -209,6 +209,13 @@ export class TelemtComponent implements Component {
     this.listeners = await discoverListeners({ configPath: this.settings.config_path, apiPort: apiPort(this.settings.api_url), telemtConfigPath, procRoot: this.deps.procRoot });
   }
 
+  /** The `upstream_id` of the SOCKS/Shadowsocks upstream telemt reports at `ip:port` (the model's UpstreamDirectory). */
+  upstreamTag(ip: string, port: number): string | undefined {
+    const address = ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+    const u = (this.collector ?? this.idleCollector()).topology().upstreams?.upstreams?.find((x) => x.route_kind !== 'direct' && x.address === address);
+    return u === undefined ? undefined : String(u.upstream_id);
+  }
+
   /** The last discovery sent to the sink, for a consumer that starts after it was sent. */
   get lastDiscovery(): DiscoveryUpdate | undefined {
     return this.discovered;

@@ -115,6 +115,9 @@ describe('Core usage delivery', () => {
       await flush(h);
       await waitFor('spool delivered after Core came back', async () => (await h.status()).spool.rows.usage === 0);
       assertExact(sim, expected, 'nothing lost while Core was down');
+      // Two intakes wrote rows for the same minutes: Core still gets one row per user and minute.
+      const keys = sim.usage().map((e) => `${e.userId} ${e.recordedAt}`);
+      assert.equal(new Set(keys).size, keys.length, 'one row per (user, subscription, protocol, minute)');
       st = await h.status();
       assert.equal(st.ambiguous_deliveries, 0, 'refused connections are not ambiguous');
     } finally {

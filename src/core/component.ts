@@ -557,6 +557,9 @@ export class CoreComponent implements Component {
   }
 
   private async deliverRound(everything: boolean): Promise<void> {
+    // Rows of one (user, subscription, protocol, minute) written by successive intakes become one
+    // before their minute is sent: Core gets one row per minute, whatever the intake cadence.
+    if (this.spool && this.callable()) await this.spool.consolidate(everything ? Infinity : Math.floor(this.now() / 60_000));
     for (const kind of SPOOL_KINDS) {
       for (;;) {
         if (!this.callable() || !this.spool) return;
@@ -565,10 +568,11 @@ export class CoreComponent implements Component {
         // Usage rows of the minute still running wait for it to end (one row per minute), unless flushed.
         if (kind === 'usage' && !everything && !batch.resend) {
           const current = Math.floor(this.now() / 60_000);
-          const done = batch.rows.filter((r) => (r.row as UsageRow).m < current);
-          if (done.length === 0) break;
-          if (done.length < batch.rows.length) {
-            const cut = this.spool.peek(kind, done.length)!;
+          let done = 0;
+          while (done < batch.rows.length && (batch.rows[done]!.row as UsageRow).m < current) done++;
+          if (done === 0) break;
+          if (done < batch.rows.length) {
+            const cut = this.spool.peek(kind, done)!;
             if (!(await this.deliver(cut))) return;
             continue;
           }

@@ -511,6 +511,45 @@ export class Spool {
     if (q.length < before) this.opts.onMerge?.('usage', before, q.length, merged);
   }
 
+  /**
+   * Usage rows of the same (userId, subscriptionId, nodeProtocolId, minute) for minutes before
+   * `beforeMinute` become one row (the earliest sequence number; bytes summed), and the log is
+   * compacted when that saved anything. Rows of a batch being sent are left alone.
+   */
+  consolidate(beforeMinute: number): Promise<number> {
+    return this.serial(async () => {
+      const q = this.queues.get('usage')!;
+      const pending = this.sending.get('usage');
+      const before = q.length;
+      const groups = new Map<string, SpoolRow>();
+      const out: SpoolRow[] = [];
+      let merged = 0;
+      for (const r of q.live()) {
+        const row = r.row as UsageRow;
+        if (row.m >= beforeMinute || (pending && r.seq >= pending.from && r.seq <= pending.to)) {
+          out.push(r);
+          continue;
+        }
+        const key = `${row.u}|${row.s}|${row.p}|${row.m}`;
+        const g = groups.get(key);
+        if (!g) {
+          const copy = { seq: r.seq, row: { ...row }, size: r.size, at: r.at };
+          groups.set(key, copy);
+          out.push(copy);
+          continue;
+        }
+        (g.row as UsageRow).up += row.up;
+        (g.row as UsageRow).dn += row.dn;
+        g.size = rowSize(g.row);
+        merged++;
+      }
+      if (merged === 0) return 0;
+      q.replace(out);
+      await this.compact();
+      return before - q.length;
+    });
+  }
+
   /** Outbound items of one tag become one (they are deltas: sums conserve them). */
   private mergeOutbound(): void {
     const q = this.queues.get('outbound')!;

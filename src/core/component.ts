@@ -202,6 +202,11 @@ export class CoreComponent implements Component {
     this.state = this.settings.enabled ? 'stopped' : 'disabled';
   }
 
+  /** Moves what was counted into the spool now (normally every couple of seconds). */
+  async spoolNow(): Promise<void> {
+    if (this.running) await this.intake();
+  }
+
   /** /admin/flush: the spool is pushed now (every row, the current minute's too). */
   async flush(_deadline: number): Promise<Partial<FlushCounts>> {
     if (!this.running) return {};

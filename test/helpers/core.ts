@@ -21,6 +21,8 @@ export interface CoreHarness {
 }
 
 export function coreYaml(url: string, stateDir: string, extra: string[] = []): string {
+  const overridden = new Set(extra.map((l) => l.trim().split(':')[0]));
+  const keep = (line: string) => (overridden.has(line.trim().split(':')[0]) ? '' : line);
   return `
 agent:
   state_dir: ${stateDir}
@@ -34,9 +36,9 @@ core:
   enabled: true
   url: ${url}
   registration: { code: "\${CORE_CODE}", name: node-a, host: node-a.example.net, ip: 203.0.113.7, region: eu }
-  heartbeat_interval_ms: 1000
-  usage_interval_ms: 1000
-  timeout_ms: 2000
+${keep('  heartbeat_interval_ms: 1000')}
+${keep('  usage_interval_ms: 1000')}
+${keep('  timeout_ms: 2000')}
 ${extra.map((l) => `  ${l}`).join('\n')}
 `;
 }

@@ -203,3 +203,69 @@ describe('Core usage delivery', () => {
     }
   });
 });
+
+describe('Core usage with a full disk', () => {
+  it('holds rows in memory while the spool cannot be written, says so, and spools them exactly once there is room', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
+    const { execFileSync } = await import('node:child_process');
+    const { mkdir, writeFile, rm } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tempDir } = await import('./helpers/agent.js');
+    const mnt = await tempDir('mtlens-core-full-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    const sim = await new CoreSim([CODE]).start();
+    sim.config = CONFIG;
+    const stateDir = join(mnt, 'state');
+    await mkdir(stateDir);
+    const h = await coreHarness({ sim, stateDir });
+    try {
+      await waitFor('config applied and reported', () => sim.of('applied').some((r) => r.body.revision === 3));
+      await sim.down();
+      // Fill the disk: what the spool writes next fails with ENOSPC.
+      let ballast = 0;
+      try {
+        for (;;) await writeFile(join(mnt, `ballast-${ballast++}`), Buffer.alloc(4096));
+      } catch {
+        // full
+      }
+      // Rows over 300 minutes (a frame of several pages: the spool's last page has no room for it).
+      const expected = new Map<number, [number, number]>([[1, [0, 0]], [2, [0, 0]]]);
+      const base = Date.now() - 300 * 60_000;
+      for (let m = 0; m < 300; m++) {
+        h.core.observer.clientBytes(m, 'uuid-alice', PORT, m + 1, 2 * m + 1, base + m * 60_000);
+        h.core.observer.clientBytes(m, 'uuid-bob', PORT, 3, 4, base + m * 60_000);
+        expected.get(1)![0] += m + 1;
+        expected.get(1)![1] += 2 * m + 1;
+        expected.get(2)![0] += 3;
+        expected.get(2)![1] += 4;
+      }
+      await h.core.spoolNow();
+      let st = await h.status();
+      assert.match(String(st.spool.write_error), /^spool write failed \(ENOSPC\)/, `${JSON.stringify(st)} ${execFileSync('df', [mnt]).toString()} ${ballast}`);
+      assert.ok(st.spool.in_memory.up > 0, 'held in memory');
+      const b = st.usage_bytes;
+      assert.equal(b.billed.up + b.unattributed.total.up + st.spool.in_memory.up, b.seen.up, 'the books still balance');
+      // Room again: the held rows are spooled and delivered, exactly once.
+      for (let i = 0; i < ballast; i++) await rm(join(mnt, `ballast-${i}`), { force: true });
+      const more = feed(h, 10, 8);
+      for (const [u, [up, dn]] of more) {
+        expected.get(u)![0] += up;
+        expected.get(u)![1] += dn;
+      }
+      await h.core.spoolNow();
+      st = await h.status();
+      assert.equal(st.spool.in_memory.up, 0);
+      assert.equal(st.spool.write_error, null);
+      await sim.up();
+      await waitFor('delivered', async () => {
+        await flush(h);
+        return (await h.status()).spool.rows.usage === 0;
+      });
+      assertExact(sim, expected, 'nothing lost to a full disk');
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+      execFileSync('umount', [mnt]);
+    }
+  });
+});

@@ -15,9 +15,9 @@ import { CoreClient, type Registration } from './client.js';
 import { misfit, NodeConfig, type SessionEventEntryDto, type UsageEntryDto } from './contract.js';
 import { CoreMetrics, SPOOL_KINDS, type SpoolKind } from './metrics.js';
 import { REGISTRATION_FILE, registrationDto, type RegisterDto } from './register.js';
-import { OutboundBuckets } from './outbound.js';
+import { OutboundBuckets, type OutboundItem } from './outbound.js';
 import { Sessions } from './sessions.js';
-import { Spool, type Batch, type UsageRow } from './spool.js';
+import { Spool, type Batch, type StateDelta, type UsageRow } from './spool.js';
 import { readJson, restrict, writeSecretJson } from './state-file.js';
 import type { CoreStatus } from './status.js';
 import { UsageBuckets } from './usage.js';
@@ -27,6 +27,8 @@ export const SPOOL_DIR = 'core-spool';
 /** What the kernel counted reaches the spool this often. */
 export const INTAKE_MS = 2000;
 const BACKOFF_MIN_MS = 1000;
+/** Rows (and events) held in memory at most while the spool cannot be written. */
+const MAX_UNSPOOLED = 1_000_000;
 const BACKOFF_MAX_MS = 45_000;
 
 type Settings = Config['core'];
@@ -92,6 +94,11 @@ export class CoreComponent implements Component {
   private readonly unattributed = new Map<string, Float64Array>();
   private ambiguous = 0;
   private deliveries: Promise<void> = Promise.resolve();
+  private intakes: Promise<void> = Promise.resolve();
+  /** Taken from the buckets, not yet on disk (a failed spool write keeps them here). */
+  private readonly unspooled: { usage: Map<string, UsageRow>; outbound: Map<string, OutboundItem>; events: SessionEventEntryDto[]; changes: StateDelta } = { usage: new Map(), outbound: new Map(), events: [], changes: {} };
+  private readonly unspooledBytes = new Float64Array(2);
+  private spoolFailure: string | undefined;
   private readonly now: () => number;
   private errorsSent = new Map<string, number>();
   private errorWindow: number[] = [];
@@ -496,12 +503,22 @@ export class CoreComponent implements Component {
     this.metrics.usageBytes.inc({ direction: 'down', state: 'unattributed' }, tx);
   }
 
-  /** Moves what the kernel counted into the spool: usage rows for what Core can bill, the books for the rest. */
-  private async intake(): Promise<void> {
+  /**
+   * Moves what the kernel counted into the spool: usage rows for what Core can bill, the books for
+   * the rest. One intake at a time (the timer, a flush and stop may ask together). What cannot be
+   * written (disk full, an I/O error) stays in memory and goes with the next intake.
+   */
+  private intake(): Promise<void> {
+    const run = this.intakes.then(() => this.intakeOnce());
+    this.intakes = run.catch(() => undefined);
+    return run;
+  }
+
+  private async intakeOnce(): Promise<void> {
     if (!this.spool) return;
     const { cells, overflow } = this.buckets.take();
     if (overflow[0] > 0 || overflow[1] > 0) this.book('overflow', overflow[0], overflow[1]);
-    const rows = new Map<string, UsageRow>();
+    const rows = this.unspooled.usage;
     const ports = new Map((this.synced?.inbounds ?? []).map((i) => [i.port, i.nodeProtocolId]));
     for (const c of cells) {
       if (c.user === AMBIGUOUS_USER) this.book('ambiguous', c.rx, c.tx);
@@ -514,38 +531,92 @@ export class CoreComponent implements Component {
         else {
           const key = `${client.userId}|${client.subscriptionId}|${protocol}|${c.minute}`;
           const row = rows.get(key);
+          if (row === undefined && rows.size >= MAX_UNSPOOLED) {
+            this.book('spool_unwritable', c.rx, c.tx);
+            continue;
+          }
           if (row) {
             row.up += c.rx;
             row.dn += c.tx;
           } else rows.set(key, { u: client.userId, s: client.subscriptionId, p: protocol, up: c.rx, dn: c.tx, m: c.minute });
+          this.unspooledBytes[0] = this.unspooledBytes[0]! + c.rx;
+          this.unspooledBytes[1] = this.unspooledBytes[1]! + c.tx;
         }
       }
     }
-    const usage = [...rows.values()];
-    const sessions = this.sessions.take(this.now(), (user) => this.synced?.clientMap[user]?.userId);
-    const refused = await this.spool.append('usage', usage);
-    // Refused rows (the spool is full even after merging) are booked, so the books still balance.
-    let up = 0;
-    let down = 0;
-    usage.forEach((r, i) => {
-      if (i < usage.length - refused) {
-        up += r.up;
-        down += r.dn;
-      } else this.book('spool_full', r.up, r.dn);
-    });
-    this.billed[0] = this.billed[0]! + up;
-    this.billed[1] = this.billed[1]! + down;
-    this.metrics.usageBytes.inc({ direction: 'up', state: 'spooled' }, up);
-    this.metrics.usageBytes.inc({ direction: 'down', state: 'spooled' }, down);
-    const outbound = this.outbound.take();
-    if (outbound.length > 0) await this.spool.append('outbound', outbound);
+    for (const item of this.outbound.take()) {
+      const held = this.unspooled.outbound.get(item.tag);
+      if (held) {
+        held.bytesUp += item.bytesUp;
+        held.bytesDown += item.bytesDown;
+      } else this.unspooled.outbound.set(item.tag, item);
+    }
+    for (const e of this.sessions.take(this.now(), (user) => this.synced?.clientMap[user]?.userId)) {
+      if (this.unspooled.events.length >= MAX_UNSPOOLED) this.dropped.session++;
+      else this.unspooled.events.push({ userId: e.userId, protocol: this.settings.protocol, eventType: e.type, occurredAt: iso(e.atMs), ipAddress: e.ip });
+      this.metrics.sessionEvents.inc({ type: e.type });
+    }
     const changes = this.sessions.takeChanges();
-    if (sessions.length > 0 || changes) {
+    if (changes) {
+      const held = this.unspooled.changes;
+      for (const [k, v] of Object.entries(changes.set ?? {})) {
+        (held.set ??= {})[k] = v;
+        if (held.del) held.del = held.del.filter((d) => d !== k);
+      }
+      for (const k of changes.del ?? []) {
+        if (held.set) delete held.set[k];
+        (held.del ??= []).push(k);
+      }
+    }
+    try {
+      await this.writeUnspooled();
+      if (this.spoolFailure) {
+        this.ctx.logger.info('spool writable again; what was held in memory is spooled');
+        this.spoolFailure = undefined;
+      }
+    } catch (err) {
+      const message = `spool write failed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): rows held in memory until it works again`;
+      if (this.spoolFailure !== message) this.ctx.logger.error({ err }, message);
+      this.spoolFailure = message;
+      this.publishError('spool_write_failed', message);
+    }
+  }
+
+  /** Writes what intake holds; each part leaves memory once it is on disk. */
+  private async writeUnspooled(): Promise<void> {
+    const spool = this.spool!;
+    const u = this.unspooled;
+    if (u.usage.size > 0) {
+      const usage = [...u.usage.values()];
+      const refused = await spool.append('usage', usage);
+      // Refused rows (the spool is full even after merging) are booked, so the books still balance.
+      let up = 0;
+      let down = 0;
+      usage.forEach((r, i) => {
+        if (i < usage.length - refused) {
+          up += r.up;
+          down += r.dn;
+        } else this.book('spool_full', r.up, r.dn);
+      });
+      u.usage.clear();
+      this.unspooledBytes[0] = 0;
+      this.unspooledBytes[1] = 0;
+      this.billed[0] = this.billed[0]! + up;
+      this.billed[1] = this.billed[1]! + down;
+      this.metrics.usageBytes.inc({ direction: 'up', state: 'spooled' }, up);
+      this.metrics.usageBytes.inc({ direction: 'down', state: 'spooled' }, down);
+    }
+    if (u.outbound.size > 0) {
+      await spool.append('outbound', [...u.outbound.values()]);
+      u.outbound.clear();
+    }
+    if (u.events.length > 0 || u.changes.set || u.changes.del) {
       // The events and the set of sessions online go in one frame: after a crash they agree, so
       // no session is announced twice and none stays online forever.
-      const events: SessionEventEntryDto[] = sessions.map((e) => ({ userId: e.userId, protocol: this.settings.protocol, eventType: e.type, occurredAt: iso(e.atMs), ipAddress: e.ip }));
-      await this.spool.append('session', events as unknown as Array<Record<string, unknown>>, this.now(), changes);
-      for (const e of sessions) this.metrics.sessionEvents.inc({ type: e.type });
+      const changes = u.changes.set || u.changes.del ? u.changes : undefined;
+      await spool.append('session', u.events as unknown as Array<Record<string, unknown>>, this.now(), changes);
+      u.events = [];
+      u.changes = {};
     }
   }
 
@@ -700,7 +771,8 @@ export class CoreComponent implements Component {
         dropped: { ...this.dropped },
         corrupt_frames: this.spool?.corruptFrames ?? 0,
         compactions: this.spool?.compactions ?? 0,
-        in_memory: { cells: this.buckets.cellCount, up: this.buckets.held[0]!, down: this.buckets.held[1]! },
+        write_error: this.spoolFailure ?? null,
+        in_memory: { cells: this.buckets.cellCount + this.unspooled.usage.size, up: this.buckets.held[0]! + this.unspooledBytes[0]!, down: this.buckets.held[1]! + this.unspooledBytes[1]! },
       },
       delivered: { ...this.delivered },
       usage_bytes: {

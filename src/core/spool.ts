@@ -111,13 +111,22 @@ function decode(buf: Buffer): { frames: Frame[]; goodBytes: number; bad: boolean
   return { frames, goodBytes: p, bad: false };
 }
 
+/** A full disk may first show as a short write, not an error: writes the rest until it errs. */
+async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+  for (let done = 0; done < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done);
+    if (bytesWritten <= 0) throw Object.assign(new Error('no progress writing the spool'), { code: 'ENOSPC' });
+    done += bytesWritten;
+  }
+}
+
 const segName = (n: number) => `${String(n).padStart(16, '0')}.seg`;
 /** Bytes a row takes in a frame, about: its fields' names and values (no JSON built). */
 function rowSize(row: Record<string, unknown>): number {
   let n = 16;
   for (const k in row) {
     const v = row[k];
-    n += k.length + 4 + (typeof v === 'string' ? v.length + 2 : typeof v === 'number' ? 16 : v === null || v === undefined ? 4 : JSON.stringify(v).length);
+    n += k.length + 4 + (typeof v === 'string' ? v.length + 2 : typeof v === 'number' ? 8 : v === null || v === undefined ? 4 : JSON.stringify(v).length);
   }
   return n;
 }
@@ -302,13 +311,20 @@ export class Spool {
 
   /** Starts a new segment (its header carries sequence numbers and marks, so none is ever reused). */
   private async openSegment(base: boolean): Promise<void> {
-    await this.fh?.close();
     const n = (this.segments.at(-1)?.n ?? 0) + 1;
     const buf = encode(this.header(base));
     const fh = await open(join(this.dir, segName(n)), 'a', 0o600);
-    await fh.write(buf);
-    await fh.sync();
+    try {
+      await writeAll(fh, buf);
+      await fh.sync();
+    } catch (err) {
+      await fh.close();
+      await rm(join(this.dir, segName(n)), { force: true });
+      throw err;
+    }
     await this.syncDir();
+    // The old segment stays the one written to until the new one is whole.
+    await this.fh?.close();
     this.fh = fh;
     this.segments.push({ n, bytes: buf.length });
   }
@@ -325,10 +341,20 @@ export class Spool {
   private async write(frame: Frame): Promise<void> {
     if (this.closed || !this.fh) throw new Error('spool closed');
     const buf = encode(frame);
-    await this.fh.write(buf);
-    await this.fh.datasync();
+    const before = this.segments.at(-1)!.bytes;
+    try {
+      await writeAll(this.fh, buf);
+      await this.fh.datasync();
+    } catch (err) {
+      // Disk full or an I/O error: a partial frame must not stay in the middle of the log, where
+      // it would hide every later frame at replay. Cut back to the last whole frame.
+      await this.fh.truncate(before).catch(() => undefined);
+      throw err;
+    }
     this.segments.at(-1)!.bytes += buf.length;
-    if (this.segments.at(-1)!.bytes >= this.segmentBytes) await this.rotate();
+    // The frame is durable: a failure to start the next segment must not fail its append (the
+    // caller would write its rows again). Appends go on in this segment until rotation works.
+    if (this.segments.at(-1)!.bytes >= this.segmentBytes) await this.rotate().catch(() => undefined);
   }
 
   /** A new segment; leading segments that hold nothing live any more are deleted. */
@@ -363,7 +389,7 @@ export class Spool {
       let accepted = rows;
       const sizes = rows.map(rowSize);
       const incoming = sizes.reduce((n, x) => n + x, 0);
-      if (this.diskBytes + incoming + HEADER > this.opts.maxBytes) await this.makeRoom(incoming);
+      if (this.diskBytes + incoming + HEADER > this.opts.maxBytes || this.liveBytes + incoming > this.opts.maxBytes * 0.5) await this.makeRoom(incoming);
       if (this.liveBytes + incoming > this.opts.maxBytes * 0.9) {
         // Still no room: what does not fit is refused, counted.
         const room = Math.max(0, this.opts.maxBytes * 0.9 - this.liveBytes);
@@ -387,11 +413,12 @@ export class Spool {
   /** Compacts; when the live rows alone near the bound, merges usage and outbound rows first. */
   private async makeRoom(incoming: number): Promise<void> {
     const target = this.opts.maxBytes * 0.5;
+    let merged = false;
     if (this.liveBytes + incoming > target) {
-      this.mergeUsage(target - incoming);
-      this.mergeOutbound();
+      merged = this.mergeUsage(target - incoming);
+      merged = this.mergeOutbound() || merged;
     }
-    await this.compact();
+    if (merged || this.diskBytes + incoming + HEADER > this.opts.maxBytes) await this.compact();
   }
 
   /** The oldest rows of `kind`, at most `max`; a batch whose send had an unknown fate comes back whole, with its key. */
@@ -467,8 +494,14 @@ export class Spool {
     const buf = Buffer.concat(frames);
     const tmp = join(this.dir, `${segName(n)}.tmp`);
     const fh = await open(tmp, 'w', 0o600);
-    await fh.write(buf);
-    await fh.sync();
+    try {
+      await writeAll(fh, buf);
+      await fh.sync();
+    } catch (err) {
+      await fh.close();
+      await rm(tmp, { force: true });
+      throw err;
+    } 
     await fh.close();
     await rename(tmp, join(this.dir, segName(n)));
     await this.syncDir();
@@ -484,13 +517,20 @@ export class Spool {
    * at its earliest minute and keeps its earliest sequence number. Rows of a batch being sent are
    * left alone (they must go again exactly as they went).
    */
-  private mergeUsage(budget: number): void {
+  private mergeUsage(budget: number): boolean {
     const q = this.queues.get('usage')!;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const r of q.live()) {
+      lo = Math.min(lo, (r.row as UsageRow).m);
+      hi = Math.max(hi, (r.row as UsageRow).m);
+    }
     const pending = this.sending.get('usage');
     const locked = (r: SpoolRow) => pending !== undefined && r.seq >= pending.from && r.seq <= pending.to;
     const before = q.length;
     let merged: [number, number] = [0, 0];
-    for (let width = 2; q.bytes > budget && width <= 1 << 20; width *= 2) {
+    // Windows up to twice the span of minutes held: past that, every row of a key is one row.
+    for (let width = 2; q.bytes > budget && width <= 2 * Math.max(1, hi - lo + 1); width *= 2) {
       const out: SpoolRow[] = [];
       const groups = new Map<string, SpoolRow>();
       for (const r of q.live()) {
@@ -518,6 +558,7 @@ export class Spool {
       q.replace(out);
     }
     if (q.length < before) this.opts.onMerge?.('usage', before, q.length, merged);
+    return q.length < before;
   }
 
   /**
@@ -560,7 +601,7 @@ export class Spool {
   }
 
   /** Outbound items of one tag become one (they are deltas: sums conserve them). */
-  private mergeOutbound(): void {
+  private mergeOutbound(): boolean {
     const q = this.queues.get('outbound')!;
     const pending = this.sending.get('outbound');
     const before = q.length;
@@ -586,6 +627,7 @@ export class Spool {
     }
     q.replace(out);
     if (q.length < before) this.opts.onMerge?.('outbound', before, q.length, merged);
+    return q.length < before;
   }
 
   async close(): Promise<void> {

@@ -33,6 +33,7 @@ export const CoreStatusBody = z
       dropped: PerKind(z.number().int()),
       corrupt_frames: z.number().int(),
       compactions: z.number().int(),
+      write_error: z.string().nullable().openapi({ description: 'why the last spool write failed (rows are held in memory meanwhile); null once writes work' }),
       in_memory: z.object({ cells: z.number().int(), up: z.number(), down: z.number() }).openapi({ description: 'counted, not yet written to the spool (at most a couple of seconds)' }),
     }),
     delivered: PerKind(z.number().int()),

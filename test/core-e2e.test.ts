@@ -284,4 +284,55 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       await w.cleanup();
     }
   });
+
+  it('a connection live across an agent SIGKILL is billed exactly: neither from zero nor twice, bytes sent while no agent ran included', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    const w = await world();
+    let a = await start(w);
+    const secret = DEFAULT_USERS.find((x) => x.name === 'alice')!.secret;
+    const echo = async (s: Socket, n: number) => {
+      let got = 0;
+      await new Promise<void>((resolve) => {
+        const on = (d: Buffer) => {
+          got += d.length;
+          if (got >= n) {
+            s.off('data', on);
+            resolve();
+          }
+        };
+        s.on('data', on);
+        s.write(Buffer.alloc(n, 7));
+      });
+      const e = w.expected.get(1)!;
+      e[0] += n;
+      e[1] += n;
+    };
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      w.expected.delete(2);
+      const live = (await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret, localAddress: FROM['alice']!, bytes: 10_000, keepOpen: true }))!;
+      w.expected.get(1)![0] += PREAMBLE_BYTES + 10_000;
+      w.expected.get(1)![1] += 10_000;
+      await waitFor('joined', async () => {
+        const c = (await (await fetch(`${a.url}/status/connections?role=client`)).json()) as { connections: Array<{ peer_port: number; user?: string }> };
+        return c.connections.some((x) => x.peer_port === live.localPort && x.user === 'alice');
+      });
+      await delivered(w, a);
+      // More bytes, then the agent dies, whether or not it spooled them yet.
+      await echo(live, 5_000);
+      a.child.kill('SIGKILL');
+      await a.stop();
+      // Bytes while no agent runs.
+      await echo(live, 3_000);
+      a = await start(w);
+      await echo(live, 1_000);
+      await new Promise<void>((r) => live.end(() => r()));
+      await delivered(w, a);
+      const st = await a.status();
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 });
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
 });

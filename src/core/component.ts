@@ -15,6 +15,7 @@ import { CoreClient, type Registration } from './client.js';
 import { misfit, NodeConfig, type SessionEventEntryDto, type UsageEntryDto } from './contract.js';
 import { CoreMetrics, SPOOL_KINDS, type SpoolKind } from './metrics.js';
 import { REGISTRATION_FILE, registrationDto, type RegisterDto } from './register.js';
+import { Baselines } from './baselines.js';
 import { OutboundBuckets, type OutboundItem } from './outbound.js';
 import { Sessions } from './sessions.js';
 import { Spool, type Batch, type StateDelta, type UsageRow } from './spool.js';
@@ -54,6 +55,19 @@ interface SyncedConfig {
 
 type State = CoreStatus['state'];
 
+/** Folds a later change of a keyed state into an earlier one still held. */
+function mergeDelta(held: StateDelta, next: StateDelta | undefined): void {
+  if (!next) return;
+  for (const [k, v] of Object.entries(next.set ?? {})) {
+    (held.set ??= {})[k] = v;
+    if (held.del) held.del = held.del.filter((d) => d !== k);
+  }
+  for (const k of next.del ?? []) {
+    if (held.set) delete held.set[k];
+    (held.del ??= []).push(k);
+  }
+}
+
 const iso = (ms: number) => new Date(ms).toISOString();
 const bytes = (b: readonly number[] | Float64Array) => ({ up: b[0]!, down: b[1]! });
 
@@ -68,6 +82,7 @@ export class CoreComponent implements Component {
   readonly buckets = new UsageBuckets();
   readonly sessions: Sessions;
   readonly outbound: OutboundBuckets;
+  readonly baselines = new Baselines();
   private settings: Settings;
   private readonly url: string;
   private readonly stateDir: string;
@@ -96,7 +111,13 @@ export class CoreComponent implements Component {
   private deliveries: Promise<void> = Promise.resolve();
   private intakes: Promise<void> = Promise.resolve();
   /** Taken from the buckets, not yet on disk (a failed spool write keeps them here). */
-  private readonly unspooled: { usage: Map<string, UsageRow>; outbound: Map<string, OutboundItem>; events: SessionEventEntryDto[]; changes: StateDelta } = { usage: new Map(), outbound: new Map(), events: [], changes: {} };
+  private readonly unspooled: { usage: Map<string, UsageRow>; baselines: StateDelta; outbound: Map<string, OutboundItem>; events: SessionEventEntryDto[]; changes: StateDelta } = {
+    usage: new Map(),
+    baselines: {},
+    outbound: new Map(),
+    events: [],
+    changes: {},
+  };
   private readonly unspooledBytes = new Float64Array(2);
   private spoolFailure: string | undefined;
   private readonly now: () => number;
@@ -123,9 +144,16 @@ export class CoreComponent implements Component {
       clientBytes: (cookie, user, port, rx, tx, wallMs) => {
         if (!this.running) return;
         this.buckets.clientBytes(cookie, user, port, rx, tx, wallMs);
+        this.baselines.bytes(cookie, rx, tx);
         this.sessions.attributed(cookie, user);
       },
-      clientConnection: (cookie, user, peer, port, closed, atMs) => this.running && this.sessions.connection(cookie, user, peer, port, closed, atMs),
+      clientConnection: (cookie, user, peer, port, closed, atMs) => {
+        if (!this.running) return;
+        this.sessions.connection(cookie, user, peer, port, closed, atMs);
+        if (closed) this.baselines.closed(cookie);
+      },
+      adoptBaseline: (cookie) => (this.running ? this.baselines.adoptBaseline(cookie) : undefined),
+      clientBase: (cookie, rx, tx) => this.running && this.baselines.clientBase(cookie, rx, tx),
       upstreamBytes: (role, peer, port, rx, tx) => this.running && this.outbound.upstreamBytes(role, peer, port, rx, tx),
     };
   }
@@ -162,6 +190,7 @@ export class CoreComponent implements Component {
       },
     });
     this.sessions.restore(this.spool.state('session'), this.now());
+    this.baselines.restore(this.spool.state('usage'), this.now());
     await this.loadSynced();
     await this.loadRegistration();
     this.every('intake', INTAKE_MS, () => this.intake());
@@ -516,7 +545,10 @@ export class CoreComponent implements Component {
 
   private async intakeOnce(): Promise<void> {
     if (!this.spool) return;
+    // The cells and the per-connection baselines they advance are taken together (no await in
+    // between), so the frame that spools the rows also carries exactly the baselines they reach.
     const { cells, overflow } = this.buckets.take();
+    mergeDelta(this.unspooled.baselines, this.baselines.takeDelta(this.now()));
     if (overflow[0] > 0 || overflow[1] > 0) this.book('overflow', overflow[0], overflow[1]);
     const rows = this.unspooled.usage;
     const ports = new Map((this.synced?.inbounds ?? []).map((i) => [i.port, i.nodeProtocolId]));
@@ -556,18 +588,7 @@ export class CoreComponent implements Component {
       else this.unspooled.events.push({ userId: e.userId, protocol: this.settings.protocol, eventType: e.type, occurredAt: iso(e.atMs), ipAddress: e.ip });
       this.metrics.sessionEvents.inc({ type: e.type });
     }
-    const changes = this.sessions.takeChanges();
-    if (changes) {
-      const held = this.unspooled.changes;
-      for (const [k, v] of Object.entries(changes.set ?? {})) {
-        (held.set ??= {})[k] = v;
-        if (held.del) held.del = held.del.filter((d) => d !== k);
-      }
-      for (const k of changes.del ?? []) {
-        if (held.set) delete held.set[k];
-        (held.del ??= []).push(k);
-      }
-    }
+    mergeDelta(this.unspooled.changes, this.sessions.takeChanges());
     try {
       await this.writeUnspooled();
       if (this.spoolFailure) {
@@ -586,9 +607,11 @@ export class CoreComponent implements Component {
   private async writeUnspooled(): Promise<void> {
     const spool = this.spool!;
     const u = this.unspooled;
-    if (u.usage.size > 0) {
+    const baselines = u.baselines.set || u.baselines.del ? u.baselines : undefined;
+    if (u.usage.size > 0 || baselines) {
       const usage = [...u.usage.values()];
-      const refused = await spool.append('usage', usage);
+      const refused = await spool.append('usage', usage, this.now(), baselines);
+      u.baselines = {};
       // Refused rows (the spool is full even after merging) are booked, so the books still balance.
       let up = 0;
       let down = 0;

@@ -203,9 +203,20 @@ export class ConnectionTracker {
     if (s < 0) return;
     this.adoptedSlot[s] = 1;
     this.adopted[this.role[s]!]++;
-    if (this.role[s] === ROLE_CLIENT) this.observeConnection(s, false, this.openedNs[s]!);
     this.baseRx[s] = r.rxBytes(p);
     this.baseTx[s] = r.txBytes(p);
+    const o = this.opts.observer;
+    if (this.role[s] === ROLE_CLIENT && o) {
+      // Bytes an earlier run already counted (kept by the observer) are not counted again; the
+      // ones it had not counted yet (since its last save, or while no agent ran) are.
+      const kept = o.adoptBaseline?.(this.cookie[s]!);
+      if (kept !== undefined && kept[0] <= this.baseRx[s]! && kept[1] <= this.baseTx[s]!) {
+        this.baseRx[s] = kept[0];
+        this.baseTx[s] = kept[1];
+      }
+      o.clientBase?.(this.cookie[s]!, this.baseRx[s]!, this.baseTx[s]!);
+      this.observeConnection(s, false, this.openedNs[s]!);
+    }
     this.srtt[s] = r.srttUs(p);
     this.retrans[s] = r.retransmits(p);
   }

@@ -26,6 +26,14 @@ export interface ClientBytesObserver {
    * `tx` sent by it. Same hot-path rules as clientBytes.
    */
   upstreamBytes?(role: 'upstream_dc' | 'upstream_other', peer: string, peerPort: number, rx: number, tx: number): void;
+  /**
+   * A client connection found already open (adopted, e.g. after an agent restart): the kernel
+   * counters up to which its bytes were already counted before, if the observer kept them (by
+   * socket cookie); the tracker then counts from there instead of from the counters now.
+   */
+  adoptBaseline?(cookie: number): readonly [number, number] | undefined;
+  /** The counters an adopted client connection is counted from (whatever adoptBaseline said). */
+  clientBase?(cookie: number, rx: number, tx: number): void;
 }
 
 /** telemt's upstreams (SOCKS, Shadowsocks), from /v1/stats/upstreams. */

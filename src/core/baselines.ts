@@ -2,8 +2,8 @@
 // the bytes already counted for it: for every live client connection (by socket cookie), the
 // kernel counters up to which its bytes were counted. Written with the usage rows they cover, in
 // the same spool frame, so after a crash rows and baselines agree: a connection that spans an
-// agent restart is billed neither from zero nor twice. Keys carry the kernel's boot id (socket
-// cookies are unique only within one boot).
+// agent restart is billed neither from zero nor twice. The kernel's boot id is kept with them
+// (socket cookies are unique only within one boot).
 import { readFileSync } from 'node:fs';
 import type { StateDelta } from './spool.js';
 
@@ -11,6 +11,8 @@ import type { StateDelta } from './spool.js';
 export const MAX_BASELINES = 1_000_000;
 /** A restored baseline no live connection claimed within this long after the start is dropped. */
 const UNCLAIMED_MS = 60_000;
+/** The state key holding the boot id the cookies belong to. */
+const BOOT_KEY = '~boot';
 
 export function bootId(): string {
   try {
@@ -31,28 +33,26 @@ export class Baselines {
   /** Restored baselines claimed by an adopted connection. */
   resumed = 0;
 
+  private bootWritten = false;
+
   constructor(private readonly boot: string = bootId()) {}
 
   get size(): number {
     return this.counted.size;
   }
 
-  private key(cookie: number): string {
-    return `${this.boot}|${cookie}`;
-  }
-
-  /** What the spool held (its `usage` state), for this boot only. */
+  /** What the spool held (its `usage` state: cookie -> [rx, tx], and BOOT_KEY), for this boot only. */
   restore(state: ReadonlyMap<string, unknown>, now: number): void {
     this.restored = new Map();
     this.restoredAt = now;
+    const sameBoot = state.get(BOOT_KEY) === this.boot;
     for (const [k, v] of state) {
-      const bar = k.lastIndexOf('|');
-      if (k.slice(0, bar) !== this.boot) {
-        this.gone.add(Number(k.slice(bar + 1)));
-        continue;
-      }
-      if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'number') this.restored.set(Number(k.slice(bar + 1)), [v[0], v[1]]);
+      if (k === BOOT_KEY) continue;
+      // Another boot's cookies name other sockets: forgotten.
+      if (!sameBoot) this.gone.add(Number(k));
+      else if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'number') this.restored.set(Number(k), [v[0], v[1]]);
     }
+    this.bootWritten = sameBoot;
   }
 
   adoptBaseline(cookie: number): readonly [number, number] | undefined {
@@ -94,15 +94,17 @@ export class Baselines {
     }
     if (this.dirty.size === 0 && this.gone.size === 0) return undefined;
     const delta: StateDelta = {};
-    if (this.dirty.size > 0) {
+    if (this.dirty.size > 0 || !this.bootWritten) {
       const set: Record<string, unknown> = {};
+      if (!this.bootWritten) set[BOOT_KEY] = this.boot;
+      this.bootWritten = true;
       for (const cookie of this.dirty) {
         const c = this.counted.get(cookie);
-        if (c) set[this.key(cookie)] = [c[0], c[1]];
+        if (c) set[cookie] = [c[0], c[1]];
       }
       delta.set = set;
     }
-    if (this.gone.size > 0) delta.del = [...this.gone].map((c) => this.key(c));
+    if (this.gone.size > 0) delta.del = [...this.gone].map(String);
     this.dirty.clear();
     this.gone.clear();
     return delta;

@@ -27,6 +27,17 @@ export function productionWiring(ctx: ComponentContext): Wiring {
   });
   const core = new CoreComponent(ctx, {
     upstreams: telemt.component,
+    // Core hears when usage cannot be exact: the kernel programs not loaded, telemt refusing us.
+    health: {
+      problems: () => {
+        const out: Array<{ code: string; message: string }> = [];
+        const k = ebpf?.readiness();
+        if (ctx.config().config.ebpf.enabled && k?.state === 'failed') out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running: ${k.reason ?? 'unknown reason'}` });
+        const t = telemt.component.readiness();
+        if (t.state === 'failed') out.push({ code: /unauthori[sz]ed/.test(t.reason ?? '') ? 'telemt_unauthorized' : 'telemt_unavailable', message: `telemt Control API: ${t.reason ?? 'failed'}` });
+        return out;
+      },
+    },
     users: {
       reconcile: (desired, prune) =>
         ctx.config().config.telemt.enabled ? telemtUsers.reconcile(desired, prune) : Promise.resolve({ ok: false, code: 'telemt_disabled', message: 'telemt.enabled is false: users cannot be applied (set core.apply_config: false)' }),

@@ -27,9 +27,9 @@ function nodeConfig(revision: number, users: Array<Record<string, unknown>>) {
   };
 }
 
-async function setup(prune: boolean) {
+async function setup(prune: boolean, telemtAuth = '') {
   const dir = await tempDir('mtlens-core-sync-');
-  const telemt = await new TelemtSim({ users: [{ name: 'alice', secret: SECRET.alice }, { name: 'bob', secret: SECRET.bob }, { name: 'dave', secret: SECRET.dave }] }).start();
+  const telemt = await new TelemtSim({ authHeader: telemtAuth, users: [{ name: 'alice', secret: SECRET.alice }, { name: 'bob', secret: SECRET.bob }, { name: 'dave', secret: SECRET.dave }] }).start();
   const core = await new CoreSim([CODE]).start();
   const yaml = (pruneUsers: boolean) => `
 agent: { state_dir: ${join(dir, 'state')} }
@@ -39,6 +39,7 @@ telemt:
   api_url: ${telemt.apiUrl}
   config_path: /nonexistent/telemt.toml
   poll: { fast_ms: 3600000, slow_ms: 3600000 }
+  auth_header: "agent-does-not-know"
 core:
   enabled: true
   url: ${core.url}
@@ -136,6 +137,20 @@ describe('Core config sync to telemt', () => {
       assert.equal(st.revision.applied, 12);
       assert.equal(s.telemt.mutations.length, before, 'never a half-applied set of users');
       assert.match(String(s.core.of('error').find((r) => r.body.code === 'config_invalid')!.body.message), /services\.mtproto\.inbounds\.0\.users\.1\.secret/);
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  it('telemt refusing the agent is reported to Core once (/node/error telemt_unauthorized), not at every heartbeat', async () => {
+    const s = await setup(false, 'the-real-telemt-header');
+    try {
+      await waitFor('reported', () => s.core.of('error').some((r) => r.body.code === 'telemt_unauthorized'));
+      const n = s.core.of('heartbeat').length;
+      await waitFor('three more heartbeats', () => s.core.of('heartbeat').length >= n + 3);
+      assert.equal(s.core.of('error').filter((r) => r.body.code === 'telemt_unauthorized').length, 1, 'deduplicated');
+      const text = JSON.stringify(s.core.of('error')) + s.t.log.text();
+      assert.ok(!text.includes('agent-does-not-know') && !text.includes('the-real-telemt-header'), 'no auth header anywhere');
     } finally {
       await s.cleanup();
     }

@@ -9,7 +9,7 @@ import type { ComponentContext } from '../agent.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER } from '../model/links.js';
-import type { ClientBytesObserver, DesiredUser, NodeAddressSource, UpstreamDirectory, UserAdmin } from '../model/usage.js';
+import type { ClientBytesObserver, CollectorHealth, DesiredUser, NodeAddressSource, UpstreamDirectory, UserAdmin } from '../model/usage.js';
 import type { Component, FlushCounts, ReadinessCheck } from '../runtime/components.js';
 import { CoreClient, type Registration } from './client.js';
 import { misfit, NodeConfig, type SessionEventEntryDto, type UsageEntryDto } from './contract.js';
@@ -39,6 +39,8 @@ export interface CoreDeps {
   users?: UserAdmin;
   /** telemt's reported public host, for registration and heartbeats when unset in the config. */
   address?: NodeAddressSource;
+  /** The collectors' problems Core should hear of (eBPF not loaded, telemt unauthorized), checked at each heartbeat. */
+  health?: CollectorHealth;
   /** telemt's SOCKS/Shadowsocks upstreams, for outbound usage tags. */
   upstreams?: UpstreamDirectory;
   /** Wall clock (tests may shift it). */
@@ -402,6 +404,8 @@ export class CoreComponent implements Component {
       this.every('deliver', 0, () => this.deliverAll(false));
     }
     this.needSync = r.value.needSync === true;
+    // Failures Core should see, deduplicated and rate-limited by reportError.
+    for (const p of this.deps.health?.problems() ?? []) await this.reportError(p.code, p.message, {});
     if (this.needSync || this.synced === undefined || this.synced.reported !== this.synced.revision) this.every('sync', 0, () => this.sync());
   }
 
@@ -504,17 +508,18 @@ export class CoreComponent implements Component {
    * rate-limited (10 a minute); best effort, never spooled. Messages are built here: no secrets.
    */
   private async reportError(code: string, message: string, details: Record<string, unknown>): Promise<void> {
+    const now = this.now();
+    const key = `${code}\u0000${message}`;
+    // The same problem again within 5 minutes: already logged, published and reported.
+    if ((this.errorsSent.get(key) ?? -Infinity) > now - 300_000) return;
+    if (this.errorsSent.size > 256) this.errorsSent.clear();
+    this.errorsSent.set(key, now);
     this.publishError(code, message);
     this.ctx.logger.warn({ code, message }, 'Core error reported');
     if (!this.callable()) return;
-    const now = this.now();
-    const key = `${code}\u0000${message}`;
-    if ((this.errorsSent.get(key) ?? 0) > now - 300_000) return;
     this.errorWindow = this.errorWindow.filter((t) => t > now - 60_000);
     if (this.errorWindow.length >= 10) return;
     this.errorWindow.push(now);
-    if (this.errorsSent.size > 256) this.errorsSent.clear();
-    this.errorsSent.set(key, now);
     await this.client!.error({ message, code, details });
   }
 

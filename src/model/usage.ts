@@ -69,3 +69,9 @@ export interface UserAdmin {
 export interface NodeAddressSource {
   publicHost(): string | undefined;
 }
+
+/** A collector's health as Core should hear of it (the readiness checks of eBPF and telemt). */
+export interface CollectorHealth {
+  /** Current problems: `code` is stable (e.g. `ebpf_not_loaded`), `message` names no secret. */
+  problems(): Array<{ code: string; message: string }>;
+}

@@ -27,6 +27,7 @@ export function productionWiring(ctx: ComponentContext): Wiring {
   });
   const core = new CoreComponent(ctx, {
     upstreams: telemt.component,
+    address: { publicHost: () => (ctx.config().config.telemt.enabled ? telemtUsers.publicHost() : Promise.resolve(undefined)) },
     // Core hears when usage cannot be exact: the kernel programs not loaded, telemt refusing us.
     health: {
       problems: () => {

@@ -75,6 +75,10 @@ describe('Core config sync to telemt', () => {
         { id: 'erin', secret: ERIN, dataQuotaBytes: 1_000_000 },
       ]);
       await waitFor('revision 11 applied and reported', () => s.core.of('applied').some((r) => r.body.revision === 11));
+      // host and ip unset in the config: what telemt's links carry.
+      const reg = s.core.of('register')[0]!.body;
+      assert.deepEqual([reg.host, reg.ip], ['127.0.0.1', '127.0.0.1']);
+      assert.equal(s.core.of('heartbeat')[0]!.body.ip, '127.0.0.1');
       const m = s.telemt.mutations;
       assert.deepEqual(
         m.map((x) => `${x.method} ${x.user} ${x.status}`),

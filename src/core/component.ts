@@ -122,6 +122,8 @@ export class CoreComponent implements Component {
   };
   private readonly unspooledBytes = new Float64Array(2);
   private spoolFailure: string | undefined;
+  /** The IP heartbeats carry, resolved once (config, else telemt, else this host). */
+  private knownIp: string | undefined;
   private readonly now: () => number;
   private errorsSent = new Map<string, number>();
   private errorWindow: number[] = [];
@@ -211,6 +213,7 @@ export class CoreComponent implements Component {
     if (!changed.some((p) => p.startsWith('core.'))) return;
     const was = this.settings;
     this.settings = next.config.core;
+    this.knownIp = undefined;
     this.spool?.setMaxBytes(this.settings.spool.max_bytes);
     if (!was.enabled && this.settings.enabled) await this.open();
     else if (was.enabled && !this.settings.enabled) await this.close();
@@ -319,13 +322,16 @@ export class CoreComponent implements Component {
   }
 
   /** What is sent to POST /node/register: the config's values, else what telemt reports. */
-  registerDto(): RegisterDto {
-    return registrationDto(this.ctx.config().config, this.deps.address?.publicHost());
+  async registerDto(): Promise<RegisterDto> {
+    const reg = this.settings.registration;
+    // telemt is asked only for what the config leaves unset.
+    const telemtHost = reg.host !== undefined && reg.ip !== undefined ? undefined : await this.deps.address?.publicHost().catch(() => undefined);
+    return registrationDto(this.ctx.config().config, telemtHost);
   }
 
-  private heartbeatIp(): string | undefined {
-    const ip = this.registerDto().ip;
-    return ip === '' ? undefined : ip;
+  private async heartbeatIp(): Promise<string | undefined> {
+    this.knownIp ??= (await this.registerDto()).ip;
+    return this.knownIp === '' ? undefined : this.knownIp;
   }
 
   private async register(): Promise<void> {
@@ -335,7 +341,7 @@ export class CoreComponent implements Component {
       this.startProtocol(0);
       return;
     }
-    const dto = this.registerDto();
+    const dto = await this.registerDto();
     if (dto.code === '') {
       this.state = 'unregistered';
       this.reason = 'not registered: set core.registration.code (or run `mtlens core register`)';
@@ -391,7 +397,8 @@ export class CoreComponent implements Component {
   private async heartbeat(): Promise<void> {
     if (!this.callable()) return;
     const revision = this.synced?.revision;
-    const r = await this.client!.heartbeat({ ...(this.heartbeatIp() ? { ip: this.heartbeatIp()! } : {}), ...(revision !== undefined ? { revision } : {}) });
+    const ip = await this.heartbeatIp();
+    const r = await this.client!.heartbeat({ ...(ip ? { ip } : {}), ...(revision !== undefined ? { revision } : {}) });
     if (!r.ok) {
       this.lastHeartbeat = { at: this.now(), result: r.error };
       this.afterFailure(r);

@@ -65,9 +65,9 @@ export interface UserAdmin {
   reconcile(desired: readonly DesiredUser[], prune: boolean): Promise<UserAdminResult>;
 }
 
-/** What telemt reports about this node's public address (its links' host), when it does. */
+/** What telemt reports about this node's public address (the host its user links carry), when it does. */
 export interface NodeAddressSource {
-  publicHost(): string | undefined;
+  publicHost(): Promise<string | undefined>;
 }
 
 /** A collector's health as Core should hear of it (the readiness checks of eBPF and telemt). */

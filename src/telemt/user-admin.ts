@@ -5,7 +5,7 @@
 // returned for Core to be told. Secrets are compared through telemt's links (they embed the
 // secret) and never leave this module.
 import { z } from 'zod';
-import type { DesiredUser, UserAdmin, UserAdminResult } from '../model/usage.js';
+import type { DesiredUser, NodeAddressSource, UserAdmin, UserAdminResult } from '../model/usage.js';
 import { describeFailure, TelemtClient, type ClientSettings, type TelemtFailure } from './client.js';
 
 const ATTEMPTS = 4;
@@ -52,8 +52,21 @@ function patchFor(current: Listed, d: DesiredUser): Record<string, unknown> | un
 
 const refusal = (f: TelemtFailure): UserAdminResult => ({ ok: false, code: f.kind === 'api' ? f.code : f.kind, message: describeFailure(f) });
 
-export class TelemtUserAdmin implements UserAdmin {
+export class TelemtUserAdmin implements UserAdmin, NodeAddressSource {
   constructor(private readonly settings: () => ClientSettings) {}
+
+  /** The host telemt puts in its users' links (`general.links.public_host`, else what it detected). */
+  async publicHost(): Promise<string | undefined> {
+    const listed = await new TelemtClient(this.settings()).get('/v1/users', Listed);
+    if (!listed.ok) return undefined;
+    for (const u of listed.data) {
+      for (const link of [...(u.links?.tls ?? []), ...(u.links?.secure ?? []), ...(u.links?.classic ?? [])]) {
+        const m = /[?&]server=([^&]+)/.exec(link);
+        if (m) return decodeURIComponent(m[1]!);
+      }
+    }
+    return undefined;
+  }
 
   async reconcile(desired: readonly DesiredUser[], prune: boolean): Promise<UserAdminResult> {
     const client = new TelemtClient(this.settings());

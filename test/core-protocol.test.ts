@@ -193,3 +193,30 @@ describe('Core config sync', () => {
     }
   });
 });
+
+describe('Core over HTTPS', () => {
+  it('verifies Core against core.tls.ca_file, and a reloaded CA applies live', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { tempDir } = await import('./helpers/agent.js');
+    const dir = await tempDir('mtlens-core-tls-');
+    const cert = join(dir, 'core.pem');
+    const key = join(dir, 'core.key');
+    const other = join(dir, 'other.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=other', '-keyout', join(dir, 'other.key'), '-out', other], { stdio: 'ignore' });
+    const sim = await new CoreSim([CODE], { cert: await readFile(cert), key: await readFile(key) }).start();
+    const h = await coreHarness({ sim, extra: [`tls: { ca_file: ${other} }`] });
+    try {
+      // A CA that did not sign Core's certificate: nothing is sent, so nothing can leak.
+      await waitFor('registration refused by TLS', async () => /registration failed: not sent/.test((await h.status()).check));
+      assert.equal(sim.received.length, 0, 'no request reached Core');
+      await h.t.rewrite(coreYaml(sim.url, h.stateDir, [`tls: { ca_file: ${cert} }`]));
+      assert.equal((await h.t.request('/admin/reload', { method: 'POST' })).status, 200);
+      await waitFor('registered over HTTPS', async () => (await h.status()).last_heartbeat?.result === 'ok');
+      assert.equal(sim.of('register').length, 1);
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+});

@@ -25,7 +25,7 @@ export type Result<T> =
 export interface CoreClientOptions {
   url: string;
   timeoutMs: () => number;
-  ca: Buffer | undefined;
+  ca?: Buffer | undefined;
   metrics: CoreMetrics;
   /** Any route answered 401 (the key was revoked). */
   onUnauthorized(route: string): void;
@@ -38,6 +38,11 @@ export class CoreClient {
 
   setKey(key: string): void {
     this.key = key;
+  }
+
+  /** A new CA bundle (core.tls.ca_file reloaded); undefined: the system CAs. */
+  setCa(ca: Buffer | undefined): void {
+    this.opts.ca = ca;
   }
 
   register(dto: RegisterNodeDto): Promise<Result<Registration>> {

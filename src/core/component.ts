@@ -214,10 +214,15 @@ export class CoreComponent implements Component {
     const was = this.settings;
     this.settings = next.config.core;
     this.knownIp = undefined;
+    if (this.client && (changed.includes('core.tls.ca_file') || changed.includes('core.tls'))) this.client.setCa(this.settings.tls.ca_file ? await readFile(this.settings.tls.ca_file) : undefined);
     this.spool?.setMaxBytes(this.settings.spool.max_bytes);
     if (!was.enabled && this.settings.enabled) await this.open();
     else if (was.enabled && !this.settings.enabled) await this.close();
-    else if (this.running && !this.registration && changed.includes('core.registration.code')) this.every('register', 0, () => this.register());
+    // Not registered yet (a new code, a new CA): try again now. A revoked node waits for `mtlens core register`.
+    else if (this.running && !this.registration && this.state !== 'revoked') {
+      this.failures.delete('register');
+      this.every('register', 0, () => this.register());
+    }
     // Intervals apply at their next tick; prune, apply_config, protocol and timeouts at their next use.
   }
 

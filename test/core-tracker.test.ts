@@ -72,3 +72,47 @@ test('tracker deltas reach Core exactly: usage per user across the join, outboun
   assert.deepEqual(st.usage_bytes.seen, { up: 1600, down: 99 });
   assert.deepEqual(st.usage_bytes.delivered, { up: 1600, down: 99 });
 });
+
+test('a long-lived connection is billed minute by minute as snapshots count its bytes, not at close', async (t) => {
+  const sim = await new CoreSim([CODE]).start();
+  sim.config = { revision: 5, clientMap: { alice: { userId: 1, subscriptionId: 2 } }, services: { mtproto: { inbounds: [{ tag: 'mt', nodeProtocolId: 7, port: 443, users: [] }] } } };
+  let ebpf: EbpfComponent | undefined;
+  const a = await buildAgent(coreYaml(sim.url, join(await tempDir('mtlens-core-min-'), 'state'), ['apply_config: false']), {
+    env: { CORE_CODE: CODE },
+    wire: (ctx) => {
+      const core = new CoreComponent(ctx);
+      ebpf = new EbpfComponent(ctx, { users: { userFor: (ip) => (ip === '10.0.0.2' ? 'alice' : '~unknown') }, userSeries: new UserSeriesBudget(100, ctx.registry), clientBytes: core.observer });
+      return { components: [core, ebpf], routers: [coreRoutes(core)] };
+    },
+  });
+  const realNow = Date.now;
+  t.after(async () => {
+    Date.now = realNow;
+    await a.cleanup();
+    await sim.stop();
+  });
+  await a.agent.start();
+  await waitFor('config 5 reported', () => sim.of('applied').some((r) => r.body.revision === 5));
+  const tracker = ebpf!.tracker;
+  // The wall clock the kernel side reads when it counts: three minutes of one download.
+  const minute0 = Math.floor(realNow() / 60_000) * 60_000 - 3 * 60_000;
+  const at = (m: number) => {
+    Date.now = () => minute0 + m * 60_000 + 1000;
+  };
+  at(0);
+  ingest(tracker, [{ kind: 'open', cookie: 1, peer: 2 }]);
+  tracker.applySnapshotPass(recordBuffer([{ kind: 'snapshot', cookie: 1, peer: 2, rx: 100, tx: 1_000_000 }]), 1, 3e9, () => undefined);
+  at(1);
+  tracker.applySnapshotPass(recordBuffer([{ kind: 'snapshot', cookie: 1, peer: 2, rx: 150, tx: 3_000_000 }]), 1, 63e9, () => undefined);
+  at(2);
+  ingest(tracker, [{ kind: 'close', cookie: 1, peer: 2, rx: 160, tx: 3_500_000 }]);
+  Date.now = realNow;
+  assert.equal((await a.request('/admin/flush', { method: 'POST' })).status, 200);
+  await waitFor('usage at Core', () => sim.usage().length >= 3);
+  const rows = sim.usage().map((e) => [e.recordedAt, e.bytesUp, e.bytesDown]).sort();
+  assert.deepEqual(rows, [
+    [new Date(minute0).toISOString(), 100, 1_000_000],
+    [new Date(minute0 + 60_000).toISOString(), 50, 2_000_000],
+    [new Date(minute0 + 120_000).toISOString(), 10, 500_000],
+  ]);
+});

@@ -269,3 +269,43 @@ describe('Core usage with a full disk', () => {
     }
   });
 });
+
+describe('Core usage with a tiny spool', () => {
+  it('merges adjacent minutes near the bound while Core is down: bytes conserved to the byte, merging counted', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    sim.config = CONFIG;
+    const h = await coreHarness({ sim, extra: ['spool: { max_bytes: 65536 }'] });
+    try {
+      await waitFor('config applied and reported', () => sim.of('applied').some((r) => r.body.revision === 3));
+      await sim.down();
+      const expected = new Map<number, [number, number]>([[1, [0, 0]], [2, [0, 0]]]);
+      const base = Math.floor(Date.now() / 60_000) * 60_000 - 2000 * 60_000;
+      for (let m = 0; m < 2000; m++) {
+        h.core.observer.clientBytes(m, 'uuid-alice', PORT, m + 1, 3 * m + 2, base + m * 60_000);
+        h.core.observer.clientBytes(m, 'uuid-bob', PORT, 11, 13, base + m * 60_000);
+        expected.get(1)![0] += m + 1;
+        expected.get(1)![1] += 3 * m + 2;
+        expected.get(2)![0] += 11;
+        expected.get(2)![1] += 13;
+        if (m % 100 === 99) await h.core.spoolNow();
+      }
+      await h.core.spoolNow();
+      const st = await h.status();
+      assert.ok(st.spool.bytes <= 65536, `spool ${st.spool.bytes} within the bound`);
+      assert.ok(st.usage_bytes.merged.up > 0, 'merging happened and is counted');
+      assert.equal(st.spool.dropped.usage, 0);
+      await sim.up();
+      await waitFor('delivered', async () => {
+        await flush(h);
+        return (await h.status()).spool.rows.usage === 0;
+      });
+      assertExact(sim, expected, 'bytes conserved through merging');
+      assert.ok(sim.usage().length < 4000, `time resolution lost: ${sim.usage().length} rows for 4000 user-minutes`);
+      const m = await h.metrics();
+      assert.ok((sample(m, 'mtlens_core_usage_bytes_total{direction="up",state="merged"}') ?? 0) > 0);
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+});

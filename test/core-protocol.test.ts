@@ -129,6 +129,10 @@ describe('Core config sync', () => {
       await waitFor('heartbeat with revision 7', () => sim.of('heartbeat').some((r) => r.body.revision === 7));
       assert.equal(sim.of('applied').length, 1, 'reported once');
 
+      const events: Array<{ type: string; data: unknown }> = [];
+      h.t.agent.events.onEvent((type, data) => {
+        if (type.startsWith('core.')) events.push({ type, data });
+      });
       // A shape we cannot read: reported, the last good config kept, never reported applied.
       sim.config = { revision: 8, clientMap: { 'uuid-a': { userId: 'not-a-number' } }, services: {} };
       await waitFor('error reported', () => sim.of('error').some((r) => r.body.code === 'config_invalid'));
@@ -145,6 +149,9 @@ describe('Core config sync', () => {
       await waitFor('applied 9', () => sim.of('applied').some((r) => r.body.revision === 9));
       const saved = JSON.parse(await readFile(join(h.stateDir, 'core-config.json'), 'utf8')) as { revision: number };
       assert.equal(saved.revision, 9);
+      // The same reach /events and OTLP logs.
+      assert.ok(events.some((e) => e.type === 'core.error' && (e.data as { code: string }).code === 'config_invalid'));
+      assert.ok(events.some((e) => e.type === 'core.config.applied' && (e.data as { revision: number }).revision === 9));
     } finally {
       await h.cleanup();
       await sim.stop();

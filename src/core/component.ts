@@ -156,6 +156,7 @@ export class CoreComponent implements Component {
         this.sessions.connection(cookie, user, peer, port, closed, atMs);
         if (closed) this.baselines.closed(cookie);
       },
+      clientJoined: (cookie, user) => this.running && this.sessions.attributed(cookie, user),
       adoptBaseline: (cookie) => (this.running ? this.baselines.adoptBaseline(cookie) : undefined),
       clientBase: (cookie, rx, tx) => this.running && this.baselines.clientBase(cookie, rx, tx),
       upstreamBytes: (role, peer, port, rx, tx) => this.running && this.outbound.upstreamBytes(role, peer, port, rx, tx),

@@ -473,6 +473,7 @@ export class ConnectionTracker {
     if (!final && (user === UNKNOWN_USER || user === AMBIGUOUS_USER)) return;
     this.userName[s] = user;
     this.userCell[s] = this.opts.userTotals(user);
+    this.opts.observer?.clientJoined?.(this.cookie[s]!, user);
     this.settleUser(s);
   }
 

@@ -32,6 +32,8 @@ export interface ClientBytesObserver {
    * socket cookie); the tracker then counts from there instead of from the counters now.
    */
   adoptBaseline?(cookie: number): readonly [number, number] | undefined;
+  /** A client connection was joined to its user (telemt named its peer IP), bytes or not. */
+  clientJoined?(cookie: number, user: string): void;
   /** The counters an adopted client connection is counted from (whatever adoptBaseline said). */
   clientBase?(cookie: number, rx: number, tx: number): void;
 }

@@ -84,6 +84,9 @@ describe('Core revoking the key (401)', () => {
     const h = await coreHarness({ sim });
     try {
       await waitFor('registered', async () => (await h.status()).last_heartbeat?.result === 'ok');
+      const events: string[] = [];
+      h.t.agent.events.onEvent((type, data) => events.push(`${type} ${JSON.stringify(data)}`));
+      const key = JSON.parse(await readFile(join(h.stateDir, REGISTRATION_FILE), 'utf8')).authKey as string;
       sim.revoke();
       await waitFor('revoked', async () => (await h.status()).state === 'revoked');
       const st = await h.status();
@@ -96,6 +99,8 @@ describe('Core revoking the key (401)', () => {
       await waitFor('three heartbeat periods', () => Date.now() > until);
       assert.equal(sim.received.length, calls, 'no request to Core while revoked');
       assert.equal(h.t.log.lines.filter((l) => /refused the node key/.test(String(l['msg']))).length, 1, 'logged once');
+      assert.ok(events.some((e) => e.startsWith('core.error') && e.includes('revoked')), 'core.error published');
+      assert.ok(!events.join('\n').includes(key) && !events.join('\n').includes(CODE), 'no secret in events');
 
       // The operator registers again with the real CLI; the running agent picks the key up.
       const cfg = join(h.t.dir, 'register.yaml');

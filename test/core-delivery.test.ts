@@ -309,3 +309,34 @@ describe('Core usage with a tiny spool', () => {
     }
   });
 });
+
+describe('Core stopping while Core hangs', () => {
+  it('the agent stops within its deadline; the batch in flight stays spooled, marked, and goes again after the restart', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    sim.config = CONFIG;
+    const h = await synced(sim);
+    let again: CoreHarness | undefined;
+    try {
+      sim.fail('usage', { mode: 'slow', ms: 30_000 });
+      const expected = feed(h, 20, 9);
+      void flush(h).catch(() => undefined);
+      await waitFor('a delivery in flight', () => sim.received.some((r) => r.route === 'usage'));
+      const started = Date.now();
+      await h.t.agent.stop('test', Date.now() + 9000);
+      assert.ok(Date.now() - started < 9000, `stopped in ${Date.now() - started} ms`);
+      sim.heal();
+      sim.received.length = 0;
+      again = await coreHarness({ sim, stateDir: h.stateDir });
+      await waitFor('delivered after the restart', async () => {
+        await flush(again!);
+        return (await again!.status()).spool.rows.usage === 0 && sim.usage().length > 0;
+      });
+      assertExact(sim, expected, 'the batch went again, whole');
+      assert.equal((await again.status()).ambiguous_deliveries, 1, 'counted as ambiguous: its first send had no answer');
+    } finally {
+      await again?.cleanup();
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+});

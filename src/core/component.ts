@@ -233,17 +233,23 @@ export class CoreComponent implements Component {
     await this.intake().catch(() => undefined);
     const left = deadline - Date.now();
     if (left > 2000 && this.state === 'registered' && this.now() >= this.pausedUntil) {
-      await Promise.race([this.deliverAll(true).catch(() => undefined), new Promise((r) => setTimeout(r, Math.min(left - 1000, this.settings.timeout_ms)))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.deliverAll(true).catch(() => undefined), new Promise((r) => (timer = setTimeout(r, Math.min(left - 1000, this.settings.timeout_ms))))]);
+      clearTimeout(timer);
     }
-    await this.close();
+    await this.close(deadline);
     this.state = 'stopped';
   }
 
-  private async close(): Promise<void> {
+  private async close(deadline = Date.now() + 5000): Promise<void> {
     this.running = false;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
-    await Promise.allSettled([...this.busy.values()]);
+    // A request to Core still waiting is not waited for past the deadline: its batch keeps its
+    // mark in the spool and goes again (as ambiguous) after the restart.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.busy.values()]), new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now() - 500))))]);
+    clearTimeout(timer);
     await this.spool?.close();
     this.spool = undefined;
     this.state = this.settings.enabled ? 'stopped' : 'disabled';

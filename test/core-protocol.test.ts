@@ -232,3 +232,24 @@ describe('Core over HTTPS', () => {
     }
   });
 });
+
+describe('mtlens core register', () => {
+  it('fails with exit 1 and a reason naming no secret when Core refuses the code', async () => {
+    const sim = await new CoreSim(['another-code']).start();
+    const { tempDir } = await import('./helpers/agent.js');
+    const dir = await tempDir('mtlens-core-cli-');
+    const cfg = join(dir, 'c.yaml');
+    await writeFile(cfg, coreYaml(sim.url, join(dir, 'state')));
+    try {
+      const r = await runCli(['core', 'register', '--config', cfg], { env: { CORE_CODE: CODE } });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /Core refused the registration: HTTP 400/);
+      assert.ok(!r.stderr.includes(CODE) && !r.stdout.includes(CODE));
+      const empty = await runCli(['core', 'register', '--config', cfg], { env: { CORE_CODE: '' } });
+      assert.equal(empty.code, 1);
+      assert.match(empty.stderr, /core\.registration\.code is empty/);
+    } finally {
+      await sim.stop();
+    }
+  });
+});

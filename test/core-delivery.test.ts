@@ -165,6 +165,12 @@ describe('Core usage delivery', () => {
       const expected = feed(h, 20, 5);
       await flush(h);
       await waitFor('stored once, answer lost', () => sim.of('usage').length >= 1);
+      // The resend fails a few times first: still one ambiguous batch.
+      sim.fail('usage', { mode: 'status', status: 502 });
+      await waitFor('resend refused twice', async () => {
+        await flush(h);
+        return sim.of('usage', false).length >= 3;
+      });
       sim.heal();
       await flush(h);
       await waitFor('resent and acknowledged', async () => (await h.status()).spool.rows.usage === 0);

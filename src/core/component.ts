@@ -110,6 +110,8 @@ export class CoreComponent implements Component {
   private readonly mergedBytes = new Float64Array(2);
   private readonly unattributed = new Map<string, Float64Array>();
   private ambiguous = 0;
+  /** The last batch of each kind counted as ambiguous (by key). */
+  private readonly ambiguousCounted = new Map<SpoolKind, string>();
   private deliveries: Promise<void> = Promise.resolve();
   private intakes: Promise<void> = Promise.resolve();
   /** Taken from the buckets, not yet on disk (a failed spool write keeps them here). */
@@ -736,7 +738,9 @@ export class CoreComponent implements Component {
   /** One batch: true when Core accepted it (the next may go), false to stop for now. */
   private async deliver(batch: Batch): Promise<boolean> {
     const spool = this.spool!;
-    if (batch.resend) {
+    // Counted once per batch, however many attempts its resend takes.
+    if (batch.resend && this.ambiguousCounted.get(batch.kind) !== batch.key) {
+      this.ambiguousCounted.set(batch.kind, batch.key);
       this.ambiguous++;
       this.metrics.ambiguous.inc();
     }

@@ -10,6 +10,7 @@ import { bearerToken } from './config/sections/self-telemetry.js';
 import { rotateToken } from './token-rotate.js';
 import { tlsFingerprint } from './tls-fingerprint.js';
 import { removePidFile, writePidFile } from './runtime/pid-file.js';
+import { registerNode } from './core/register.js';
 import { buildInfo } from './runtime/build-info.js';
 import { productionWiring } from './wiring.js';
 
@@ -28,6 +29,9 @@ commands:
   tls fingerprint --config PATH [--json]
                                  the control API certificate's SHA-256 fingerprint and
                                  public-key pin (for curl --pinnedpubkey)
+  core register [--config PATH]  register this node with Core now (core.registration.code)
+                                 and store its key in agent.state_dir; a running agent
+                                 picks the new key up within seconds
 `;
 
 const STOP_BUDGET_MS = 10_000;
@@ -158,6 +162,27 @@ async function token(args: string[]): Promise<number> {
   }
 }
 
+async function core(args: string[]): Promise<number> {
+  if (args[0] !== 'register') {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const path = configPath(args.slice(1));
+  const result = await loadConfigFile(path);
+  if (!result.ok) {
+    process.stderr.write(`mtlens: invalid config ${path}:\n`);
+    for (const e of result.errors) process.stderr.write(`  ${formatError(e)}\n`);
+    return 1;
+  }
+  const r = await registerNode(result.loaded.config);
+  if (!r.ok) {
+    process.stderr.write(`mtlens core register: ${r.error}\n`);
+    return 1;
+  }
+  process.stdout.write(`registered with Core as node ${String(r.nodeId)}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -184,6 +209,8 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(out.stderr);
         return out.code;
       }
+      case 'core':
+        return await core(rest);
       case 'help':
       case '--help':
       case '-h':

@@ -2,20 +2,24 @@
 // areas it serves. Production calls it with no edges; tests call the same function with fakes
 // at the edges (another kernel build, a fixed IP -> user directory, a recorded discovery feed).
 import { connectionRoutes } from './api/routes/connections.js';
+import { coreRoutes } from './api/routes/core.js';
 import { discoveryRoutes } from './api/routes/discovery.js';
 import { ebpfRoutes } from './api/routes/ebpf.js';
 import { exportRoutes } from './api/routes/export.js';
 import { telemtRoutes } from './api/routes/telemt.js';
 import type { Wiring } from './agent.js';
+import { CoreComponent, type CoreDeps } from './core/component.js';
 import { EbpfComponent, type EbpfArtifacts } from './ebpf/component.js';
 import { OtlpComponent } from './export/otlp/component.js';
 import type { DiscoverySink, UserDirectory } from './model/links.js';
+import type { CollectorHealth } from './model/usage.js';
 import { UserSeriesBudget } from './model/user-series.js';
 import type { ComponentContext } from './runtime/component.js';
 import { TelemtComponent } from './telemt/component.js';
+import { TelemtUserAdmin } from './telemt/user-admin.js';
 import { ActiveIpDirectory } from './telemt/user-directory.js';
 
-export const CAPABILITIES = ['otlp', 'ebpf', 'telemt'] as const;
+export const CAPABILITIES = ['otlp', 'core', 'ebpf', 'telemt'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
 /** What a test may replace; production passes none of these. */
@@ -30,12 +34,15 @@ export interface Edges {
   discovery?: DiscoverySink;
   /** Where /proc is, for telemt's process discovery. */
   procRoot?: string;
+  /** Core's links to telemt and the collectors, instead of the real ones. */
+  coreDeps?: CoreDeps;
 }
 
 export interface AgentWiring extends Wiring {
   /** The one budget of per-user series, shared by telemt's and the kernel's metrics. */
   userSeries: UserSeriesBudget;
   otlp?: OtlpComponent;
+  core?: CoreComponent;
   ebpf?: EbpfComponent;
   telemt?: TelemtComponent;
 }
@@ -51,8 +58,14 @@ export function productionWiring(ctx: ComponentContext, edges: Edges = {}): Agen
     w.otlp = new OtlpComponent(ctx);
     w.routers.push(exportRoutes(w.otlp));
   }
+  if (wanted('core')) {
+    // The Core node agent bills the kernel's client bytes (the eBPF side tells it each one) and
+    // applies Core's users to telemt through its Control API.
+    w.core = new CoreComponent(ctx, edges.coreDeps ?? coreLinks(ctx, w));
+    w.routers.push(coreRoutes(w.core));
+  }
   if (wanted('ebpf')) {
-    w.ebpf = new EbpfComponent(ctx, { users: edges.users ?? directory, userSeries }, edges.ebpfArtifacts);
+    w.ebpf = new EbpfComponent(ctx, { users: edges.users ?? directory, userSeries, ...(w.core ? { clientBytes: w.core.observer } : {}) }, edges.ebpfArtifacts);
     w.routers.push(ebpfRoutes(w.ebpf), connectionRoutes(w.ebpf));
   }
   if (wanted('telemt')) {
@@ -62,7 +75,36 @@ export function productionWiring(ctx: ComponentContext, edges: Edges = {}): Agen
     w.routers.push(telemtRoutes(w.telemt), discoveryRoutes(w.telemt));
   }
   // Started in this order, stopped in reverse: OTLP stops last, exporting what the collectors
-  // publish while they stop; the kernel watch is up before telemt discovery arrives.
-  w.components.push(...[w.otlp, w.ebpf, w.telemt].filter((c) => c !== undefined));
+  // publish while they stop; Core stops after the collectors, so what they count while stopping
+  // still reaches its spool; the kernel watch is up before telemt discovery arrives.
+  w.components.push(...[w.otlp, w.core, w.ebpf, w.telemt].filter((c) => c !== undefined));
   return w;
+}
+
+/** Core's links to telemt and the collectors, read when used (they are built after Core). */
+function coreLinks(ctx: ComponentContext, w: AgentWiring): CoreDeps {
+  const telemtUsers = new TelemtUserAdmin(() => {
+    const t = ctx.config().config.telemt;
+    return { apiUrl: t.api_url, authHeader: t.auth_header, timeoutMs: t.timeout_ms };
+  });
+  // Core hears when usage cannot be exact: the kernel programs not loaded, telemt refusing us.
+  const health: CollectorHealth = {
+    problems: () => {
+      const out: Array<{ code: string; message: string }> = [];
+      const k = w.ebpf?.readiness();
+      if (ctx.config().config.ebpf.enabled && k?.state === 'failed') out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running: ${k.reason ?? 'unknown reason'}` });
+      const t = w.telemt?.readiness();
+      if (t?.state === 'failed') out.push({ code: /unauthori[sz]ed/.test(t.reason ?? '') ? 'telemt_unauthorized' : 'telemt_unavailable', message: `telemt Control API: ${t.reason ?? 'failed'}` });
+      return out;
+    },
+  };
+  return {
+    upstreams: { upstreamTag: (ip, port) => w.telemt?.upstreamTag(ip, port) },
+    address: { publicHost: () => (ctx.config().config.telemt.enabled ? telemtUsers.publicHost() : Promise.resolve(undefined)) },
+    health,
+    users: {
+      reconcile: (desired, prune) =>
+        ctx.config().config.telemt.enabled ? telemtUsers.reconcile(desired, prune) : Promise.resolve({ ok: false, code: 'telemt_disabled', message: 'telemt.enabled is false: users cannot be applied (set core.apply_config: false)' }),
+    },
+  };
 }

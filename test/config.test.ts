@@ -41,7 +41,7 @@ metrics: {}
       'logging.level: expected one of "trace", "debug", "info", "warn", "error", "fatal", "silent", got "loud"',
       'ebpf.ringbuf_bytes: expected a power of two between 65536 and 1073741824, got 1000000',
       'ebpf.watch.ports[1]: expected a number <= 65535, got 70000',
-      'metrics: unknown key; expected one of: agent, self_telemetry, logging, ebpf, telemt, otlp',
+      'metrics: unknown key; expected one of: agent, self_telemetry, logging, ebpf, telemt, otlp, core',
     ]));
     assert.match(r.stderr, /: 8 error\(s\)/);
   });

@@ -132,13 +132,15 @@ async function checkFiles(config: Config): Promise<ConfigError[]> {
     files.push(['self_telemetry.tls.key_file', config.self_telemetry.tls.key_file]);
   }
   if (config.otlp.enabled && !config.otlp.insecure) files.push(['otlp.ca_file', config.otlp.ca_file]);
+  if (config.core.enabled) files.push(['core.tls.ca_file', config.core.tls.ca_file]);
   const errors: ConfigError[] = [];
   // Without a usable state_dir the agent would run on, persisting nothing, and only log it. Only
   // telemt keeps state (counter continuity): without it the folder is never touched, so an
   // unprivileged agent started elsewhere than its default ./var is not refused for it.
-  // A self-signed control API certificate (tls without cert_file) is kept in state_dir too.
+  // A self-signed control API certificate (tls without cert_file) is kept in state_dir too, and so
+  // is the Core node agent's registration and spool.
   const selfSigned = config.self_telemetry.tls.enabled && config.self_telemetry.tls.cert_file === undefined;
-  if (config.telemt.enabled || selfSigned) {
+  if (config.telemt.enabled || config.core.enabled || selfSigned) {
     const problem = await unusableDir(config.agent.state_dir);
     if (problem) errors.push({ path: 'agent.state_dir', message: problem });
   }

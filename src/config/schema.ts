@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { agentRestartRequired, agentSection } from './sections/agent.js';
+import { coreRestartRequired, coreSection } from './sections/core.js';
 import { ebpfRestartRequired, ebpfSection } from './sections/ebpf.js';
 import { loggingSection } from './sections/logging.js';
 import { otlpRestartRequired, otlpSection } from './sections/otlp.js';
@@ -13,6 +14,7 @@ export const configSchema = z.strictObject({
   ebpf: ebpfSection,
   telemt: telemtSection,
   otlp: otlpSection,
+  core: coreSection,
 });
 
 export type Config = z.output<typeof configSchema>;
@@ -24,4 +26,5 @@ export const RESTART_REQUIRED: readonly string[] = [
   ...ebpfRestartRequired,
   ...telemtRestartRequired,
   ...otlpRestartRequired,
+  ...coreRestartRequired,
 ];

@@ -5,6 +5,7 @@
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { DiscoverySink, DiscoveryUpdate, UserDirectory } from '../model/links.js';
+import type { ClientBytesObserver } from '../model/usage.js';
 import { endpointKey, networkKey, TELEGRAM_NETWORKS } from './map-keys.js';
 import type { ConnectionQuery, ConnectionsStatus, EbpfStatus, EbpfStatusSource, EbpfSummary } from './status.js';
 import { ConnectionTracker, type UserTotals } from './tracker.js';
@@ -22,6 +23,8 @@ import { registerEbpfMetrics } from './metrics.js';
 export interface EbpfLinks {
   users: UserDirectory;
   userSeries: UserSeriesBudget;
+  /** Told every client byte as it is attributed, and client opens and closes (the Core node agent's usage). */
+  clientBytes?: ClientBytesObserver;
 }
 
 /** Where the kernel artifacts come from; tests point these at other builds. */
@@ -93,6 +96,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
       publish: (type, data) => ctx.events.publish(type, data),
       wants: (type) => ctx.events.wants(type),
       userTotals: (user) => this.userSeries(links.userSeries.label(user, USER_BYTES_METRIC)),
+      ...(links.clientBytes ? { observer: links.clientBytes } : {}),
     });
     registerEbpfMetrics(ctx.registry, {
       tracker: () => this.trackerInstance,

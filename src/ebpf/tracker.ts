@@ -8,13 +8,14 @@
 // zero for a connection seen opening and the counters at adoption for an adopted one, so a
 // connection's row, events and span tell the same bytes the counters counted. Directions are
 // from this host's side: rx received, tx sent.
-import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT } from './abi.js';
+import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT, ROLE_UPSTREAM_DC } from './abi.js';
 import type { MonotonicClock } from './clock.js';
 import { formatAddress, type RecordReader } from './decode.js';
 import { CookieIndex } from './cookie-index.js';
 import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
 import type { AgentEventMap, ConnectionEventData } from '../model/events.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from '../model/links.js';
+import type { ClientBytesObserver } from '../model/usage.js';
 import { roleName } from './map-keys.js';
 import type { ConnectionQuery } from './status.js';
 
@@ -35,6 +36,8 @@ export interface TrackerOptions {
   wants(type: 'connection.open' | 'connection.close' | 'connection.stall'): boolean;
   /** The byte totals of a telemt user (client connections); the tracker adds deltas to it. */
   userTotals(user: string): UserTotals;
+  /** Told every client byte once, as it reaches a user (or ~ambiguous/~unknown), and client opens and closes. */
+  observer?: ClientBytesObserver;
 }
 
 /**
@@ -189,6 +192,7 @@ export class ConnectionTracker {
     const s = this.insert(r, p);
     if (s < 0) return;
     this.opened[this.role[s]!]++;
+    if (this.role[s] === ROLE_CLIENT) this.observeConnection(s, false, this.openedNs[s]!);
     this.update(s, r, p);
     if (this.wantOpen) this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
   }
@@ -201,6 +205,18 @@ export class ConnectionTracker {
     this.adopted[this.role[s]!]++;
     this.baseRx[s] = r.rxBytes(p);
     this.baseTx[s] = r.txBytes(p);
+    const o = this.opts.observer;
+    if (this.role[s] === ROLE_CLIENT && o) {
+      // Bytes an earlier run already counted (kept by the observer) are not counted again; the
+      // ones it had not counted yet (since its last save, or while no agent ran) are.
+      const kept = o.adoptBaseline?.(this.cookie[s]!);
+      if (kept !== undefined && kept[0] <= this.baseRx[s]! && kept[1] <= this.baseTx[s]!) {
+        this.baseRx[s] = kept[0];
+        this.baseTx[s] = kept[1];
+      }
+      o.clientBase?.(this.cookie[s]!, this.baseRx[s]!, this.baseTx[s]!);
+      this.observeConnection(s, false, this.openedNs[s]!);
+    }
     this.srtt[s] = r.srttUs(p);
     this.retrans[s] = r.retransmits(p);
   }
@@ -261,6 +277,10 @@ export class ConnectionTracker {
     this.closed[role * 2 + (rst ? 1 : 0)]++;
     // An adopted connection's true age is unknown: it stays out of the duration histogram.
     if (this.adoptedSlot[s] === 0) this.observeDuration(role, Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9));
+    if (role === ROLE_CLIENT && this.opts.observer?.clientConnection) {
+      this.settleFinal(s);
+      this.observeConnection(s, true, r.tsNs(p));
+    }
     if (!this.wantClose) {
       this.release(s);
       return;
@@ -384,7 +404,10 @@ export class ConnectionTracker {
       this.tx[s] = this.tx[s]! + dTx;
       this.bytes[role * 2] = this.bytes[role * 2]! + dRx;
       this.bytes[role * 2 + 1] = this.bytes[role * 2 + 1]! + dTx;
-      if (role === ROLE_CLIENT) {
+      if (role !== ROLE_CLIENT) {
+        const o = this.opts.observer;
+        if (o?.upstreamBytes) o.upstreamBytes(role === ROLE_UPSTREAM_DC ? 'upstream_dc' : 'upstream_other', this.peer(s), this.peerPort[s]!, dRx, dTx);
+      } else {
         this.pendingRx[s] = this.pendingRx[s]! + dRx;
         this.pendingTx[s] = this.pendingTx[s]! + dTx;
         if (this.userCell[s] !== undefined) this.settleUser(s);
@@ -410,6 +433,10 @@ export class ConnectionTracker {
 
   /** Drops a connection whose close record has not come, remembering what was counted for it. */
   private evict(s: number): void {
+    if (this.role[s] === ROLE_CLIENT && this.opts.observer?.clientConnection) {
+      this.settleFinal(s);
+      this.observeConnection(s, true, this.opts.clock.nowMonoMs() * 1e6);
+    }
     const flags = (this.adoptedSlot[s] ? EVICTED_ADOPTED : 0) | (this.stalled[s] ? EVICTED_STALLED : 0);
     this.evicted.remember(this.cookie[s]!, this.rx[s]!, this.tx[s]!, this.baseRx[s]!, this.baseTx[s]!, flags);
     this.release(s);
@@ -446,7 +473,20 @@ export class ConnectionTracker {
     if (!final && (user === UNKNOWN_USER || user === AMBIGUOUS_USER)) return;
     this.userName[s] = user;
     this.userCell[s] = this.opts.userTotals(user);
+    this.opts.observer?.clientJoined?.(this.cookie[s]!, user);
     this.settleUser(s);
+  }
+
+  /** Settles a closing client connection's pending bytes now (with whatever the directory says). */
+  private settleFinal(s: number): void {
+    if (this.pendingRx[s]! === 0 && this.pendingTx[s]! === 0) return;
+    if (this.userCell[s] === undefined) this.joinUser(s, true);
+    else this.settleUser(s);
+  }
+
+  private observeConnection(s: number, closed: boolean, tsNs: number): void {
+    const o = this.opts.observer;
+    if (o?.clientConnection) o.clientConnection(this.cookie[s]!, this.userOf(s), this.peer(s), this.localPort[s]!, closed, this.opts.clock.toWallMs(tsNs));
   }
 
   /** The joined user, else what the directory says now (for events and status). */
@@ -458,6 +498,7 @@ export class ConnectionTracker {
     const cell = this.userCell[s]!.totals;
     cell[0] = cell[0]! + this.pendingRx[s]!;
     cell[1] = cell[1]! + this.pendingTx[s]!;
+    if (this.pendingRx[s]! > 0 || this.pendingTx[s]! > 0) this.opts.observer?.clientBytes(this.cookie[s]!, this.userName[s]!, this.localPort[s]!, this.pendingRx[s]!, this.pendingTx[s]!, Date.now());
     this.pendingRx[s] = 0;
     this.pendingTx[s] = 0;
   }

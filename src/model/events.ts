@@ -65,6 +65,8 @@ export interface AgentEventMap {
   'telemt.ready': TelemtChangeData;
   'telemt.unreachable': TelemtChangeData;
   'telemt.reachable': TelemtChangeData;
+  'core.config.applied': { revision: number; users: number };
+  'core.error': { code: string; message: string };
   'agent.start': { revision: string };
   'agent.reload': { revision: string; changed: string[] };
   'agent.stop': { reason: string };

@@ -128,12 +128,27 @@ export class TelemtClient {
     return parsed.ok ? { ...parsed, durationMs } : { ok: false, failure: parsed.failure, durationMs };
   }
 
-  private fetchRaw(path: string): Promise<RawResult> {
+  /** A mutation (POST, PATCH, DELETE) with a JSON body and telemt's `If-Match` revision when given. */
+  async mutate<T>(method: 'POST' | 'PATCH' | 'DELETE', path: string, schema: z.ZodType<T>, body?: unknown, ifMatch?: string): Promise<TelemtResponse<T>> {
+    const started = performance.now();
+    const raw = await this.fetchRaw(path, { method, body: body === undefined ? undefined : JSON.stringify(body), ifMatch });
+    const durationMs = performance.now() - started;
+    if (!raw.ok) return { ok: false, failure: raw.failure, durationMs };
+    const parsed = decode(raw.reply, schema);
+    return parsed.ok ? { ...parsed, durationMs } : { ok: false, failure: parsed.failure, durationMs };
+  }
+
+  private fetchRaw(path: string, init: { method: string; body: string | undefined; ifMatch: string | undefined } = { method: 'GET', body: undefined, ifMatch: undefined }): Promise<RawResult> {
     const url = new URL(path, this.settings.apiUrl.endsWith('/') ? this.settings.apiUrl : `${this.settings.apiUrl}/`);
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     const limit = this.settings.maxBodyBytes ?? DEFAULT_MAX_BODY;
     const headers: Record<string, string> = { Accept: 'application/json', Connection: 'close' };
     if (this.settings.authHeader !== '') headers.Authorization = this.settings.authHeader;
+    if (init.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      headers['Content-Length'] = String(Buffer.byteLength(init.body));
+    }
+    if (init.ifMatch !== undefined) headers['If-Match'] = init.ifMatch;
 
     return new Promise<RawResult>((resolve) => {
       let settled = false;
@@ -149,7 +164,7 @@ export class TelemtClient {
         resolve(result);
       };
       // `agent: false`: a new connection for this request only, closed after it.
-      const req = send(url, { method: 'GET', headers, agent: false }, (res: IncomingMessage) => {
+      const req = send(url, { method: init.method, headers, agent: false }, (res: IncomingMessage) => {
         replied = true;
         const chunks: Buffer[] = [];
         let size = 0;
@@ -173,7 +188,7 @@ export class TelemtClient {
       });
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort);
-      req.end();
+      req.end(init.body);
     });
   }
 }

@@ -13,7 +13,7 @@ import { TelemtCollector } from './collector.js';
 import { Continuity } from './continuity.js';
 import { discoverListeners, discoveryUpdate, sameUpdate, type ListenerDiscovery } from './discovery.js';
 import { TelemtMetrics } from './metrics.js';
-import { moveAside, readJsonState, writeJsonAtomic } from './state-file.js';
+import { moveAside, readJson, writeJsonAtomic } from '../runtime/state-file.js';
 import type { DiscoveryStatus, TelemtStatus, TelemtStatusSource, TelemtSummary } from './status.js';
 import type { ActiveIpDirectory } from './user-directory.js';
 
@@ -162,9 +162,9 @@ export class TelemtComponent implements Component, TelemtStatusSource {
 
   private async restoreState(): Promise<void> {
     try {
-      const read = await readJsonState(this.statePath);
+      const read = await readJson(this.statePath);
       if (read.kind === 'missing') return;
-      const refused = read.kind === 'corrupt' ? read : await this.applyState(read.value);
+      const refused = read.kind === 'corrupt' ? { movedTo: await moveAside(this.statePath), error: read.error } : await this.applyState(read.value);
       if (refused) this.ctx.logger.error({ path: this.statePath, moved_to: refused.movedTo, error: refused.error }, 'telemt continuity state unreadable; moved aside, counters continue from telemt\'s values');
     } catch (err) {
       this.ctx.logger.error({ path: this.statePath, err }, 'cannot read telemt continuity state; starting fresh');
@@ -211,6 +211,13 @@ export class TelemtComponent implements Component, TelemtStatusSource {
   private async refreshListeners(): Promise<void> {
     const telemtConfigPath = this.current()?.topology().configPath;
     this.listeners = await discoverListeners({ configPath: this.settings.config_path, apiPort: apiPort(this.settings.api_url), telemtConfigPath, procRoot: this.deps.procRoot });
+  }
+
+  /** The `upstream_id` of the SOCKS/Shadowsocks upstream telemt reports at `ip:port` (the model's UpstreamDirectory). */
+  upstreamTag(ip: string, port: number): string | undefined {
+    const address = ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+    const u = (this.collector ?? this.idleCollector()).topology().upstreams?.upstreams?.find((x) => x.route_kind !== 'direct' && x.address === address);
+    return u === undefined ? undefined : String(u.upstream_id);
   }
 
   /** The last discovery sent to the sink, for a consumer that starts after it was sent. */

@@ -26,6 +26,8 @@ const RENDERING: Record<LoggedEventType, Rendering> = {
   'telemt.ready': { severity: SeverityNumber.INFO, body: 'telemt is ready' },
   'telemt.unreachable': { severity: SeverityNumber.ERROR, body: 'telemt Control API unreachable' },
   'telemt.reachable': { severity: SeverityNumber.INFO, body: 'telemt Control API reachable again' },
+  'core.config.applied': { severity: SeverityNumber.INFO, body: 'Core config applied' },
+  'core.error': { severity: SeverityNumber.ERROR, body: 'Core node agent error' },
   'agent.start': { severity: SeverityNumber.INFO, body: 'agent started' },
   'agent.reload': { severity: SeverityNumber.INFO, body: 'agent config reloaded' },
   'agent.stop': { severity: SeverityNumber.INFO, body: 'agent stopping' },
@@ -59,6 +61,10 @@ function attributesOf(q: QueuedLog): LogAttributes {
       return { 'mtlens.config.revision': q.data.revision, 'mtlens.config.changed': q.data.changed };
     case 'agent.stop':
       return { 'mtlens.agent.stop_reason': q.data.reason };
+    case 'core.config.applied':
+      return { 'mtlens.core.revision': q.data.revision, 'mtlens.core.users': q.data.users };
+    case 'core.error':
+      return { 'mtlens.core.error_code': q.data.code, 'mtlens.core.error_message': q.data.message };
     default:
       return telemtAttributes(q.data);
   }

@@ -1,17 +1,20 @@
-// JSON state that must survive agent restarts, written atomically: a crash mid-write leaves
-// the previous file intact (write a temporary file, fsync it, rename over, fsync the folder).
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+// JSON state in agent.state_dir that must survive agent restarts (telemt counter continuity,
+// the Core registration and last applied config), written atomically and readable only by the
+// agent's user: a temporary file created 0600, fsynced, renamed over, then the folder fsynced.
+// A crash mid-write leaves the previous file intact.
+import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-
-export type StateRead = { kind: 'missing' } | { kind: 'ok'; value: unknown } | { kind: 'corrupt'; movedTo: string; error: string };
 
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
-  const file = await open(tmp, 'w', 0o600);
+  await rm(tmp, { force: true });
+  const file = await open(tmp, 'wx', 0o600);
   try {
     try {
+      // The umask may have narrowed the mode further, never widened it; make it exact.
+      await file.chmod(0o600);
       await file.writeFile(`${JSON.stringify(value)}\n`);
       await file.sync();
     } finally {
@@ -32,8 +35,9 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
   }
 }
 
-/** Reads a state file; an unparsable one is moved aside (kept for inspection, never overwritten). */
-export async function readJsonState(path: string): Promise<StateRead> {
+export type JsonRead = { kind: 'missing' } | { kind: 'ok'; value: unknown } | { kind: 'corrupt'; error: string };
+
+export async function readJson(path: string): Promise<JsonRead> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -44,7 +48,7 @@ export async function readJsonState(path: string): Promise<StateRead> {
   try {
     return { kind: 'ok', value: JSON.parse(text) as unknown };
   } catch (err) {
-    return { kind: 'corrupt', movedTo: await moveAside(path), error: (err as Error).message };
+    return { kind: 'corrupt', error: (err as Error).message };
   }
 }
 
@@ -53,4 +57,9 @@ export async function moveAside(path: string): Promise<string> {
   const movedTo = `${path}.corrupt-${Date.now()}`;
   await rename(path, movedTo);
   return movedTo;
+}
+
+/** Tightens a file another tool wrote to 0600 (a registration copied in by hand). */
+export async function restrict(path: string): Promise<void> {
+  await chmod(path, 0o600).catch(() => undefined);
 }

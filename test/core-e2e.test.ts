@@ -1,0 +1,340 @@
+// End to end through the real CLI on the real kernel: clients of two telemt users from distinct
+// loopback addresses (127.0.0.2, 127.0.0.3) through the simulated proxy, `mtlens run` counting
+// them in the kernel and delivering per-minute usage to the Core simulator. The rows Core
+// received sum, per userId and direction, exactly to what those clients sent and received: with
+// Core up, with Core down in the middle, and with the agent SIGKILLed during a delivery and
+// restarted (then the only extra rows are the batches counted ambiguous, found by their key).
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { describe, it, type TestContext } from 'node:test';
+import type { CoreStatus } from '../src/core/status.js';
+import { CoreSim } from './fixtures/core-sim.js';
+import { exchange, PREAMBLE_BYTES } from './fixtures/telemt-sim-protocol.js';
+import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
+import { tempDir } from './helpers/agent.js';
+import { startCli, type RunningCli } from './helpers/cli.js';
+import { CODE } from './helpers/core.js';
+import { kernelGate } from './helpers/ebpf.js';
+import { waitFor } from './helpers/wait.js';
+
+const FROM: Record<string, string> = { alice: '127.0.0.2', bob: '127.0.0.3' };
+const USER_ID: Record<string, number> = { alice: 1, bob: 2 };
+
+interface World {
+  dir: string;
+  core: CoreSim;
+  telemt: TelemtSim;
+  config: string;
+  expected: Map<number, [number, number]>;
+  cleanup(): Promise<void>;
+}
+
+async function world(coreLines: string[] = []): Promise<World> {
+  const dir = await tempDir('mtlens-core-e2e-');
+  const users = DEFAULT_USERS.filter((u) => u.name in FROM);
+  const telemt = await new TelemtSim({ users, configPath: join(dir, 'telemt.toml') }).start();
+  const core = await new CoreSim([CODE]).start();
+  core.config = {
+    revision: 1,
+    clientMap: { alice: { userId: 1, subscriptionId: 101 }, bob: { userId: 2, subscriptionId: 202 } },
+    services: { mtproto: { inbounds: [{ tag: 'mtproto', nodeProtocolId: 9, port: telemt.proxyPort, users: [] }] } },
+  };
+  const config = join(dir, 'mtlens.yaml');
+  await writeFile(
+    config,
+    `agent: { state_dir: ${join(dir, 'state')} }
+self_telemetry: { listen: "127.0.0.1:0", rate_limit: { enabled: false } }
+ebpf:
+  watch: { ports: [${telemt.proxyPort}] }
+  drain_interval_ms: 10
+  snapshot_interval_ms: 200
+telemt:
+  api_url: ${telemt.apiUrl}
+  config_path: ${join(dir, 'telemt.toml')}
+  poll: { fast_ms: 500, slow_ms: 5000 }
+core:
+  enabled: true
+  url: ${core.url}
+  registration: { code: "\${CORE_CODE}", region: test }
+  heartbeat_interval_ms: 1000
+  usage_interval_ms: 1000
+  timeout_ms: 1500
+  apply_config: false
+${coreLines.map((l) => `  ${l}`).join('\n')}
+`,
+  );
+  return {
+    dir,
+    core,
+    telemt,
+    config,
+    expected: new Map([[1, [0, 0]], [2, [0, 0]]]),
+    cleanup: async () => {
+      await core.stop();
+      await telemt.stop();
+    },
+  };
+}
+
+async function start(w: World): Promise<RunningCli & { get<T>(path: string): Promise<T>; status(): Promise<CoreStatus>; flush(): Promise<void> }> {
+  const cli = await startCli(['--config', w.config], { env: { CORE_CODE: CODE }, startTimeoutMs: 60_000 });
+  // Connections opened before the kernel programs attach are adopted, counted from then on: the
+  // traffic of these tests starts once every component runs.
+  await cli.waitForLog((l) => l['msg'] === 'agent started', 60_000);
+  const get = async <T>(path: string): Promise<T> => (await (await fetch(cli.url + path)).json()) as T;
+  return {
+    ...cli,
+    get,
+    status: () => get<CoreStatus>('/status/core'),
+    flush: async () => {
+      await (await fetch(cli.url + '/admin/flush', { method: 'POST' })).arrayBuffer();
+    },
+  };
+}
+
+/**
+ * One connection per user through the proxy: `bytes` sent after the preamble and echoed back, held
+ * open until the kernel side joined it to its user, then closed. Adds what each client sent
+ * (preamble included: the kernel counts every application byte) and received to `expected`.
+ */
+async function traffic(w: World, agentUrl: string, bytes: Record<string, number>): Promise<void> {
+  const sockets = new Map<string, Socket>();
+  for (const [user, n] of Object.entries(bytes)) {
+    const secret = DEFAULT_USERS.find((u) => u.name === user)!.secret;
+    sockets.set(user, (await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret, localAddress: FROM[user]!, bytes: n, keepOpen: true }))!);
+    const e = w.expected.get(USER_ID[user]!)!;
+    e[0] += PREAMBLE_BYTES + n;
+    e[1] += n;
+  }
+  await waitFor('every connection joined to its user', async () => {
+    const c = (await (await fetch(`${agentUrl}/status/connections?role=client&limit=10000`)).json()) as { connections: Array<{ local_port: number; peer_address: string; peer_port: number; user?: string }> };
+    return [...sockets].every(([user, s]) => c.connections.some((x) => x.peer_port === s.localPort && x.user === user));
+  });
+  await Promise.all([...sockets.values()].map((s) => new Promise<void>((resolve) => s.end(() => resolve()))));
+}
+
+function byUser(core: CoreSim, uniqueKeys: boolean): Map<number, [number, number]> {
+  const out = new Map<number, [number, number]>();
+  const seen = new Set<string>();
+  for (const r of core.of('usage')) {
+    const key = String(r.headers['idempotency-key']);
+    if (uniqueKeys && seen.has(key)) continue;
+    seen.add(key);
+    for (const e of r.body.entries as Array<{ userId: number; bytesUp: number; bytesDown: number }>) {
+      const t = out.get(e.userId) ?? [0, 0];
+      t[0] += e.bytesUp;
+      t[1] += e.bytesDown;
+      out.set(e.userId, t);
+    }
+  }
+  return out;
+}
+
+const sorted = (m: Map<number, [number, number]>) => [...m].sort((a, b) => a[0] - b[0]);
+
+async function delivered(w: World, a: { status(): Promise<CoreStatus>; flush(): Promise<void> }, uniqueKeys = false): Promise<void> {
+  await waitFor('Core received exactly what the clients sent and received', async () => {
+    const st = await a.status();
+    if (st.spool.in_memory.up > 0 || st.spool.rows.usage > 0) {
+      await a.flush();
+      return false;
+    }
+    return JSON.stringify(sorted(byUser(w.core, uniqueKeys))) === JSON.stringify(sorted(w.expected));
+  }).catch(async (err: unknown) => {
+    throw new Error(`${String(err)}; status ${JSON.stringify(await a.status())}; Core has ${JSON.stringify(sorted(byUser(w.core, uniqueKeys)))}, expected ${JSON.stringify(sorted(w.expected))}`);
+  });
+}
+
+describe('Core usage end to end (real CLI, real kernel)', () => {
+  it('per-user usage is exact to the byte, also with Core down in the middle', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    const w = await world();
+    const a = await start(w);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      await traffic(w, a.url, { alice: 10_000, bob: 3_333 });
+      await traffic(w, a.url, { alice: 1, bob: 65_536 });
+      await delivered(w, a);
+      let st = await a.status();
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 }, 'every byte attributed');
+      assert.equal(st.usage_bytes.billed.up, st.usage_bytes.seen.up);
+      assert.equal(st.usage_bytes.delivered.down, st.usage_bytes.seen.down);
+      const entry = w.core.usage()[0]!;
+      assert.equal(entry.nodeProtocolId, 9);
+      assert.equal(entry.subscriptionId, entry.userId === 1 ? 101 : 202);
+
+      // Core goes down; traffic goes on; nothing is lost.
+      await w.core.down();
+      await traffic(w, a.url, { alice: 123_457, bob: 99 });
+      await a.flush();
+      await waitFor('spooled while Core is down', async () => (await a.status()).spool.rows.usage > 0);
+      await traffic(w, a.url, { alice: 5, bob: 7 });
+      await w.core.up();
+      await delivered(w, a);
+      st = await a.status();
+      assert.equal(st.ambiguous_deliveries, 0);
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 });
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it('an agent SIGKILLed while a delivery waits for Core loses nothing; the only extra rows are the ambiguous batch', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    const w = await world();
+    let a = await start(w);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      await traffic(w, a.url, { alice: 4_000, bob: 8_000 });
+      // Core takes its time answering (and still stores what it got): the agent dies meanwhile.
+      w.core.fail('usage', { mode: 'slow', ms: 3000 });
+      await waitFor('counted and spooled', async () => {
+        const st = await a.status();
+        return st.spool.in_memory.up === 0 && st.usage_bytes.billed.up === [...w.expected.values()].reduce((n, e) => n + e[0], 0);
+      });
+      const inFlight = a.flush().catch(() => undefined);
+      await waitFor('a delivery in flight', () => w.core.received.some((r) => r.route === 'usage'));
+      a.child.kill("SIGKILL");
+      await inFlight;
+      await a.stop();
+      await waitFor('Core stored the batch anyway', () => w.core.of('usage').length >= 1);
+      w.core.heal();
+      a = await start(w);
+      await traffic(w, a.url, { alice: 77, bob: 1 });
+      await delivered(w, a, true);
+      const st = await a.status();
+      const keys = w.core.of('usage').map((r) => String(r.headers['idempotency-key']));
+      const repeats = keys.length - new Set(keys).size;
+      assert.equal(repeats, 1, 'the batch in flight at the kill was sent again with its key');
+      assert.equal(st.ambiguous_deliveries, repeats, 'and counted as ambiguous');
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it('session events: online at the first connection from an IP, offline after the grace, no flap on reconnect, none twice across a restart', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    // Generous, so a reconnect through a busy machine (join included) stays within it.
+    const GRACE_S = 8;
+    const w = await world([`session: { offline_after_seconds: ${GRACE_S} }`]);
+    let a = await start(w);
+    const secret = (u: string) => DEFAULT_USERS.find((x) => x.name === u)!.secret;
+    const open = (user: string, bytes: number) => exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret: secret(user), localAddress: FROM[user]!, bytes, keepOpen: true }) as Promise<Socket>;
+    const joined = (s: Socket, user: string) =>
+      waitFor(`${user}'s connection joined`, async () => {
+        const c = (await (await fetch(`${a.url}/status/connections?role=client&limit=10000`)).json()) as { connections: Array<{ peer_port: number; user?: string }> };
+        return c.connections.some((x) => x.peer_port === s.localPort && x.user === user);
+      });
+    const close = (s: Socket) => new Promise<void>((r) => s.end(() => r()));
+    const events = () => w.core.of('sessions').flatMap((r) => r.body.events as Array<{ userId: number; eventType: string; ipAddress: string; occurredAt: string; protocol: string }>);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      const before = Date.now();
+      // Two connections of alice overlap, then she reconnects within the grace: one session.
+      const a1 = await open('alice', 100);
+      await joined(a1, 'alice');
+      const a2 = await open('alice', 100);
+      await joined(a2, 'alice');
+      await close(a1);
+      await close(a2);
+      const a3 = await open('alice', 10);
+      await joined(a3, 'alice');
+      await close(a3);
+      const b1 = await open('bob', 10);
+      await joined(b1, 'bob');
+      await close(b1);
+      await waitFor('online and offline of both users at Core', async () => {
+        await a.flush();
+        return events().filter((e) => e.eventType === 'offline').length >= 2;
+      });
+      const got = events();
+      assert.deepEqual(
+        got.map((e) => `${e.userId} ${e.eventType} ${e.ipAddress} ${e.protocol}`).sort(),
+        ['1 offline 127.0.0.2 mtproto', '1 online 127.0.0.2 mtproto', '2 offline 127.0.0.3 mtproto', '2 online 127.0.0.3 mtproto'],
+      );
+      const on = Date.parse(got.find((e) => e.userId === 1 && e.eventType === 'online')!.occurredAt);
+      const off = Date.parse(got.find((e) => e.userId === 1 && e.eventType === 'offline')!.occurredAt);
+      assert.ok(on >= before - 1000 && on <= off, 'online at the kernel open time, before offline');
+      assert.ok(off <= Date.now() - GRACE_S * 1000 + 1000, 'offline dated at the last close, announced after the grace');
+
+      // Across a restart: a session online when the agent stops is not announced again.
+      const live = await open('alice', 50);
+      await joined(live, 'alice');
+      await waitFor('alice online again', async () => {
+        await a.flush();
+        return events().filter((e) => e.userId === 1 && e.eventType === 'online').length === 2;
+      });
+      await a.stop();
+      a = await start(w);
+      // New bytes on the live connection name its user to the restarted agent.
+      live.write(Buffer.alloc(64));
+      await joined(live, 'alice');
+      await close(live);
+      await waitFor('alice offline after the restart', async () => {
+        await a.flush();
+        return events().filter((e) => e.userId === 1 && e.eventType === 'offline').length === 2;
+      });
+      assert.equal(events().filter((e) => e.userId === 1 && e.eventType === 'online').length, 2, 'not announced online twice');
+      const m = await (await fetch(`${a.url}/metrics`)).text();
+      assert.match(m, /mtlens_core_session_events_total\{type="offline"\} [1-9]/);
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it('a connection live across an agent SIGKILL is billed exactly: neither from zero nor twice, bytes sent while no agent ran included', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    const w = await world();
+    let a = await start(w);
+    const secret = DEFAULT_USERS.find((x) => x.name === 'alice')!.secret;
+    const echo = async (s: Socket, n: number) => {
+      let got = 0;
+      await new Promise<void>((resolve) => {
+        const on = (d: Buffer) => {
+          got += d.length;
+          if (got >= n) {
+            s.off('data', on);
+            resolve();
+          }
+        };
+        s.on('data', on);
+        s.write(Buffer.alloc(n, 7));
+      });
+      const e = w.expected.get(1)!;
+      e[0] += n;
+      e[1] += n;
+    };
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      w.expected.delete(2);
+      const live = (await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret, localAddress: FROM['alice']!, bytes: 10_000, keepOpen: true }))!;
+      w.expected.get(1)![0] += PREAMBLE_BYTES + 10_000;
+      w.expected.get(1)![1] += 10_000;
+      await waitFor('joined', async () => {
+        const c = (await (await fetch(`${a.url}/status/connections?role=client`)).json()) as { connections: Array<{ peer_port: number; user?: string }> };
+        return c.connections.some((x) => x.peer_port === live.localPort && x.user === 'alice');
+      });
+      await delivered(w, a);
+      // More bytes, then the agent dies, whether or not it spooled them yet.
+      await echo(live, 5_000);
+      a.child.kill('SIGKILL');
+      await a.stop();
+      // Bytes while no agent runs.
+      await echo(live, 3_000);
+      a = await start(w);
+      await echo(live, 1_000);
+      await new Promise<void>((r) => live.end(() => r()));
+      await delivered(w, a);
+      const st = await a.status();
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 });
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+});

@@ -6,8 +6,9 @@ SHELL := /bin/bash
 # clang/llvm/libbpf-dev/bpftool/libelf-dev/zlib1g-dev: eBPF programs and the native shim;
 # prometheus: promtool (metrics lint in tests); openssl: test certificates; libbpf-tools: tcplife
 # and wrk: benchmark baselines; iproute2: `ip` for the network-namespace test; systemd:
-# systemd-analyze (the unit's verify test); util-linux: setpriv (the least-capabilities test).
-DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl libbpf-tools wrk iproute2 systemd util-linux
+# systemd-analyze (the unit's verify test); util-linux (setpriv, prlimit, unshare) and
+# libcap2-bin (capsh): the least-capabilities test.
+DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl libbpf-tools wrk iproute2 systemd util-linux libcap2-bin
 CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)

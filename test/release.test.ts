@@ -94,10 +94,13 @@ test('make dist builds a self-contained release; make install puts it under DEST
   const stateDir = join(root, 'var/lib/mtlens');
   assert.equal((await stat(stateDir)).mode & 0o777, 0o700);
 
-  // An edited config survives a second install.
+  // An edited config survives a second install, this time by the tarball's own install.sh (a
+  // node without make).
   await writeFile(config, `${await readFile(config, 'utf8')}# edited by the operator\n`);
-  const again = await make(['install', `RELEASE=${join(unpacked, 'mtlens-test')}`, `DESTDIR=${root}`]);
-  assert.match(again, /keeping .*etc\/mtlens\/config\.yaml/);
+  const again = await exec('sh', [join(unpacked, 'mtlens-test', 'install.sh')], { cwd: work, env: { ...process.env, DESTDIR: root } });
+  assert.match(again.stdout, /keeping .*etc\/mtlens\/config\.yaml/);
+  assert.equal(await readlink(command), '../lib/mtlens/bin/mtlens');
+  await assert.rejects(stat(join(lib, 'install.sh')), { code: 'ENOENT' });
   assert.match(await readFile(config, 'utf8'), /# edited by the operator\n$/);
 
   // The node: only node on PATH (no npm, no clang, no make), cwd outside the checkout.

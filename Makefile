@@ -4,14 +4,23 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # clang/llvm/libbpf-dev/bpftool/libelf-dev/zlib1g-dev: eBPF programs and the native shim;
-# prometheus: promtool (metrics lint in tests); openssl: certificates; curl: the README's TLS examples, tested; libbpf-tools: tcplife
-# and wrk: benchmark baselines; iproute2: `ip` for the network-namespace test.
-DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl curl libbpf-tools wrk iproute2
+# prometheus: promtool (metrics lint in tests); openssl: certificates; curl: the README's TLS
+# examples, tested; libbpf-tools: tcplife and wrk: benchmark baselines; iproute2: `ip` for the
+# network-namespace test; systemd: systemd-analyze (the unit's verify test); util-linux (setpriv,
+# prlimit, unshare) and libcap2-bin (capsh): the least-capabilities test.
+DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl curl libbpf-tools wrk iproute2 systemd util-linux libcap2-bin
 CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)
 
-.PHONY: deps system-deps build ts bpf native run test check-deps stress bench demo clean
+.PHONY: deps system-deps build ts bpf native run test check-deps stress bench demo clean dist install uninstall
+
+# The release (make dist) and where `make install` puts it.
+VERSION := $(shell node -p "require('./package.json').version" 2>/dev/null || echo 0.0.0)
+RELEASE := release/mtlens-$(VERSION)
+TARBALL := release/mtlens-$(VERSION)-linux-$(shell uname -m).tar.gz
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 system-deps:
 	@missing=""; \
@@ -82,5 +91,20 @@ demo: build
 bench: build
 	@set -e; for f in $$(find dist/bench -name '$(if $(BENCH),$(BENCH),*).bench.js' | sort); do echo "== $$f"; node $$f; done
 
+# A self-contained release directory and tarball (scripts/dist.sh): compiled src, production
+# node_modules, the BPF object, the shim, bin/mtlens, a default config and the systemd unit.
+dist: build
+	bash scripts/dist.sh $(RELEASE) $(TARBALL)
+
+# Installs the release `make dist` left (scripts/install.sh): $(PREFIX)/lib/mtlens, the
+# $(PREFIX)/bin/mtlens link, the unit, /etc/mtlens/config.yaml unless present, /var/lib/mtlens.
+install:
+	@test -x $(RELEASE)/bin/mtlens || { echo "no release in $(RELEASE): run make dist first" >&2; exit 1; }
+	PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' sh scripts/install.sh $(RELEASE)
+
+# Removes the program, link and unit; config and state stay.
+uninstall:
+	PREFIX='$(PREFIX)' DESTDIR='$(DESTDIR)' sh scripts/install.sh --uninstall
+
 clean:
-	rm -rf dist build bpf/vmlinux.h
+	rm -rf dist build release bpf/vmlinux.h

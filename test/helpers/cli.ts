@@ -19,10 +19,12 @@ export interface CliOptions {
   cwd?: string;
   /** Prefix the command, e.g. ['setpriv', '--reuid=65534', ...]. */
   wrapper?: string[];
+  /** The mtlens command to run (an installed release); default: the checkout's bin/mtlens. */
+  bin?: string;
 }
 
 function spawnCli(args: string[], opts: CliOptions): ChildProcess {
-  const argv = [...(opts.wrapper ?? []), MTLENS, ...args];
+  const argv = [...(opts.wrapper ?? []), opts.bin ?? MTLENS, ...args];
   return spawn(argv[0]!, argv.slice(1), {
     cwd: opts.cwd ?? repoRoot,
     env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...opts.env },

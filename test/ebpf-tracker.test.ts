@@ -138,3 +138,19 @@ test('a close never seen before counts its open once; evictions beyond memory ar
   assert.equal(tr.opened[ROLE_CLIENT], 1 + 96 + 1, 'the forgotten one counts as never seen; the remembered one does not');
   assert.equal(tr.closed[ROLE_CLIENT * 2], 3);
 });
+
+test('passes that could not walk every namespace count what they saw but take nothing for lost', () => {
+  const t = testTracker();
+  const tr = t.tracker;
+  t.ring([{ kind: 'open', cookie: 1 }, { kind: 'open', cookie: 2 }]);
+  t.pass([{ kind: 'snapshot', cookie: 1, rx: 10, tx: 10 }, { kind: 'snapshot', cookie: 2, rx: 20, tx: 20 }]);
+  // Cookie 2 lives in a namespace the agent may not enter: it is missing from these passes.
+  for (let i = 0; i < 4; i++) t.pass([{ kind: 'snapshot', cookie: 1, rx: 10 + i, tx: 10 }], [], false);
+  assert.equal(tr.evictedStale, 0, 'an incomplete pass is no evidence that a connection is gone');
+  assert.equal(tr.active[ROLE_CLIENT], 2);
+  assert.deepEqual(t.clientBytes(), [13 + 20, 10 + 20], 'what the passes saw still counts');
+  // Complete passes again: missing from two of them, it is taken for lost as before.
+  t.pass([{ kind: 'snapshot', cookie: 1, rx: 14, tx: 10 }]);
+  t.pass([{ kind: 'snapshot', cookie: 1, rx: 14, tx: 10 }]);
+  assert.equal(tr.evictedStale, 1);
+});

@@ -63,6 +63,9 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
   private readonly drainRing = (): void => this.drain?.drainAll();
   private snapshotRecords = 0;
   private snapshotOverflows = 0;
+  /** Namespace walks that failed, and why the latest did (until a pass walks every one). */
+  private namespaceFailures = 0;
+  private namespaceError: string | undefined;
   private discovery: DiscoveryUpdate | undefined;
   private settings: Settings;
   private explicitPorts: boolean;
@@ -103,6 +106,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
       counters: () => this.readCounters(),
       programs: () => this.kernel?.programs() ?? [],
       snapshotRecords: () => this.snapshotRecords,
+      namespaceFailures: () => this.namespaceFailures,
       occupancy: () => this.occupancy(),
     });
   }
@@ -231,6 +235,8 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
         overflows: this.snapshotOverflows,
         interval_ms: this.settings.snapshot_interval_ms,
         namespaces: 1 + this.namespaces.foreignCount,
+        namespace_failures: this.namespaceFailures,
+        namespace_error: this.namespaceError ?? null,
       },
       tracker: {
         tracked: this.trackerInstance.size,
@@ -282,19 +288,37 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
     if (!kernel || !buf || !reader || !this.drain) return;
     const startNs = this.clock.nowMonoMs() * 1e6;
     let n = kernel.snapshot(buf);
+    let complete = true;
     for (const fd of this.namespaces.foreignFds()) {
       if (n < 0) break;
-      const more = kernel.snapshot(buf.subarray(n), fd);
+      let more: number;
+      try {
+        more = kernel.snapshot(buf.subarray(n), fd);
+      } catch (err) {
+        // A namespace the agent may not enter (setns needs CAP_SYS_ADMIN): the others still count.
+        this.namespaceFailed(err);
+        complete = false;
+        continue;
+      }
       n = more < 0 ? -1 : n + more;
     }
+    if (complete) this.namespaceError = undefined;
     if (n < 0) {
       this.snapshotOverflows++;
       return;
     }
     const count = Math.floor(n / RECORD_SIZE);
-    this.trackerInstance.applySnapshotPass(reader, count, startNs, this.drainRing);
+    this.trackerInstance.applySnapshotPass(reader, count, startNs, this.drainRing, complete);
     this.snapshotRecords += count;
     this.clock.refresh();
+  }
+
+  /** Counted per namespace a pass could not walk; logged when the reason first appears or changes. */
+  private namespaceFailed(err: unknown): void {
+    this.namespaceFailures++;
+    const message = (err as Error).message;
+    if (message !== this.namespaceError) this.ctx.logger.warn({ err: message }, "cannot walk a watched process's network namespace: its live connections get no bytes until they close (setns needs CAP_SYS_ADMIN)");
+    this.namespaceError = message;
   }
 
   private scheduleSnapshots(): void {

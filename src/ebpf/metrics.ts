@@ -17,6 +17,8 @@ export interface EbpfMetricSource {
   counters(): KernelCounters | undefined;
   programs(): ProgramInfo[];
   snapshotRecords(): number;
+  /** Network namespace walks of snapshot passes that failed. */
+  namespaceFailures(): number;
   occupancy(): number;
 }
 
@@ -73,6 +75,13 @@ export function registerEbpfMetrics(registry: Registry, src: EbpfMetricSource): 
       ...STAT_PROGRAMS.filter((p) => p === 'conn_lifecycle' || src.programs().some((i) => i.name === p)).map((program) => ({ labels: { program }, value: c.stats[STAT_PROGRAMS.indexOf(program) * STAT_NR + STAT_SUBMITTED]! })),
       { labels: { program: PROGRAM.snapshot }, value: src.snapshotRecords() },
     ]),
+  );
+  registerCollected(
+    registry,
+    'mtlens_ebpf_snapshot_namespace_failures_total',
+    "Walks of a watched process's network namespace that failed (setns refused without CAP_SYS_ADMIN): its live connections count at close only.",
+    'counter',
+    () => [{ labels: {}, value: src.namespaceFailures() }],
   );
   registerCollected(registry, 'mtlens_ebpf_events_lost_total', 'Records a kernel program could not submit because the ring buffer was full.', 'counter', () =>
     kernel((c) => STAT_PROGRAMS.filter((p) => p === 'conn_lifecycle' || src.programs().some((i) => i.name === p)).map((program) => ({ labels: { program }, value: c.stats[STAT_PROGRAMS.indexOf(program) * STAT_NR + STAT_DROPPED_RINGBUF_FULL]! }))),

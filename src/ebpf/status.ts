@@ -32,7 +32,7 @@ export const EbpfStatusBody = z
         closes_at_destroy: z.number().meta({ description: 'close records written when a tracked socket was destroyed because its move to CLOSE wrote none' }),
       })
       .optional(),
-    snapshots: z.object({ applied: z.number(), records: z.number(), overflows: z.number(), interval_ms: z.number(), namespaces: z.number().meta({ description: "network namespaces walked per pass: the agent's own and those of the watched processes" }) }).optional(),
+    snapshots: z.object({ applied: z.number(), records: z.number(), overflows: z.number(), interval_ms: z.number(), namespaces: z.number().meta({ description: "network namespaces walked per pass: the agent's own and those of the watched processes" }), namespace_failures: z.number().meta({ description: 'namespace walks that failed (setns refused: CAP_SYS_ADMIN missing); their connections count at close only' }), namespace_error: z.string().nullable().meta({ description: 'why the latest walk failed, until a pass walks every namespace' }) }).optional(),
     tracker: z
       .object({
         tracked: z.number(),

@@ -302,12 +302,15 @@ export class ConnectionTracker {
    *   counts nothing. Marks only move forward, so a snapshot older than a record already applied
    *   counts nothing either.
    */
-  applySnapshotPass(r: RecordReader, count: number, startNs: number, drainRing: () => void): void {
-    this.beginSnapshot(startNs);
+  applySnapshotPass(r: RecordReader, count: number, startNs: number, drainRing: () => void, complete = true): void {
+    // A pass that could not walk every namespace counts what it saw, but is no evidence that a
+    // connection it did not see is gone: it neither advances nor ends the generation.
+    if (complete) this.beginSnapshot(startNs);
+    this.snapshotsApplied++;
     for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_ADOPT) this.adopt(r, i * RECORD_SIZE);
     drainRing();
     for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_SNAPSHOT) this.snapshot(r, i * RECORD_SIZE);
-    this.endSnapshot();
+    if (complete) this.endSnapshot();
   }
 
   /**
@@ -347,7 +350,6 @@ export class ConnectionTracker {
     this.gen++;
     this.prevSnapshotNs = this.snapshotNs;
     this.snapshotNs = tsNs;
-    this.snapshotsApplied++;
   }
 
   /** A snapshot record at offset `p`: live counters of a tracked connection. */

@@ -70,7 +70,7 @@ export interface TestTracker {
   /** Ring records, applied in order, as the drain does. */
   ring(recs: readonly Rec[]): void;
   /** One iterator pass of `pass` (each later than the one before); `ringMeanwhile` is what the ring holds when it is drained during the pass. */
-  pass(pass: readonly Rec[], ringMeanwhile?: readonly Rec[]): void;
+  pass(pass: readonly Rec[], ringMeanwhile?: readonly Rec[], complete?: boolean): void;
   /** [rx, tx] counted for client connections (mtlens_tcp_bytes_total{role="client"}). */
   clientBytes(): [number, number];
 }
@@ -100,7 +100,7 @@ export function testTracker(opts: Partial<TrackerOptions> & { users?: UserDirect
     opens,
     closes,
     ring,
-    pass: (pass, ringMeanwhile = []) => tracker.applySnapshotPass(recordBuffer(pass), pass.length, (passNs += 5e9), () => ring(ringMeanwhile)),
+    pass: (pass, ringMeanwhile = [], complete = true) => tracker.applySnapshotPass(recordBuffer(pass), pass.length, (passNs += 5e9), () => ring(ringMeanwhile), complete),
     clientBytes: () => [tracker.bytes[ROLE_CLIENT * 2]!, tracker.bytes[ROLE_CLIENT * 2 + 1]!],
   };
 }

@@ -83,29 +83,49 @@ test('every alert has a runbook section in docs/alerts.md and a line in README',
   }
 });
 
-test('every metric the alert rules use is exposed by the real agent, or documented in README when it needs activity', { timeout: 120_000 }, async (t) => {
+test('every metric the alert rules use is exposed by the real agent, with the labels they match on', { timeout: 120_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const h = await startFullAgent();
   t.after(() => h.cleanup());
   await h.traffic();
+  // Every family is in the scrape (a TYPE line) once its component is wired, with samples or not.
   const text = await h.scrape('prometheus');
   const types = new Map<string, string>();
   for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types.set(m[1]!, m[2]!);
-  for (const m of h.t.agent.prometheus.registry.getMetricsAsArray()) if (!types.has(m.name)) types.set(m.name, String(m.type));
   assert.ok(types.has('mtlens_build_info') && types.has('mtlens_tcp_bytes_total') && types.has('mtlens_telemt_up'), 'eBPF and telemt running');
-  // Families of components this agent does not run (Core) must be in README's metrics table.
-  const readme = await readFile(join(repoRoot, 'README.md'), 'utf8');
-  const metricsSection = readme.slice(readme.indexOf('\n## Metrics'), readme.indexOf('\n## ', readme.indexOf('\n## Metrics') + 1));
-  const table = new Map<string, string>();
-  for (const m of metricsSection.matchAll(/^\| `(mtlens_[a-z0-9_]+)` \| (\w+) \|/gm)) table.set(m[1]!, m[2]!);
-  const unknown: string[] = [];
+  // The label names of each family: those it was registered with (prom-client keeps them on the
+  // metric) and those its samples in the scrape carry (collectors that write their own samples).
+  const labels = new Map<string, Set<string>>();
+  const add = (family: string, names: Iterable<string>) => {
+    const set = labels.get(family) ?? new Set<string>();
+    for (const n of names) set.add(n);
+    labels.set(family, set);
+  };
+  for (const m of h.t.agent.prometheus.registry.getMetricsAsArray()) {
+    add(m.name, (m as unknown as { labelNames?: readonly string[] }).labelNames ?? []);
+  }
+  for (const m of text.matchAll(/^(mtlens_[a-zA-Z0-9_]+)(?:\{([^}]*)\})? /gm)) {
+    const family = types.has(m[1]!) ? m[1]! : m[1]!.replace(/_(bucket|sum|count)$/, '');
+    add(family, [...(m[2] ?? '').matchAll(/([a-zA-Z_]+)="/g)].map((x) => x[1]!));
+  }
+  const problems: string[] = [];
   for (const rule of await rules()) {
     for (const name of metricNames(rule.expr)) {
-      const histogramBase = name.replace(/_(bucket|sum|count)$/, '');
-      const exposed = types.has(name) || (histogramBase !== name && types.get(histogramBase) === 'histogram');
-      const documented = table.has(name) || (histogramBase !== name && table.get(histogramBase) === 'histogram');
-      if (!exposed && !documented) unknown.push(`${rule.alert}: ${name}`);
+      const base = name.replace(/_(bucket|sum|count)$/, '');
+      const family = types.has(name) ? name : base !== name && types.get(base) === 'histogram' ? base : undefined;
+      if (!family) {
+        problems.push(`${rule.alert}: ${name} not exported`);
+        continue;
+      }
+      const known = new Set(labels.get(family) ?? []);
+      if (!labels.has(family)) problems.push(`${rule.alert}: ${family} not in the agent's registry`);
+      if (name.endsWith('_bucket')) known.add('le');
+      for (const sel of rule.expr.matchAll(new RegExp(`\\b${name}\\{([^}]*)\\}`, 'g'))) {
+        for (const m of sel[1]!.matchAll(/([a-zA-Z_]+)\s*(=~|!~|!=|=)/g)) {
+          if (!known.has(m[1]!)) problems.push(`${rule.alert}: ${name} has no label ${m[1]}`);
+        }
+      }
     }
   }
-  assert.deepEqual(unknown, [], 'metric names in the rules that the agent does not export');
+  assert.deepEqual(problems, [], 'metric names or labels in the rules that the agent does not export');
 });

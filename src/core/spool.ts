@@ -131,6 +131,33 @@ function rowSize(row: Record<string, unknown>): number {
   return n;
 }
 
+/**
+ * Folds the rows that share a key into the first of them (a copy, keeping its sequence number
+ * and date): `fold` adds a later row's bytes into it, so sums are conserved. Rows `keyOf` gives
+ * no key for (being sent, too recent) stay exactly as they are. The result keeps sequence order.
+ */
+function foldRows(rows: Iterable<SpoolRow>, keyOf: (r: SpoolRow) => string | undefined, fold: (into: Record<string, unknown>, from: Record<string, unknown>) => void): SpoolRow[] {
+  const out: SpoolRow[] = [];
+  const first = new Map<string, SpoolRow>();
+  for (const r of rows) {
+    const key = keyOf(r);
+    if (key === undefined) {
+      out.push(r);
+      continue;
+    }
+    const g = first.get(key);
+    if (!g) {
+      const copy = { seq: r.seq, row: { ...r.row }, size: r.size, at: r.at };
+      first.set(key, copy);
+      out.push(copy);
+      continue;
+    }
+    fold(g.row, r.row);
+    g.size = rowSize(g.row);
+  }
+  return out;
+}
+
 class Queue {
   rows: SpoolRow[] = [];
   head = 0;
@@ -531,29 +558,21 @@ export class Spool {
     let merged: [number, number] = [0, 0];
     // Windows up to twice the span of minutes held: past that, every row of a key is one row.
     for (let width = 2; q.bytes > budget && width <= 2 * Math.max(1, hi - lo + 1); width *= 2) {
-      const out: SpoolRow[] = [];
-      const groups = new Map<string, SpoolRow>();
-      for (const r of q.live()) {
-        if (locked(r)) {
-          out.push(r);
-          continue;
-        }
-        const row = r.row as UsageRow;
-        const key = `${row.u}|${row.s}|${row.p}|${Math.floor(row.m / width)}`;
-        const g = groups.get(key);
-        if (!g) {
-          const copy = { seq: r.seq, row: { ...row }, size: r.size, at: r.at };
-          groups.set(key, copy);
-          out.push(copy);
-          continue;
-        }
-        const gr = g.row as UsageRow;
-        merged = [merged[0] + row.up, merged[1] + row.dn];
-        gr.up += row.up;
-        gr.dn += row.dn;
-        gr.m = Math.min(gr.m, row.m);
-        g.size = rowSize(g.row);
-      }
+      const out = foldRows(
+        q.live(),
+        (r) => {
+          const row = r.row as UsageRow;
+          return locked(r) ? undefined : `${row.u}|${row.s}|${row.p}|${Math.floor(row.m / width)}`;
+        },
+        (into, from) => {
+          const a = into as UsageRow;
+          const b = from as UsageRow;
+          merged = [merged[0] + b.up, merged[1] + b.dn];
+          a.up += b.up;
+          a.dn += b.dn;
+          a.m = Math.min(a.m, b.m);
+        },
+      );
       out.sort((a, b) => a.seq - b.seq);
       q.replace(out);
     }
@@ -571,28 +590,19 @@ export class Spool {
       const q = this.queues.get('usage')!;
       const pending = this.sending.get('usage');
       const before = q.length;
-      const groups = new Map<string, SpoolRow>();
-      const out: SpoolRow[] = [];
       let merged = 0;
-      for (const r of q.live()) {
-        const row = r.row as UsageRow;
-        if (row.m >= beforeMinute || (pending && r.seq >= pending.from && r.seq <= pending.to)) {
-          out.push(r);
-          continue;
-        }
-        const key = `${row.u}|${row.s}|${row.p}|${row.m}`;
-        const g = groups.get(key);
-        if (!g) {
-          const copy = { seq: r.seq, row: { ...row }, size: r.size, at: r.at };
-          groups.set(key, copy);
-          out.push(copy);
-          continue;
-        }
-        (g.row as UsageRow).up += row.up;
-        (g.row as UsageRow).dn += row.dn;
-        g.size = rowSize(g.row);
-        merged++;
-      }
+      const out = foldRows(
+        q.live(),
+        (r) => {
+          const row = r.row as UsageRow;
+          return row.m >= beforeMinute || (pending && r.seq >= pending.from && r.seq <= pending.to) ? undefined : `${row.u}|${row.s}|${row.p}|${row.m}`;
+        },
+        (into, from) => {
+          (into as UsageRow).up += (from as UsageRow).up;
+          (into as UsageRow).dn += (from as UsageRow).dn;
+          merged++;
+        },
+      );
       if (merged === 0) return 0;
       q.replace(out);
       await this.compact();
@@ -605,26 +615,16 @@ export class Spool {
     const q = this.queues.get('outbound')!;
     const pending = this.sending.get('outbound');
     const before = q.length;
-    const out: SpoolRow[] = [];
-    const byTag = new Map<string, SpoolRow>();
     let merged: [number, number] = [0, 0];
-    for (const r of q.live()) {
-      if (pending && r.seq >= pending.from && r.seq <= pending.to) {
-        out.push(r);
-        continue;
-      }
-      const tag = String(r.row['tag']);
-      const g = byTag.get(tag);
-      if (!g) {
-        const copy = { seq: r.seq, row: { ...r.row }, size: r.size, at: r.at };
-        byTag.set(tag, copy);
-        out.push(copy);
-        continue;
-      }
-      merged = [merged[0] + Number(r.row['bytesUp']), merged[1] + Number(r.row['bytesDown'])];
-      g.row['bytesUp'] = Number(g.row['bytesUp']) + Number(r.row['bytesUp']);
-      g.row['bytesDown'] = Number(g.row['bytesDown']) + Number(r.row['bytesDown']);
-    }
+    const out = foldRows(
+      q.live(),
+      (r) => (pending && r.seq >= pending.from && r.seq <= pending.to ? undefined : String(r.row['tag'])),
+      (into, from) => {
+        merged = [merged[0] + Number(from['bytesUp']), merged[1] + Number(from['bytesDown'])];
+        into['bytesUp'] = Number(into['bytesUp']) + Number(from['bytesUp']);
+        into['bytesDown'] = Number(into['bytesDown']) + Number(from['bytesDown']);
+      },
+    );
     q.replace(out);
     if (q.length < before) this.opts.onMerge?.('outbound', before, q.length, merged);
     return q.length < before;

@@ -76,6 +76,28 @@ describe('Core registration and heartbeat', () => {
       await sim.stop();
     }
   });
+
+  it('resolves the heartbeat address again every 10 minutes when the config leaves it to telemt', async () => {
+    let host = '198.51.100.1';
+    let shiftMs = 0;
+    const h = await coreHarness({
+      yaml: (y) => y.replace('host: node-a.example.net, ip: 203.0.113.7, ', ''),
+      deps: { address: { publicHost: async () => host }, now: () => Date.now() + shiftMs },
+    });
+    try {
+      await waitFor('a heartbeat with the first address', () => h.sim.of('heartbeat').some((r) => r.body.ip === '198.51.100.1'));
+      assert.equal(h.sim.of('register')[0]?.body.ip, '198.51.100.1');
+      host = '198.51.100.2';
+      const before = h.sim.of('heartbeat').length;
+      // Within the ten minutes the address is not asked again.
+      await waitFor('two more heartbeats', () => h.sim.of('heartbeat').length >= before + 2);
+      assert.ok(h.sim.of('heartbeat').every((r) => r.body.ip === '198.51.100.1'));
+      shiftMs = 10 * 60_000;
+      await waitFor('a heartbeat with the new address', () => h.sim.of('heartbeat').some((r) => r.body.ip === '198.51.100.2'));
+    } finally {
+      await h.cleanup();
+    }
+  });
 });
 
 describe('Core revoking the key (401)', () => {

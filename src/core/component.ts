@@ -33,6 +33,9 @@ const BACKOFF_MAX_MS = 45_000;
 
 type Settings = Config['core'];
 
+/** How often the address sent in heartbeats is resolved again. */
+const IP_REFRESH_MS = 10 * 60_000;
+
 export interface CoreDeps {
   /** telemt's users (config sync applies Core's users through it); absent: nothing is applied. */
   users?: UserAdmin;
@@ -125,6 +128,8 @@ export class CoreComponent implements Component {
   private spoolFailure: string | undefined;
   /** The IP heartbeats carry, resolved once (config, else telemt, else this host). */
   private knownIp: string | undefined;
+  /** When knownIp was last resolved (epoch ms). */
+  private knownIpAt = 0;
   private readonly now: () => number;
   private errorsSent = new Map<string, number>();
   private errorWindow: number[] = [];
@@ -342,8 +347,12 @@ export class CoreComponent implements Component {
     return registrationDto(this.ctx.config().config, telemtHost);
   }
 
+  /** The address heartbeats carry: resolved again every IP_REFRESH_MS, since telemt's view of it (a NAT, a new lease) may change. */
   private async heartbeatIp(): Promise<string | undefined> {
-    this.knownIp ??= (await this.registerDto()).ip;
+    if (this.knownIp === undefined || this.now() - this.knownIpAt >= IP_REFRESH_MS) {
+      this.knownIp = (await this.registerDto()).ip;
+      this.knownIpAt = this.now();
+    }
     return this.knownIp === '' ? undefined : this.knownIp;
   }
 

@@ -43,11 +43,12 @@ ${extra.map((l) => `  ${l}`).join('\n')}
 `;
 }
 
-export async function coreHarness(opts: { sim?: CoreSim; stateDir?: string; extra?: string[]; deps?: CoreDeps; start?: boolean } = {}): Promise<CoreHarness> {
+export async function coreHarness(opts: { sim?: CoreSim; stateDir?: string; extra?: string[]; deps?: CoreDeps; start?: boolean; yaml?: (yaml: string) => string } = {}): Promise<CoreHarness> {
   const sim = opts.sim ?? (await new CoreSim([CODE]).start());
   const stateDir = opts.stateDir ?? join(await tempDir('mtlens-core-'), 'state');
   let core: CoreComponent | undefined;
-  const t = await buildAgent(coreYaml(sim.url, stateDir, opts.extra), {
+  const yaml = coreYaml(sim.url, stateDir, opts.extra);
+  const t = await buildAgent(opts.yaml ? opts.yaml(yaml) : yaml, {
     env: { CORE_CODE: CODE },
     wire: (ctx) => {
       const w = productionWiring(ctx, { only: ['core'], coreDeps: opts.deps ?? {} });

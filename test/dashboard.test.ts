@@ -85,6 +85,9 @@ test('the dashboard is schema 38 with a Prometheus datasource variable, node and
     assert.doesNotMatch(expr, /\b(increase|rate|irate|delta)\s*\(\s*(sum|avg|min|max|count|topk)\b/, `${panel}: ${expr}`);
     assert.match(expr, /\bmtlens_|and on \(job, instance\) mtlens_build_info/, `${panel}: selects mtlens targets`);
   }
+  // README's table names every panel.
+  const readme = await readFile(join(repoRoot, 'README.md'), 'utf8');
+  for (const p of panels(d)) assert.ok(readme.includes(`| ${p.title} |`), `README's dashboard table: ${p.title}`);
   // Every allowlisted family is used by the dashboard (the list stays honest).
   for (const family of Object.keys(MAY_BE_EMPTY)) assert.ok(all.some((e) => e.expr.includes(family)), family);
 });

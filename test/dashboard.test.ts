@@ -48,10 +48,10 @@ function expressions(d: Dashboard): Array<{ panel: string; expr: string }> {
   return panels(d).flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr ?? '' })));
 }
 
-/** The dashboard's template variables as Grafana would substitute them for "All". */
-function substitute(expr: string): string {
+/** The dashboard's template variables as Grafana substitutes them: `node` is "All" or one instance. */
+function substitute(expr: string, node = '.*'): string {
   return expr
-    .replace(/\$\{?node\}?/g, '.*')
+    .replace(/\$\{?node\}?/g, node)
     .replace(/\$\{?user\}?/g, '.*')
     .replace(/\$\{?__rate_interval\}?/g, '1m')
     .replace(/\$\{?__interval\}?/g, '15s');
@@ -157,6 +157,13 @@ test('a real Prometheus scrapes the agent; every family, dashboard panel and ale
     return names.every((n) => stored.has(n));
   });
 
+  // The variables' label_values queries list the agent's instance and the simulator's users.
+  const instance = new URL(h.url).host;
+  const values = async (label: string, match: string) => (await get<string[]>(`/api/v1/label/${label}/values?match[]=${encodeURIComponent(match)}`)).body.data;
+  assert.deepEqual(await values('instance', 'mtlens_build_info'), [instance]);
+  const users = await values('user', `mtlens_user_tcp_bytes_total{instance=~"${instance.replace(/\./g, '\\\\.')}"}`);
+  for (const u of h.users) assert.ok(users.includes(u.name), `user variable: ${u.name} in ${users.join(',')}`);
+
   // Every alert expression parses and evaluates.
   const rules = (parse(await readFile(RULES, 'utf8')) as { groups: Array<{ rules: Array<{ alert: string; expr: string }> }> }).groups.flatMap((g) => g.rules);
   assert.ok(rules.length >= 10);
@@ -180,6 +187,9 @@ test('a real Prometheus scrapes the agent; every family, dashboard panel and ale
       continue;
     }
     await waitFor(`data for "${panel}": ${q}`, async () => (await query(q)).body.data.result.length > 0, 30_000);
+    // The same with one node picked (its instance, dots escaped as Grafana's regex formatting does).
+    const one = substitute(expr, instance.replace(/\./g, '\\\\.'));
+    assert.ok((await query(one)).body.data.result.length > 0, `${panel} for node ${instance}: ${one}`);
   }
   // The allowlisted panels are empty here for the reasons given (a change would mean the list is stale).
   assert.deepEqual(empty.sort(), ['Core requests', 'Core spool drops', 'User series overflow']);

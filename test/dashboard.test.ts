@@ -100,7 +100,7 @@ test('a real Prometheus scrapes the agent; every family, dashboard panel and ale
   let prom: ChildProcess | undefined;
   let output = '';
   t.after(async () => {
-    if (prom && prom.exitCode === null && prom.signalCode === null) {
+    if (prom?.pid !== undefined && prom.exitCode === null && prom.signalCode === null) {
       const exited = new Promise((resolve) => prom!.once('exit', resolve));
       prom.kill('SIGTERM');
       await exited;
@@ -156,6 +156,23 @@ test('a real Prometheus scrapes the agent; every family, dashboard panel and ale
     const stored = new Set((await get<string[]>('/api/v1/label/__name__/values')).body.data);
     return names.every((n) => stored.has(n));
   });
+
+  // Every label a dashboard selector matches on is one its series carry (a matcher on a missing
+  // label with =~".*" would still return data): the samples' labels, the registry's label names
+  // for families without samples yet, and the target's job and instance.
+  const labels = new Map<string, Set<string>>();
+  const add = (name: string, more: Iterable<string>) => labels.set(name, new Set([...(labels.get(name) ?? []), ...more, 'job', 'instance']));
+  for (const m of text.matchAll(/^([a-zA-Z_][a-zA-Z0-9_]*)(?:\{([^}]*)\})? /gm)) add(m[1]!, [...(m[2] ?? '').matchAll(/([a-zA-Z_]+)="/g)].map((x) => x[1]!));
+  for (const m of h.t.agent.prometheus.registry.getMetricsAsArray()) add(m.name, (m as unknown as { labelNames?: readonly string[] }).labelNames ?? []);
+  const wrong: string[] = [];
+  for (const { panel, expr } of expressions(await dashboard())) {
+    for (const sel of expr.matchAll(/\b([a-zA-Z_][a-zA-Z0-9_]*)\{([^}]*)\}/g)) {
+      const known = labels.get(sel[1]!);
+      if (!known) wrong.push(`${panel}: ${sel[1]} not in the scrape`);
+      for (const m of sel[2]!.matchAll(/([a-zA-Z_]+)\s*(=~|!~|!=|=)/g)) if (known && !known.has(m[1]!)) wrong.push(`${panel}: ${sel[1]} has no label ${m[1]}`);
+    }
+  }
+  assert.deepEqual(wrong, [], 'selectors on names or labels the agent does not export');
 
   // The variables' label_values queries list the agent's instance and the simulator's users.
   const instance = new URL(h.url).host;

@@ -131,12 +131,14 @@ test('a real Prometheus scrapes the agent; every family, dashboard panel and ale
 
   // The target is up, scraped without error.
   type Targets = { activeTargets: Array<{ health: string; lastError: string; scrapeUrl: string }> };
+  // (Waits for a good scrape rather than the first: on a busy machine one may exceed the 1s timeout.)
+  let seen = '';
   const targets = await waitFor('Prometheus scraped the agent', async () => {
-    const r = await get<Targets>('/api/v1/targets');
-    const a = r.body.data.activeTargets;
-    return a.length === 1 && a[0]!.health !== 'unknown' ? a : undefined;
-  });
-  assert.equal(targets[0]!.health, 'up', targets[0]!.lastError);
+    const a = (await get<Targets>('/api/v1/targets')).body.data.activeTargets;
+    seen = JSON.stringify(a);
+    return a.length === 1 && a[0]!.health === 'up' ? a : undefined;
+  }).catch((err: Error) => assert.fail(`${err.message}; targets: ${seen}`));
+  assert.equal(targets[0]!.health, 'up');
   assert.equal(targets[0]!.lastError, '');
   assert.equal(targets[0]!.scrapeUrl, `${h.url}/metrics`);
   const up = await query('up == 1');

@@ -8,6 +8,7 @@ import { loadConfigFile } from './config/load.js';
 import { sha256Hex } from './config/revision.js';
 import { bearerToken } from './config/sections/self-telemetry.js';
 import { rotateToken } from './token-rotate.js';
+import { statusCommand } from './status-command.js';
 import { tlsFingerprint } from './tls-fingerprint.js';
 import { removePidFile, writePidFile } from './runtime/pid-file.js';
 import { registerNode } from './core/register.js';
@@ -29,6 +30,9 @@ commands:
   tls fingerprint --config PATH [--json]
                                  the control API certificate's SHA-256 fingerprint and
                                  public-key pin (for curl --pinnedpubkey)
+  status [--config PATH | --url URL] [--json]
+                                 a one-screen summary of the running agent, over its API
+                                 (token from the config or MTLENS_API_TOKEN)
   core register [--config PATH]  register this node with Core now (core.registration.code)
                                  and store its key in agent.state_dir; a running agent
                                  picks the new key up within seconds
@@ -205,6 +209,13 @@ async function main(argv: string[]): Promise<number> {
         }
         const { values } = parseArgs({ args: rest.slice(1), options: { config: { type: 'string', short: 'c', default: './config.yaml' }, json: { type: 'boolean', default: false } }, strict: true });
         const out = await tlsFingerprint(values.config!, values.json === true);
+        process.stdout.write(out.stdout);
+        process.stderr.write(out.stderr);
+        return out.code;
+      }
+      case 'status': {
+        const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, url: { type: 'string' }, json: { type: 'boolean', default: false } }, strict: true });
+        const out = await statusCommand({ ...(values.config ? { config: values.config } : {}), ...(values.url ? { url: values.url } : {}), json: values.json === true, color: process.stdout.isTTY === true && !process.env['NO_COLOR'] });
         process.stdout.write(out.stdout);
         process.stderr.write(out.stderr);
         return out.code;

@@ -25,7 +25,7 @@ export async function tlsFingerprint(configPath: string, json: boolean): Promise
   }
   if ('missing' in found) return fail(`no certificate yet at ${found.missing}: the agent makes a self-signed one at its first start with tls.enabled`);
   const { info, path } = found;
-  const stderr = found.renewal ? `note: the agent will replace this certificate at its next start: ${found.renewal}\n` : '';
+  const stderr = found.renewal ? `note: the agent replaces this certificate within 12 hours or at its next reload: ${found.renewal}\n` : '';
   const stdout = json
     ? `${JSON.stringify({ path, ...info })}\n`
     : [

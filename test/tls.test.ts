@@ -222,7 +222,7 @@ describe('self-signed TLS for the control API', () => {
     const renamed = await configFile(config(state, '{ enabled: true, extra_sans: [other.example.org] }'));
     const pending = await runCli(['tls', 'fingerprint', '--config', renamed]);
     assert.equal(pending.code, 0);
-    assert.match(pending.stderr, /will replace this certificate at its next start: its names changed/);
+    assert.match(pending.stderr, /replaces this certificate within 12 hours or at its next reload: its names changed/);
     await rm(join(path, '..'), { recursive: true, force: true });
     await rm(join(renamed, '..'), { recursive: true, force: true });
   });

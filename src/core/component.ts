@@ -151,6 +151,7 @@ export class CoreComponent implements Component {
   /** The observer the kernel side feeds (connected in src/wiring.ts). */
   get observer(): ClientBytesObserver {
     return {
+      active: () => this.running,
       clientBytes: (cookie, user, port, rx, tx, wallMs) => {
         if (!this.running) return;
         this.buckets.clientBytes(cookie, user, port, rx, tx, wallMs);

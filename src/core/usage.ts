@@ -27,6 +27,11 @@ export class UsageBuckets implements ClientBytesObserver {
   /** Bytes in cells not yet taken. */
   readonly held = new Float64Array(2);
 
+  /** Buckets always take what they are given (the component decides whether to feed them). */
+  active(): boolean {
+    return true;
+  }
+
   clientBytes(_cookie: number, user: string, localPort: number, rx: number, tx: number, wallMs: number): void {
     this.seen[0] = this.seen[0]! + rx;
     this.seen[1] = this.seen[1]! + tx;

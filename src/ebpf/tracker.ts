@@ -205,7 +205,7 @@ export class ConnectionTracker {
     this.adopted[this.role[s]!]++;
     this.baseRx[s] = r.rxBytes(p);
     this.baseTx[s] = r.txBytes(p);
-    const o = this.opts.observer;
+    const o = this.observing();
     if (this.role[s] === ROLE_CLIENT && o) {
       // Bytes an earlier run already counted (kept by the observer) are not counted again; the
       // ones it had not counted yet (since its last save, or while no agent ran) are.
@@ -277,7 +277,7 @@ export class ConnectionTracker {
     this.closed[role * 2 + (rst ? 1 : 0)]++;
     // An adopted connection's true age is unknown: it stays out of the duration histogram.
     if (this.adoptedSlot[s] === 0) this.observeDuration(role, Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9));
-    if (role === ROLE_CLIENT && this.opts.observer?.clientConnection) {
+    if (role === ROLE_CLIENT && this.observing()?.clientConnection) {
       this.settleFinal(s);
       this.observeConnection(s, true, r.tsNs(p));
     }
@@ -407,7 +407,7 @@ export class ConnectionTracker {
       this.bytes[role * 2] = this.bytes[role * 2]! + dRx;
       this.bytes[role * 2 + 1] = this.bytes[role * 2 + 1]! + dTx;
       if (role !== ROLE_CLIENT) {
-        const o = this.opts.observer;
+        const o = this.observing();
         if (o?.upstreamBytes) o.upstreamBytes(role === ROLE_UPSTREAM_DC ? 'upstream_dc' : 'upstream_other', this.peer(s), this.peerPort[s]!, dRx, dTx);
       } else {
         this.pendingRx[s] = this.pendingRx[s]! + dRx;
@@ -435,7 +435,7 @@ export class ConnectionTracker {
 
   /** Drops a connection whose close record has not come, remembering what was counted for it. */
   private evict(s: number): void {
-    if (this.role[s] === ROLE_CLIENT && this.opts.observer?.clientConnection) {
+    if (this.role[s] === ROLE_CLIENT && this.observing()?.clientConnection) {
       this.settleFinal(s);
       this.observeConnection(s, true, this.opts.clock.nowMonoMs() * 1e6);
     }
@@ -475,8 +475,14 @@ export class ConnectionTracker {
     if (!final && (user === UNKNOWN_USER || user === AMBIGUOUS_USER)) return;
     this.userName[s] = user;
     this.userCell[s] = this.opts.userTotals(user);
-    this.opts.observer?.clientJoined?.(this.cookie[s]!, user);
+    this.observing()?.clientJoined?.(this.cookie[s]!, user);
     this.settleUser(s);
+  }
+
+  /** The observer when it wants data now (Core enabled and running); undefined skips all work for it. */
+  private observing(): ClientBytesObserver | undefined {
+    const o = this.opts.observer;
+    return o !== undefined && o.active() ? o : undefined;
   }
 
   /** Settles a closing client connection's pending bytes now (with whatever the directory says). */
@@ -487,7 +493,7 @@ export class ConnectionTracker {
   }
 
   private observeConnection(s: number, closed: boolean, tsNs: number): void {
-    const o = this.opts.observer;
+    const o = this.observing();
     if (o?.clientConnection) o.clientConnection(this.cookie[s]!, this.userOf(s), this.peer(s), this.localPort[s]!, closed, this.opts.clock.toWallMs(tsNs));
   }
 
@@ -500,7 +506,7 @@ export class ConnectionTracker {
     const cell = this.userCell[s]!.totals;
     cell[0] = cell[0]! + this.pendingRx[s]!;
     cell[1] = cell[1]! + this.pendingTx[s]!;
-    if (this.pendingRx[s]! > 0 || this.pendingTx[s]! > 0) this.opts.observer?.clientBytes(this.cookie[s]!, this.userName[s]!, this.localPort[s]!, this.pendingRx[s]!, this.pendingTx[s]!, Date.now());
+    if (this.pendingRx[s]! > 0 || this.pendingTx[s]! > 0) this.observing()?.clientBytes(this.cookie[s]!, this.userName[s]!, this.localPort[s]!, this.pendingRx[s]!, this.pendingTx[s]!, Date.now());
     this.pendingRx[s] = 0;
     this.pendingTx[s] = 0;
   }

@@ -9,6 +9,8 @@
  * beyond their own bounded tables and never throw.
  */
 export interface ClientBytesObserver {
+  /** Whether it wants anything now: when false the collector skips every call and what it would compute for them. */
+  active(): boolean;
   /**
    * `user`: the telemt user, or `~ambiguous` / `~unknown` (see links.ts) when no single user owns
    * the peer IP. `rx`: bytes received from the client (its upload); `tx`: bytes sent to it.

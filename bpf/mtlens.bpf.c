@@ -342,6 +342,8 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp)
 		return;
+	if (kind == MTLENS_REC_CLOSE)
+		rtt_sample(tp, st->role); /* whether or not the record finds room */
 	stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_SEEN);
 	struct mtlens_conn_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
@@ -364,7 +366,6 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 		 * FIN unacked) was cut by a reset sent or received, or by a retransmission timeout. */
 		r->close_kind = own_fin_acked(tp, oldstate) ? MTLENS_CLOSE_FIN : MTLENS_CLOSE_RST;
 		read_counters(tp, oldstate, st->active, r);
-		rtt_sample(tp, st->role);
 	} else {
 		r->state = TCP_ESTABLISHED;
 		read_counters(tp, TCP_ESTABLISHED, st->active, r);

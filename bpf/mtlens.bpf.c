@@ -12,9 +12,14 @@
  *   tcp_retransmit    tp_btf/tcp_retransmit_skb   retransmits per role (map counter)
  *   tcp_send_reset    tp_btf/tcp_send_reset       resets sent per role (map counter)
  *   tcp_receive_reset tp_btf/tcp_receive_reset    resets received per role (map counter)
- *   tcp_probe_rtt     tp_btf/tcp_probe            log2 histogram of srtt per role (map)
  *   conn_snapshot     iter/tcp                    counters of tracked live sockets (seq records);
  *                                                 adopts live sockets on watched ports it does not track
+ *
+ * Nothing runs per packet on the proxy's behalf beyond what TCP state changes, retransmits and
+ * resets trigger: the RTT histogram takes the socket's own smoothed RTT once per snapshot pass
+ * (in the agent's context) and once at close, not per received segment (tcp_probe), which cost
+ * the proxy a program run on every segment. Every program's first work is one socket-storage
+ * lookup (or, before a socket can be tracked, one cheap port or name check).
  *   bench_producer    tp_btf/sys_enter            benchmark only (not autoloaded)
  */
 #include "vmlinux.h"
@@ -260,7 +265,7 @@ static __always_inline bool take_slot(void)
  * untracked once, not again by every snapshot pass that meets it, and a later pass can still
  * adopt it when a slot frees up.
  */
-static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
+static __always_inline struct mtlens_conn_state *track(const struct sock *sk, __u64 now)
 {
 	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
@@ -276,7 +281,7 @@ static __always_inline struct mtlens_conn_state *track(const struct sock *sk)
 		return NULL;
 	}
 	__builtin_memset(st, 0, sizeof(*st));
-	st->opened_ns = bpf_ktime_get_ns();
+	st->opened_ns = now;
 	return st;
 }
 
@@ -303,11 +308,42 @@ static __always_inline bool live(const struct mtlens_conn_state *st)
 	return st && !st->refused && !st->closed;
 }
 
-static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtlens_conn_state *st, __u16 kind, int oldstate)
+/* floor(log2(v)) for v > 0; clang 14 cannot lower __builtin_clz for BPF. */
+static __always_inline __u32 log2_u32(__u32 v)
+{
+	__u32 r = 0, shift;
+	shift = (v > 0xffff) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xff) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xf) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	return r | (v >> 1);
+}
+
+/*
+ * One RTT sample of a tracked connection: its smoothed RTT as the kernel keeps it (srtt_us is
+ * stored <<3). Taken at every snapshot pass and at close, so the histogram holds per-connection
+ * samples, a live connection contributing one per snapshot interval.
+ */
+static __always_inline void rtt_sample(const struct tcp_sock *tp, __u8 role)
+{
+	__u32 srtt = tp->srtt_us >> 3;
+	if (srtt == 0 || role >= MTLENS_NR_ROLES)
+		return;
+	__u32 b = log2_u32(srtt);
+	if (b >= MTLENS_RTT_BUCKETS)
+		b = MTLENS_RTT_BUCKETS - 1;
+	count(&rtt_hist, role * MTLENS_RTT_BUCKETS + b, 1);
+	count(&health, role * MTLENS_HEALTH_NR + MTLENS_HEALTH_RTT_SAMPLES, 1);
+	count(&health, role * MTLENS_HEALTH_NR + MTLENS_HEALTH_RTT_SUM_US, srtt);
+}
+
+static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtlens_conn_state *st, __u16 kind, int oldstate, __u64 now)
 {
 	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp)
 		return;
+	if (kind == MTLENS_REC_CLOSE)
+		rtt_sample(tp, st->role); /* whether or not the record finds room */
 	stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_SEEN);
 	struct mtlens_conn_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
@@ -319,7 +355,7 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 	r->role = st->role;
 	r->pid = st->pid;
 	r->cookie = cookie;
-	r->ts_ns = bpf_ktime_get_ns();
+	r->ts_ns = now;
 	r->opened_ns = st->opened_ns;
 	__builtin_memcpy(r->comm, st->comm, sizeof(r->comm));
 	read_addrs(tp, r);
@@ -344,73 +380,89 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 static __always_inline void close_tracked(const struct sock *sk, struct mtlens_conn_state *st, int oldstate)
 {
 	if (st->open_sent)
-		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate);
+		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate, bpf_ktime_get_ns());
 	untrack(st);
 }
 
+/* TCP over IPv4 or IPv6: checked only where tracking can begin. A socket that has an entry in
+ * `conns` passed it then. */
+static __always_inline bool tcp_inet(const struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	return sk->sk_protocol == IPPROTO_TCP && (family == AF_INET || family == AF_INET6);
+}
+
+/* connect(): the only transition that reliably runs in the owner's context. The process is
+ * matched by its main thread's name: telemt connects from tokio worker threads, whose own comm is
+ * "tokio-runtime-w" (bpf_get_current_comm() reads that). */
+static __always_inline void on_connect(const struct sock *sk)
+{
+	char comm[16];
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (bpf_probe_read_kernel(comm, sizeof(comm), task->group_leader->comm))
+		return;
+	if (!bpf_map_lookup_elem(&watch_comms, comm) || !tcp_inet(sk))
+		return;
+	struct mtlens_conn_state *st = track(sk, bpf_ktime_get_ns());
+	if (!st)
+		return;
+	__builtin_memcpy(st->comm, comm, sizeof(comm));
+	st->pid = bpf_get_current_pid_tgid() >> 32;
+	st->active = 1;
+	st->role = classify_upstream(sk);
+	st->state = TCP_SYN_SENT;
+}
+
+/* An accepted child socket: skc_num (host order) is still set here. */
+static __always_inline void on_accept(const struct sock *sk)
+{
+	__u16 lport = sk->__sk_common.skc_num;
+	if (!bpf_map_lookup_elem(&watch_ports, &lport) || !tcp_inet(sk))
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	struct mtlens_conn_state *st = track(sk, now);
+	if (!st)
+		return;
+	st->role = MTLENS_ROLE_CLIENT;
+	st->open_sent = 1;
+	st->state = TCP_ESTABLISHED;
+	emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_OPEN, TCP_SYN_RECV, now);
+}
+
+/*
+ * Runs on every TCP state change of every socket on the host, tracked or not: the states are
+ * tested first (they come in registers), then the one thing each case needs from the socket: the
+ * watched-name lookup at connect, the watched-port lookup at accept, the socket's storage entry
+ * otherwise (a pointer chase that finds nothing on an untracked socket).
+ */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 {
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	__u16 family = sk->__sk_common.skc_family;
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		/* connect(): the only transition that reliably runs in the owner's context. The
-		 * process is matched by its main thread's name: telemt connects from tokio worker
-		 * threads, whose own comm is "tokio-runtime-w" (bpf_get_current_comm() reads that). */
-		char comm[16];
-		struct task_struct *task = bpf_get_current_task_btf();
-		if (bpf_probe_read_kernel(comm, sizeof(comm), task->group_leader->comm))
-			return 0;
-		if (!bpf_map_lookup_elem(&watch_comms, comm))
-			return 0;
-		struct mtlens_conn_state *st = track(sk);
-		if (!st)
-			return 0;
-		__builtin_memcpy(st->comm, comm, sizeof(comm));
-		st->pid = bpf_get_current_pid_tgid() >> 32;
-		st->active = 1;
-		st->role = classify_upstream(sk);
-		st->state = TCP_SYN_SENT;
+		on_connect(sk);
 		return 0;
 	}
-
-	if (newstate == TCP_ESTABLISHED) {
-		struct mtlens_conn_state *st;
-		if (oldstate == TCP_SYN_SENT) {
-			st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
-			if (!live(st))
-				return 0;
-		} else if (oldstate == TCP_SYN_RECV) {
-			/* An accepted child socket: skc_num (host order) is still set here. */
-			__u16 lport = sk->__sk_common.skc_num;
-			if (!bpf_map_lookup_elem(&watch_ports, &lport))
-				return 0;
-			st = track(sk);
-			if (st)
-				st->role = MTLENS_ROLE_CLIENT;
-		} else {
-			return 0;
-		}
-		if (!st)
-			return 0;
-		st->open_sent = 1;
-		st->state = TCP_ESTABLISHED;
-		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_OPEN, oldstate);
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+		on_accept(sk);
 		return 0;
 	}
-
 	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
 	if (!st || st->closed)
 		return 0;
-	if (newstate != TCP_CLOSE) {
-		st->state = newstate;
+	if (newstate == TCP_CLOSE) {
+		close_tracked(sk, st, oldstate);
 		return 0;
 	}
-	close_tracked(sk, st, oldstate);
+	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
+		/* An upstream connect() completed (its entry was made at connect). */
+		if (!live(st))
+			return 0;
+		st->open_sent = 1;
+		st->state = TCP_ESTABLISHED;
+		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_OPEN, oldstate, bpf_ktime_get_ns());
+		return 0;
+	}
+	st->state = newstate;
 	return 0;
 }
 
@@ -475,39 +527,6 @@ int BPF_PROG(tcp_receive_reset, struct sock *sk)
 	return 0;
 }
 
-/* floor(log2(v)) for v > 0; clang 14 cannot lower __builtin_clz for BPF. */
-static __always_inline __u32 log2_u32(__u32 v)
-{
-	__u32 r = 0, shift;
-	shift = (v > 0xffff) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xff) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xf) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	return r | (v >> 1);
-}
-
-/* Per received segment: only an in-kernel histogram, never a ring record. */
-SEC("tp_btf/tcp_probe")
-int BPF_PROG(tcp_probe_rtt, struct sock *sk)
-{
-	struct mtlens_conn_state *st = tracked(sk);
-	if (!st || st->role >= MTLENS_NR_ROLES)
-		return 0;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
-	__u32 srtt = tp->srtt_us >> 3;
-	if (srtt == 0)
-		return 0;
-	__u32 b = log2_u32(srtt);
-	if (b >= MTLENS_RTT_BUCKETS)
-		b = MTLENS_RTT_BUCKETS - 1;
-	count(&rtt_hist, st->role * MTLENS_RTT_BUCKETS + b, 1);
-	count(&health, st->role * MTLENS_HEALTH_NR + MTLENS_HEALTH_RTT_SAMPLES, 1);
-	count(&health, st->role * MTLENS_HEALTH_NR + MTLENS_HEALTH_RTT_SUM_US, srtt);
-	return 0;
-}
-
 /* Live counters of tracked sockets, one fixed binary record each, read by the agent every
  * ebpf.snapshot_interval_ms so long-lived connections count while they are open. */
 SEC("iter/tcp")
@@ -538,7 +557,7 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 		__u16 lport = sk->__sk_common.skc_num;
 		if (state != TCP_ESTABLISHED || !bpf_map_lookup_elem(&watch_ports, &lport))
 			return 0;
-		st = track(sk);
+		st = track(sk, bpf_ktime_get_ns());
 		if (!st)
 			return 0;
 		st->role = MTLENS_ROLE_CLIENT;
@@ -559,6 +578,7 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 	r.opened_ns = st->opened_ns;
 	read_addrs(tp, &r);
 	read_counters(tp, state, st->active, &r);
+	rtt_sample(tp, st->role);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

@@ -97,7 +97,7 @@ test('exact rx/tx over 240 loopback connections (IPv4 and IPv6; FIN from the cli
   assert.equal(sample(m, 'mtlens_tcp_connections_active{role="client"}'), 0);
   assert.equal(sample(m, 'mtlens_tcp_connection_duration_seconds_count{role="client"}'), N);
   assert.equal(sample(m, 'mtlens_tcp_resets_total{role="client",direction="rx"}'), N / 3, 'the server sockets received one reset each');
-  assert.ok((sample(m, 'mtlens_tcp_rtt_seconds_count{role="client"}') ?? 0) > 0, 'RTT histogram filled by tcp_probe');
+  assert.ok((sample(m, 'mtlens_tcp_rtt_seconds_count{role="client"}') ?? 0) > 0, 'RTT histogram filled at close');
   assert.equal(sample(m, 'mtlens_user_tcp_bytes_total{user="~unknown",direction="rx"}'), rx);
   assert.equal(sample(m, 'mtlens_user_tcp_bytes_total{user="~unknown",direction="tx"}'), tx);
   assert.equal(sample(m, 'mtlens_ebpf_events_lost_total{program="conn_lifecycle"}'), 0);

@@ -67,7 +67,7 @@ export function registerEbpfMetrics(registry: Registry, src: EbpfMetricSource): 
   registerCollected(registry, 'mtlens_tcp_resets_total', 'TCP resets on tracked connections (kernel), by role and direction (rx received, tx sent).', 'counter', () =>
     kernel((c) => [...perRole(c.health, HEALTH_NR, HEALTH_RESETS_RECEIVED, { direction: 'rx' }), ...perRole(c.health, HEALTH_NR, HEALTH_RESETS_SENT, { direction: 'tx' })]),
   );
-  registerCollected(registry, 'mtlens_tcp_rtt_seconds', 'Smoothed RTT of tracked connections, sampled by the kernel per received segment (log2 buckets), by role.', 'histogram', () =>
+  registerCollected(registry, 'mtlens_tcp_rtt_seconds', 'Smoothed RTT of tracked connections, one sample per connection at each snapshot and at close (log2 buckets), by role.', 'histogram', () =>
     kernel((c) => ROLES.flatMap((role, i) => histogramSamples('mtlens_tcp_rtt_seconds', { role }, RTT_BOUNDS, c.rtt, i * RTT_BUCKETS, c.health[i * HEALTH_NR + HEALTH_RTT_SUM_US]! / 1e6))),
   );
   registerCollected(registry, 'mtlens_ebpf_events_total', 'Records delivered by each kernel program (ring buffer or iterator).', 'counter', () =>

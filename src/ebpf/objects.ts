@@ -8,7 +8,6 @@ export const PROGRAM = {
   retransmit: 'tcp_retransmit',
   sendReset: 'tcp_send_reset',
   receiveReset: 'tcp_receive_reset',
-  probeRtt: 'tcp_probe_rtt',
   snapshot: 'conn_snapshot',
   /** The ingest benchmark's producer: loaded only when a benchmark asks for it. */
   benchProducer: 'bench_producer',

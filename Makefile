@@ -7,8 +7,9 @@ SHELL := /bin/bash
 # prometheus: promtool (metrics lint in tests); openssl: certificates; curl: the README's TLS
 # examples, tested; libbpf-tools: tcplife and wrk: benchmark baselines; iproute2: `ip` for the
 # network-namespace test; systemd: systemd-analyze (the unit's verify test); util-linux (setpriv,
-# prlimit, unshare) and libcap2-bin (capsh): the least-capabilities test.
-DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl curl libbpf-tools wrk iproute2 systemd util-linux libcap2-bin
+# prlimit, unshare) and libcap2-bin (capsh): the least-capabilities test; tmux: the terminal
+# `mtlens top` is tested in.
+DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config prometheus openssl curl libbpf-tools wrk iproute2 systemd util-linux libcap2-bin tmux
 CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)

@@ -39,11 +39,11 @@ export async function findAgent(configPath: string | undefined, url: string | un
 }
 
 /** Sends GET `path`; `onResponse` gets the answer as it starts. Errors (refused, timeout, wrong certificate) go to `onError`. */
-function send(target: AgentTarget, path: string, accept: string, onResponse: (res: IncomingMessage) => void, onError: (err: Error) => void): ClientRequest {
+function send(target: AgentTarget, path: string, accept: string, onResponse: (res: IncomingMessage) => void, onError: (err: Error) => void, signal?: AbortSignal): ClientRequest {
   const url = new URL(path, target.url);
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   const headers: Record<string, string> = { accept, ...(target.token ? { authorization: `Bearer ${target.token}` } : {}) };
-  const req = request(url, { headers, timeout: ANSWER_MS, ...(url.protocol === 'https:' ? { rejectUnauthorized: !target.pin } : {}) }, onResponse);
+  const req = request(url, { headers, timeout: ANSWER_MS, ...(signal ? { signal } : {}), ...(url.protocol === 'https:' ? { rejectUnauthorized: !target.pin } : {}) }, onResponse);
   req.on('timeout', () => req.destroy(new Error(`no answer within ${ANSWER_MS / 1000} s`)));
   req.on('error', onError);
   if (target.pin) {
@@ -74,8 +74,8 @@ export class AgentRefused extends Error {
   }
 }
 
-/** GET `path`: the body of a 200 answer; rejects with AgentRefused for any other status. */
-export function getText(target: AgentTarget, path: string): Promise<string> {
+/** GET `path`: the body of a 200 answer; rejects with AgentRefused for any other status. `signal` abandons it. */
+export function getText(target: AgentTarget, path: string, signal?: AbortSignal): Promise<string> {
   return new Promise((resolve, reject) => {
     send(
       target,
@@ -89,12 +89,13 @@ export function getText(target: AgentTarget, path: string): Promise<string> {
         res.on('error', reject);
       },
       reject,
+      signal,
     );
   });
 }
 
-export async function getJson<T = Record<string, unknown>>(target: AgentTarget, path: string): Promise<T> {
-  return JSON.parse(await getText(target, path)) as T;
+export async function getJson<T = Record<string, unknown>>(target: AgentTarget, path: string, signal?: AbortSignal): Promise<T> {
+  return JSON.parse(await getText(target, path, signal)) as T;
 }
 
 export interface EventStream {

@@ -142,7 +142,7 @@ test('mtlens top without colour (NO_COLOR) draws no escape sequences; Ctrl-C qui
   assert.doesNotMatch(once.stdout, /^q quit/m);
 });
 
-test('mtlens top says clearly when the agent is not running, before touching the terminal', async (t) => {
+test('mtlens top says clearly when the agent is not running (before touching the terminal) or an option is wrong', async (t) => {
   const srv = createServer();
   srv.listen(0, '127.0.0.1');
   await once(srv, 'listening');
@@ -152,6 +152,8 @@ test('mtlens top says clearly when the agent is not running, before touching the
   assert.equal(down.code, 1);
   assert.equal(down.stderr, `mtlens top: cannot read the agent at http://127.0.0.1:${port}: connection refused (is the agent running?)\n`);
   assert.equal(down.stdout, '');
+  const bad = await runCli(['top', '--url', `http://127.0.0.1:${port}`, '--limit', '0']);
+  assert.deepEqual([bad.code, bad.stderr], [2, 'mtlens top: --limit takes an integer between 1 and 10000\n']);
 
   const pane = await TmuxPane.start(120, 24);
   t.after(() => pane.kill());

@@ -151,7 +151,6 @@ export function render(model: TopModel, f: Frame): string[] {
   if (!model.sample) return [fit([[`mtlens top: reading ${f.url} ...`]], f.width, f.colour)];
   const top = topLines(model, f);
   const filter = model.activeFilter();
-  const caption: Line = [[`${model.mode.toUpperCase()} by ${model.sort}`, 'head'], [filter || model.draft !== undefined ? `  filter: ${filter}${model.draft !== undefined ? '_' : ''}` : '']];
   const events: Line = [[`EVENTS  stalls ${model.stalls}  resets ${model.resets}`, 'head'], [model.eventsError ? `  (${model.eventsError})` : '', 'bad']];
   const help: Line = model.draft !== undefined ? [['type to filter  Enter keep  Esc clear', 'dim']] : [['q quit  s sort  u users  p peers  / filter  Esc clear filter', 'dim']];
   const rows = model.rows();
@@ -167,6 +166,11 @@ export function render(model: TopModel, f: Frame): string[] {
     if (room() < 3) topShown = top.slice(0, Math.max(1, top.length - Math.max(0, 3 - room())));
     bodyRows = Math.max(0, Math.min(rows.length, room()));
   }
+  const caption: Line = [
+    [`${model.mode.toUpperCase()} by ${model.sort}`, 'head'],
+    [filter || model.draft !== undefined ? `  filter: ${filter}${model.draft !== undefined ? '_' : ''}` : ''],
+    [bodyRows < rows.length ? `  (${bodyRows} of ${rows.length})` : '', 'dim'],
+  ];
   const lines: Line[] = [...topShown, caption, t.header, ...t.body.slice(0, bodyRows)];
   if (f.height !== undefined) while (lines.length < f.height - bottomFixed - noticeCount) lines.push([]);
   lines.push(events, ...model.notices.slice(0, noticeCount).map(noticeLine));

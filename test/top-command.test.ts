@@ -10,6 +10,8 @@ import { exchange as telemtExchange } from './fixtures/telemt-sim-protocol.js';
 import { MTLENS, runCli } from './helpers/cli.js';
 import { kernelGate } from './helpers/ebpf.js';
 import { startFullAgent, type FullAgent } from './helpers/full-agent.js';
+import { BASE_CONFIG, buildAgent } from './helpers/agent.js';
+import { productionWiring } from '../src/wiring.js';
 import { TmuxPane } from './helpers/tmux.js';
 
 /** The table rows under the header line starting with `header`, up to the first blank line. */
@@ -160,5 +162,25 @@ test('mtlens top says clearly when the agent is not running (before touching the
   await pane.typeLine(`${MTLENS} top --url http://127.0.0.1:${port}; echo "exit=$?"`);
   const screen = await pane.waitForScreen('the error and the exit status', (s) => /^exit=1$/m.test(s));
   assert.match(screen, /^mtlens top: cannot read the agent at http:\/\/127\.0\.0\.1:\d+: connection refused \(is the agent running\?\)$/m);
+  assert.equal(await pane.format('#{alternate_on} #{cursor_flag}'), '0 1');
+});
+
+test('mtlens top says so when the agent stops answering while it runs, and still quits cleanly', async (t) => {
+  const a = await buildAgent(BASE_CONFIG, { wire: productionWiring });
+  let stopped = false;
+  t.after(() => (stopped ? undefined : a.cleanup()));
+  await a.agent.start();
+  const pane = await TmuxPane.start(120, 30);
+  t.after(() => pane.kill());
+  await pane.typeLine(`${MTLENS} top --url ${a.url}; echo "exit=$?"`);
+  // No eBPF and no telemt in this agent: those parts say so.
+  const screen = await pane.waitForScreen('the view of an agent without collectors', (s) => /^USERS by rate$/m.test(s));
+  assert.match(screen, /^agent ready {2}ebpf off: \S.* {2}telemt not watched$/m);
+  assert.match(screen, /^DCs {3}telemt not watched$/m);
+  await a.cleanup();
+  stopped = true;
+  await pane.waitForScreen('the agent gone', (s) => /^agent: cannot read http:\/\/127\.0\.0\.1:\d+: connection refused \(is the agent running\?\); showing the last good data$/m.test(s) && /^USERS by rate$/m.test(s));
+  await pane.press('q');
+  await pane.waitForScreen('the shell after top', (s) => /^exit=0$/m.test(s));
   assert.equal(await pane.format('#{alternate_on} #{cursor_flag}'), '0 1');
 });

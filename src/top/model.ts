@@ -62,7 +62,7 @@ export class TopModel {
   applySample(s: Sample): void {
     this.sample = s;
     this.error = undefined;
-    this.rates.refresh(s.at, Object.values(s.roles).flatMap((r) => r.rows), s.ebpf.snapshotMs);
+    this.rates.refresh(s.at, Object.values(s.roles).flatMap((r) => r.rows), s.ebpf.snapshot);
   }
 
   applyEvent(e: FeedEvent): void {

@@ -3,9 +3,11 @@
 // Each refresh adds, per live connection, what its counters grew since the last refresh (a new
 // connection: all of its bytes; one closed in between: its final bytes from connection.close)
 // to running sums per key (a user, a peer address, everything). A rate is how much a sum grew
-// over a window of recent refreshes. The kernel counters of live connections move at the agent's
-// snapshot cadence (ebpf.snapshot_interval_ms, 5 s by default), so the window spans whole
-// snapshot periods: a 1 s window would show 5x the rate one second in five and zero otherwise.
+// over a window of recent refreshes. The kernel counters of live connections move only when the
+// agent applies a snapshot (every ebpf.snapshot_interval_ms, 5 s by default, later on a busy
+// host), so the sums are framed only at refreshes that saw a new snapshot, and the window spans
+// whole snapshot periods: framing every second would show 5x the rate one second in five and
+// zero otherwise.
 import type { ConnectionEventData } from '../model/events.js';
 import type { Connection } from './sample.js';
 
@@ -36,6 +38,7 @@ export class Rates {
   private readonly sums = new Map<string, Bytes>();
   private frames: Frame[] = [];
   private lastAt: number | undefined;
+  private lastApplied: number | undefined;
   /** The window rates are over, in ms (a whole number of refreshes covering a snapshot period). */
   windowMs = 0;
 
@@ -50,9 +53,12 @@ export class Rates {
     if (this.closed.size < this.maxClosed) this.closed.set(data.cookie, data);
   }
 
-  /** Adds what every connection's counters grew since the last refresh; `rows` are all connections read at `at`. */
-  refresh(at: number, rows: Iterable<Connection>, snapshotMs: number): void {
-    this.windowMs = Math.max(this.refreshMs, Math.ceil(snapshotMs / this.refreshMs) * this.refreshMs);
+  /**
+   * Adds what every connection's counters grew since the last refresh; `rows` are all connections
+   * read at `at`, `snapshot` the agent's snapshot period and how many snapshots it applied so far.
+   */
+  refresh(at: number, rows: Iterable<Connection>, snapshot: { intervalMs: number; applied: number }): void {
+    this.windowMs = Math.max(this.refreshMs, Math.ceil(snapshot.intervalMs / this.refreshMs) * this.refreshMs);
     const first = this.lastAt === undefined;
     const elapsed = first ? 0 : at - this.lastAt!;
     const add = (keys: string[], rx: number, tx: number) => {
@@ -85,17 +91,20 @@ export class Rates {
     this.closed.clear();
     for (const cookie of this.seen.keys()) if (!live.has(cookie)) this.seen.delete(cookie);
     this.lastAt = at;
+    const moved = snapshot.applied !== this.lastApplied;
+    this.lastApplied = snapshot.applied;
+    if (!moved) return;
     this.frames.push({ at, sums: new Map([...this.sums].map(([k, v]) => [k, { ...v }])) });
     // Keep the newest frame at least a window old, and every one after it.
     while (this.frames.length > 1 && this.frames[1]!.at <= at - this.windowMs) this.frames.shift();
     this.forgetIdle();
   }
 
-  /** Bytes per second of `key` over the window; undefined until two refreshes were seen. */
+  /** Bytes per second of `key` over the window; undefined until two snapshots were seen, or when they stopped coming. */
   rate(key: string): Bytes | undefined {
     const oldest = this.frames[0];
     const newest = this.frames[this.frames.length - 1];
-    if (!oldest || !newest || oldest === newest) return undefined;
+    if (!oldest || !newest || oldest === newest || this.lastAt! - newest.at > 2 * this.windowMs + this.refreshMs) return undefined;
     const s = this.sums.get(key) ?? { rx: 0, tx: 0 };
     const then = oldest.sums.get(key) ?? { rx: 0, tx: 0 };
     const secs = (newest.at - oldest.at) / 1000;

@@ -28,7 +28,7 @@ export interface Sample {
   uptime: string;
   ready: boolean;
   failedChecks: string[];
-  ebpf: { enabled: boolean; reason?: string; eventsLost: number; snapshotMs: number };
+  ebpf: { enabled: boolean; reason?: string; eventsLost: number; snapshot: { intervalMs: number; applied: number } };
   /** Live connections per role: how many there are, and the rows read (the top `limit` by bytes). */
   roles: Record<Role, { total: number; rows: Connection[] }>;
   telemt: { enabled: boolean; reachable: boolean; ready: boolean | null; version: string | null };
@@ -95,7 +95,7 @@ export async function readSample(read: Reader, limit: number, now: () => number 
       enabled: ebpf?.enabled === true,
       ...(ebpf?.reason ? { reason: ebpf.reason } : ebpf ? {} : { reason: 'not part of this agent' }),
       eventsLost: ebpf?.ringbuf?.events_lost ?? 0,
-      snapshotMs: ebpf?.snapshots?.interval_ms ?? SNAPSHOT_MS_DEFAULT,
+      snapshot: { intervalMs: ebpf?.snapshots?.interval_ms ?? SNAPSHOT_MS_DEFAULT, applied: ebpf?.snapshots?.applied ?? 0 },
     },
     roles,
     telemt: { enabled: t?.enabled === true, reachable: t?.reachable === true, ready: t?.ready ?? null, version: t?.version ?? null },

@@ -88,10 +88,14 @@ export async function topCommand(opts: TopOptions, env: NodeJS.ProcessEnv = proc
   const colour = colourWanted(process.stdout.isTTY, env);
 
   if (opts.once || !process.stdout.isTTY) {
-    // Rates need a second reading one window later (the agent's snapshot period, at least a second).
+    // Rates need a second reading after the agent's next kernel snapshot (its period, at least a
+    // second; later on a busy host), within three periods.
     try {
-      await delay(model.rates.windowMs);
-      await refresh();
+      const deadline = Date.now() + 3 * model.rates.windowMs;
+      do {
+        await delay(REFRESH_MS);
+        await refresh();
+      } while (model.sample?.ebpf.enabled && model.rates.rate('*') === undefined && Date.now() < deadline);
     } catch (err) {
       return fail(`cannot read the agent at ${target.url}: ${whyUnreadable(err)}`);
     } finally {

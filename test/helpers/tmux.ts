@@ -2,27 +2,30 @@
 // server of its own. Tests type into it (send-keys) and read the screen (capture-pane), waiting
 // on what the screen shows, never on time.
 import { execFile } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { tempDir } from './agent.js';
 import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
-let sessions = 0;
 
 export class TmuxPane {
   private constructor(
+    /** The server's socket, in a directory of its own that kill() removes. */
     private readonly socket: string,
     private readonly env: Record<string, string>,
   ) {}
 
   /** A shell in a `width` x `height` pane; `env` is all of its environment besides PATH and HOME. */
   static async start(width: number, height: number, env: Record<string, string> = {}): Promise<TmuxPane> {
-    const pane = new TmuxPane(`mtlens-test-${process.pid}-${++sessions}`, { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env });
+    const pane = new TmuxPane(join(await tempDir('mtlens-tmux-'), 'socket'), { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env });
     await pane.tmux('new-session', '-d', '-s', 'main', '-x', String(width), '-y', String(height), 'sh');
     return pane;
   }
 
   private async tmux(...args: string[]): Promise<string> {
-    const { stdout } = await run('tmux', ['-L', this.socket, '-f', '/dev/null', ...args], { env: this.env });
+    const { stdout } = await run('tmux', ['-S', this.socket, '-f', '/dev/null', ...args], { env: this.env });
     return stdout;
   }
 
@@ -70,5 +73,6 @@ export class TmuxPane {
 
   async kill(): Promise<void> {
     await this.tmux('kill-server').catch(() => undefined);
+    await rm(dirname(this.socket), { recursive: true, force: true });
   }
 }

@@ -120,7 +120,7 @@ test('mtlens top in a terminal: users by current rate, DC health, sort, filter, 
   assert.equal(await pane.format('#{alternate_on} #{cursor_flag}'), '0 1', 'main screen, cursor shown');
 });
 
-test('mtlens top without colour (NO_COLOR) draws no escape sequences; Ctrl-C quits like q; --once prints one frame for a script', { timeout: 180_000 }, async (t) => {
+test('mtlens top without colour (NO_COLOR, TERM=dumb) draws no escape sequences; Ctrl-C quits like q; --once prints one frame for a script', { timeout: 180_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const h = await startFullAgent();
   t.after(() => h.cleanup());
@@ -135,6 +135,12 @@ test('mtlens top without colour (NO_COLOR) draws no escape sequences; Ctrl-C qui
   await pane.press('C-c');
   await pane.waitForScreen('the shell after top', (s) => /^exit=0$/m.test(s));
   assert.equal(await pane.format('#{alternate_on} #{cursor_flag}'), '0 1');
+  // A dumb terminal: no colour either, and q as ever.
+  await pane.typeLine(`clear; TERM=dumb NO_COLOR= ${MTLENS} top --url ${h.url}; echo "dumb=$?"`);
+  await pane.waitForScreen('the users on a dumb terminal', (s) => ['alice', 'bob', 'carol'].every((u) => row(s, u)));
+  assert.doesNotMatch(await pane.screen(true), /\x1b/, 'no escape sequence on a dumb terminal');
+  await pane.press('q');
+  await pane.waitForScreen('the shell after top', (s) => /^dumb=0$/m.test(s));
 
   // Not a terminal: one frame, plain, with rates over one window, then exit 0.
   const once = await runCli(['top', '--url', h.url, '--once']);

@@ -9,6 +9,7 @@
 //   pipeline/         bounded queues, batching, retry
 //   export/, core/    sinks: Prometheus, OTLP, SSE; the Core node protocol
 //   api/              the control API; reads components through interfaces and status contracts
+//   top/              the operator's terminal view (`mtlens top`): a client of the control API
 //   src/*.ts          the host: builds, wires and runs everything
 const OWN_OR_FLOOR = ['^src/(config|model|runtime)/'];
 
@@ -59,6 +60,13 @@ module.exports = {
       severity: 'error',
       from: { path: '^src/api/' },
       to: { path: '^src/', pathNot: ['^src/api/', ...OWN_OR_FLOOR, '^src/(ebpf|telemt|core)/status\\.ts$', '^src/export/otlp/status\\.ts$'] },
+    },
+    {
+      name: 'terminal-view-is-a-client',
+      comment: "top/ (`mtlens top`) is a client of the control API: it reads the agent's answers typed by the status contracts and the model's vocabulary, never a component, the API server or the host (the host hands it the transport).",
+      severity: 'error',
+      from: { path: '^src/top/' },
+      to: { path: '^src/', pathNot: ['^src/top/', '^src/model/', '^src/(ebpf|telemt|core)/status\\.ts$', '^src/export/otlp/status\\.ts$'] },
     },
     {
       name: 'status-contracts-are-leaves',

@@ -8,12 +8,13 @@ SHELL := /bin/bash
 # prometheus: promtool (metrics lint in tests); openssl: certificates; curl: the README's TLS
 # examples, tested; libbpf-tools: tcplife and wrk: benchmark baselines; iproute2: `ip` for the
 # network-namespace test; systemd: systemd-analyze (the unit's verify test); util-linux (setpriv,
-# prlimit, unshare) and libcap2-bin (capsh): the least-capabilities test; kubernetes-client:
-# `kubectl kustomize` (the Kubernetes manifests' test), unless a kubectl is already installed
-# (another vendor's kubectl package, which conflicts with Debian's, renders the same base).
+# prlimit, unshare) and libcap2-bin (capsh): the least-capabilities test; tmux: the terminal
+# `mtlens top` is tested in; kubernetes-client: `kubectl kustomize` (the Kubernetes manifests'
+# test), unless a kubectl is already installed (another vendor's kubectl package, which conflicts
+# with Debian's, renders the same base).
 BUILD_DEB_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config
 KUBECTL_PACKAGE := $(if $(shell command -v kubectl 2>/dev/null),,kubernetes-client)
-DEB_PACKAGES := $(BUILD_DEB_PACKAGES) prometheus openssl curl libbpf-tools wrk iproute2 systemd util-linux libcap2-bin $(KUBECTL_PACKAGE)
+DEB_PACKAGES := $(BUILD_DEB_PACKAGES) prometheus openssl curl libbpf-tools wrk iproute2 systemd util-linux libcap2-bin tmux $(KUBECTL_PACKAGE)
 CONFIG ?= config.yaml
 NODE_STAMP := node_modules/.package-lock.json
 TESTS = $(shell find dist/test -name '*.test.js' | sort)

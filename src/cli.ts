@@ -1,4 +1,4 @@
-// mtlens command line: run | check-config | version | token hash | token generate | token rotate | tls fingerprint
+// mtlens command line: run | check-config | version | token hash | token generate | token rotate | tls fingerprint | status | top | core register
 import { randomBytes } from 'node:crypto';
 import { text } from 'node:stream/consumers';
 import { parseArgs } from 'node:util';
@@ -9,6 +9,8 @@ import { sha256Hex } from './config/revision.js';
 import { bearerToken } from './config/sections/self-telemetry.js';
 import { rotateToken } from './token-rotate.js';
 import { statusCommand } from './status-command.js';
+import { topCommand } from './top-command.js';
+import { colourWanted } from './top/terminal.js';
 import { tlsFingerprint } from './tls-fingerprint.js';
 import { removePidFile, writePidFile } from './runtime/pid-file.js';
 import { registerNode } from './core/register.js';
@@ -33,6 +35,12 @@ commands:
   status [--config PATH | --url URL] [--json]
                                  a one-screen summary of the running agent, over its API
                                  (token from the config or MTLENS_API_TOKEN)
+  top [--config PATH | --url URL] [--once] [--limit N]
+                                 a live view of the running agent, refreshed every second:
+                                 connections per role, users and peers by current rate,
+                                 DC health, stalls and resets as they happen; keys:
+                                 s sort, u users, p peers, / filter, Esc clear, q quit;
+                                 --once (or stdout not a terminal): print one frame
   core register [--config PATH]  register this node with Core now (core.registration.code)
                                  and store its key in agent.state_dir; a running agent
                                  picks the new key up within seconds
@@ -215,10 +223,19 @@ async function main(argv: string[]): Promise<number> {
       }
       case 'status': {
         const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, url: { type: 'string' }, json: { type: 'boolean', default: false } }, strict: true });
-        const out = await statusCommand({ ...(values.config ? { config: values.config } : {}), ...(values.url ? { url: values.url } : {}), json: values.json === true, color: process.stdout.isTTY === true && !process.env['NO_COLOR'] });
+        const out = await statusCommand({ ...(values.config ? { config: values.config } : {}), ...(values.url ? { url: values.url } : {}), json: values.json === true, color: colourWanted(process.stdout.isTTY, process.env) });
         process.stdout.write(out.stdout);
         process.stderr.write(out.stderr);
         return out.code;
+      }
+      case 'top': {
+        const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, url: { type: 'string' }, once: { type: 'boolean', default: false }, limit: { type: 'string', default: '1000' } }, strict: true });
+        const limit = Number(values.limit);
+        if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+          process.stderr.write('mtlens top: --limit takes an integer between 1 and 10000\n');
+          return 2;
+        }
+        return await topCommand({ ...(values.config ? { config: values.config } : {}), ...(values.url ? { url: values.url } : {}), once: values.once === true, limit });
       }
       case 'core':
         return await core(rest);

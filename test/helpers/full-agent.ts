@@ -119,9 +119,12 @@ otlp:
     const rx = open.workload.reduce((n, x) => n + 8 + x.clientBytes, 0) + open.telemt.size * (PREAMBLE_BYTES + PROXIED_BYTES);
     const tx = open.workload.reduce((n, x) => n + x.serverBytes, 0) + open.telemt.size * PROXIED_BYTES;
     await waitFor('closes drained, proxied connections joined, open connections\' bytes counted', async () => {
-      const c = (await (await t.request('/status/connections?role=client')).json()) as { connections: Array<{ local_port: number; peer_address: string; user?: string; rx_bytes: number; tx_bytes: number }> };
-      const proxied = c.connections.filter((x) => x.local_port === sim.proxyPort);
-      const direct = c.connections.filter((x) => x.local_port === workload.port);
+      const c = (await (await t.request('/status/connections?role=client&limit=10000')).json()) as { connections: Array<{ local_address: string; local_port: number; peer_address: string; user?: string; rx_bytes: number; tx_bytes: number }> };
+      // The kernel side watches ports by number: on a shared machine another program's sockets
+      // on other loopback addresses may hold the same port numbers. Ours are on 127.0.0.1.
+      const ours = (port: number) => c.connections.filter((x) => x.local_port === port && x.local_address === '127.0.0.1');
+      const proxied = ours(sim.proxyPort);
+      const direct = ours(workload.port);
       const mine = [...proxied, ...direct];
       return (
         direct.length === open.workload.length &&

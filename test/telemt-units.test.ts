@@ -212,6 +212,18 @@ describe('telemt units', () => {
     assert.equal(normalizeIp('::1'), '::1');
   });
 
+  it('an IP that left the active list still names its user until the next poll (a connection closing just after)', () => {
+    const d = new ActiveIpDirectory();
+    d.replace([{ username: 'alice', active_ips: ['198.51.100.1'] }, { username: 'bob', active_ips: ['198.51.100.2'] }]);
+    d.replace([{ username: 'carol', active_ips: ['198.51.100.2'] }]);
+    assert.equal(d.userFor('198.51.100.1'), 'alice', 'gone from the latest poll: still alice');
+    assert.equal(d.userFor('::ffff:198.51.100.1'), 'alice');
+    assert.equal(d.userFor('198.51.100.2'), 'carol', 'the latest poll wins');
+    assert.deepEqual(d.counts(), { ips: 1, ambiguous: 0 }, 'counts are of the latest poll');
+    d.replace([]);
+    assert.equal(d.userFor('198.51.100.1'), '~unknown', 'absent from two polls: unknown');
+  });
+
   it('redacts links and secrets at any depth', () => {
     assert.deepEqual(redactTelemtData([{ username: 'a', links: { tls: ['tg://proxy?secret=ee00'] }, nested: { secret: 'x', keep: 1 } }]), [
       { username: 'a', links: '[REDACTED]', nested: { secret: '[REDACTED]', keep: 1 } },

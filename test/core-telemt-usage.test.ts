@@ -46,6 +46,16 @@ describe("usage from telemt's counters", () => {
     t.userOctets(totals({ alice: [10, 5400] }), now + 3000);
     assert.deepEqual(taken(buckets), { alice: [0, 100, TELEMT_PORT] }, 'up went back (state lost on telemt side): counted from there, down still bills');
     assert.equal(t.rebased, 1);
+
+    // A run with the kernel as the source forgets it all: a later run without starts from a fresh baseline.
+    await spool.append('usage', [], now, t.takeDelta());
+    t.forget();
+    await spool.append('usage', [], now, t.takeDelta());
+    assert.deepEqual([...spool.state('usage').keys()], ['~boot']);
+    t = new TelemtUsage(buckets);
+    t.restore(spool.state('usage'));
+    t.userOctets(totals({ alice: [99_999, 99_999] }), now + 4000);
+    assert.deepEqual(taken(buckets), {}, 'a baseline again');
     await spool.close();
   });
 });

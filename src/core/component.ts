@@ -221,6 +221,7 @@ export class CoreComponent implements Component {
     this.sessions.restore(this.spool.state('session'), this.now());
     this.baselines.restore(this.spool.state('usage'), this.now());
     this.telemtUsage.restore(this.spool.state('usage'));
+    if (this.usageSource === 'kernel') this.telemtUsage.forget();
     await this.loadSynced();
     await this.loadRegistration();
     this.every('intake', INTAKE_MS, () => this.intake());

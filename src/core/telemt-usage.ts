@@ -77,19 +77,33 @@ export class TelemtUsage {
     }
   }
 
+  /**
+   * The kernel is the usage source (this run): what was counted from telemt is forgotten, so a
+   * later run without the kernel starts from a fresh baseline instead of billing again what the
+   * kernel billed meanwhile.
+   */
+  forget(): void {
+    for (const user of this.counted.keys()) this.gone.add(user);
+    this.counted.clear();
+    this.dirty.clear();
+    this.started = false;
+  }
+
   /** The change since the last call, for the spool frame that carries the rows it produced. */
   takeDelta(): StateDelta | undefined {
-    if (this.dirty.size === 0 && this.gone.size === 0 && (this.markWritten || !this.started)) return undefined;
+    if (this.dirty.size === 0 && this.gone.size === 0 && this.markWritten === this.started) return undefined;
     const delta: StateDelta = {};
     const set: Record<string, unknown> = {};
+    const del = [...this.gone].map((u) => PREFIX + u);
     if (this.started && !this.markWritten) set[MARK] = 1;
+    if (!this.started && this.markWritten) del.push(MARK);
     this.markWritten = this.started;
     for (const user of this.dirty) {
       const c = this.counted.get(user)!;
       set[PREFIX + user] = [c.up, c.down, c.atMs];
     }
     if (Object.keys(set).length > 0) delta.set = set;
-    if (this.gone.size > 0) delta.del = [...this.gone].map((u) => PREFIX + u);
+    if (del.length > 0) delta.del = del;
     this.dirty.clear();
     this.gone.clear();
     return delta;

@@ -95,7 +95,7 @@ function coreLinks(ctx: ComponentContext, w: AgentWiring): CoreDeps {
       const k = w.ebpf?.readiness();
       const config = ctx.config().config;
       if (config.ebpf.enabled && k?.state === 'failed') out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running: ${k.reason ?? 'unknown reason'}` });
-      if (!config.ebpf.enabled && (!config.telemt.enabled || config.telemt.metrics_url === '')) out.push({ code: 'usage_unavailable', message: "ebpf.enabled is false and telemt's metrics endpoint is not set (telemt.metrics_url): no usage can be counted" });
+      if (!config.ebpf.enabled && (!config.telemt.enabled || config.telemt.metrics_url === '')) out.push({ code: 'usage_unavailable', message: "ebpf.enabled is false and telemt's per-user counters are not read (telemt.enabled false or telemt.metrics_url empty): no usage can be counted" });
       const t = w.telemt?.readiness();
       if (t?.state === 'failed') out.push({ code: /unauthori[sz]ed/.test(t.reason ?? '') ? 'telemt_unauthorized' : 'telemt_unavailable', message: `telemt Control API: ${t.reason ?? 'failed'}` });
       return out;

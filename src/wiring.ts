@@ -59,8 +59,8 @@ export function productionWiring(ctx: ComponentContext, edges: Edges = {}): Agen
     w.routers.push(exportRoutes(w.otlp));
   }
   if (wanted('core')) {
-    // The Core node agent bills the kernel's client bytes (the eBPF side tells it each one) and
-    // applies Core's users to telemt through its Control API.
+    // The Core node agent bills the kernel's client bytes (the eBPF side tells it each one), or
+    // without it telemt's per-user counters, and applies Core's users to telemt through its Control API.
     w.core = new CoreComponent(ctx, edges.coreDeps ?? coreLinks(ctx, w));
     w.routers.push(coreRoutes(w.core));
   }
@@ -71,7 +71,8 @@ export function productionWiring(ctx: ComponentContext, edges: Edges = {}): Agen
   if (wanted('telemt')) {
     // Discovery feeds the kernel side's watch list and roles (the eBPF component exists by now).
     const discovery = edges.discovery ?? w.ebpf ?? { applyDiscovery: () => undefined };
-    w.telemt = new TelemtComponent(ctx, { discovery, directory, userSeries, ...(edges.procRoot ? { procRoot: edges.procRoot } : {}) });
+    // Without the kernel side, Core bills telemt's own per-user counters (telemt.metrics_url).
+    w.telemt = new TelemtComponent(ctx, { discovery, directory, userSeries, ...(edges.procRoot ? { procRoot: edges.procRoot } : {}), ...(w.core ? { userOctets: w.core.telemtObserver } : {}) });
     w.routers.push(telemtRoutes(w.telemt), discoveryRoutes(w.telemt));
   }
   // Started in this order, stopped in reverse: OTLP stops last, exporting what the collectors
@@ -92,7 +93,9 @@ function coreLinks(ctx: ComponentContext, w: AgentWiring): CoreDeps {
     problems: () => {
       const out: Array<{ code: string; message: string }> = [];
       const k = w.ebpf?.readiness();
-      if (ctx.config().config.ebpf.enabled && k?.state === 'failed') out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running: ${k.reason ?? 'unknown reason'}` });
+      const config = ctx.config().config;
+      if (config.ebpf.enabled && k?.state === 'failed') out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running: ${k.reason ?? 'unknown reason'}` });
+      if (!config.ebpf.enabled && (!config.telemt.enabled || config.telemt.metrics_url === '')) out.push({ code: 'usage_unavailable', message: "ebpf.enabled is false and telemt's per-user counters are not read (telemt.enabled false or telemt.metrics_url empty): no usage can be counted" });
       const t = w.telemt?.readiness();
       if (t?.state === 'failed') out.push({ code: /unauthori[sz]ed/.test(t.reason ?? '') ? 'telemt_unauthorized' : 'telemt_unavailable', message: `telemt Control API: ${t.reason ?? 'failed'}` });
       return out;

@@ -5,15 +5,19 @@
 // Core up, with Core down in the middle, and with the agent SIGKILLed during a delivery and
 // restarted (then the only extra rows are the batches counted ambiguous, found by their key).
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { symlink, writeFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import type { Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import type { CoreStatus } from '../src/core/status.js';
 import { CoreSim } from './fixtures/core-sim.js';
-import { exchange, PREAMBLE_BYTES } from './fixtures/telemt-sim-protocol.js';
+import type { DiscoveryStatus } from '../src/telemt/status.js';
+import { exchange, preamble, PREAMBLE_BYTES } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
-import { tempDir } from './helpers/agent.js';
+import { repoRoot, tempDir } from './helpers/agent.js';
 import { startCli, type RunningCli } from './helpers/cli.js';
 import { CODE } from './helpers/core.js';
 import { kernelGate } from './helpers/ebpf.js';
@@ -22,19 +26,57 @@ import { waitFor } from './helpers/wait.js';
 const FROM: Record<string, string> = { alice: '127.0.0.2', bob: '127.0.0.3' };
 const USER_ID: Record<string, number> = { alice: 1, bob: 2 };
 
-interface World {
+/** The simulated telemt as the agent's config needs it: in this process, or its own (see simProcess). */
+interface Proxy {
+  proxyPort: number;
+  apiUrl: string;
+  metricsPort: number;
+  stop(): Promise<void>;
+}
+
+interface World<T extends Proxy = TelemtSim> {
   dir: string;
   core: CoreSim;
-  telemt: TelemtSim;
+  telemt: T;
   config: string;
   expected: Map<number, [number, number]>;
   cleanup(): Promise<void>;
 }
 
-async function world(coreLines: string[] = []): Promise<World> {
+/** `kernel: false`: ebpf.enabled false, usage from telemt's per-user counters on its metrics endpoint. */
+async function world(coreLines: string[] = [], opts: { kernel?: boolean } = {}): Promise<World> {
+  const kernel = opts.kernel ?? true;
   const dir = await tempDir('mtlens-core-e2e-');
   const users = DEFAULT_USERS.filter((u) => u.name in FROM);
-  const telemt = await new TelemtSim({ users, configPath: join(dir, 'telemt.toml') }).start();
+  const telemt = await new TelemtSim({ users, configPath: join(dir, 'telemt.toml'), ...(kernel ? {} : { metricsPort: 0 }) }).start();
+  return worldAround(dir, telemt, coreLines, { kernel });
+}
+
+/**
+ * The simulated telemt as a process of its own whose name (comm) the kernel side watches, as it
+ * watches telemt: its connections to the DC are then upstreams. Relays to `dc`.
+ */
+async function simProcess(dir: string, comm: string, dc: string): Promise<Proxy> {
+  const exe = join(dir, comm);
+  await symlink(process.execPath, exe);
+  const users = DEFAULT_USERS.filter((u) => u.name in FROM).flatMap((u) => ['--user', `${u.name}=${u.secret}`]);
+  const child = spawn(exe, [join(repoRoot, 'dist/test/fixtures/telemt-sim.js'), '--config-out', join(dir, 'telemt.toml'), '--dc', dc, ...users], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  const addrs = JSON.parse(line) as { proxy: string; api: string };
+  return {
+    proxyPort: Number(addrs.proxy.split(':').at(-1)),
+    apiUrl: addrs.api,
+    metricsPort: 0,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
+
+async function worldAround<T extends Proxy>(dir: string, telemt: T, coreLines: string[], opts: { kernel: boolean; processes?: string[] }): Promise<World<T>> {
+  const kernel = opts.kernel;
   const core = await new CoreSim([CODE]).start();
   core.config = {
     revision: 1,
@@ -46,12 +88,16 @@ async function world(coreLines: string[] = []): Promise<World> {
     config,
     `agent: { state_dir: ${join(dir, 'state')} }
 self_telemetry: { listen: "127.0.0.1:0", rate_limit: { enabled: false } }
-ebpf:
-  watch: { ports: [${telemt.proxyPort}] }
+${
+      kernel
+        ? `ebpf:
+  watch: { ports: [${telemt.proxyPort}]${opts.processes ? `, processes: [${opts.processes.join(', ')}]` : ''} }
   drain_interval_ms: 10
-  snapshot_interval_ms: 200
+  snapshot_interval_ms: 200`
+        : 'ebpf: { enabled: false }'
+    }
 telemt:
-  api_url: ${telemt.apiUrl}
+  api_url: ${telemt.apiUrl}${kernel ? '' : `\n  metrics_url: http://127.0.0.1:${telemt.metricsPort}/metrics`}
   config_path: ${join(dir, 'telemt.toml')}
   poll: { fast_ms: 500, slow_ms: 5000 }
 core:
@@ -78,7 +124,7 @@ ${coreLines.map((l) => `  ${l}`).join('\n')}
   };
 }
 
-async function start(w: World): Promise<RunningCli & { get<T>(path: string): Promise<T>; status(): Promise<CoreStatus>; flush(): Promise<void> }> {
+async function start(w: { config: string }): Promise<RunningCli & { get<T>(path: string): Promise<T>; status(): Promise<CoreStatus>; flush(): Promise<void> }> {
   const cli = await startCli(['--config', w.config], { env: { CORE_CODE: CODE }, startTimeoutMs: 60_000 });
   // Connections opened before the kernel programs attach are adopted, counted from then on: the
   // traffic of these tests starts once every component runs.
@@ -99,7 +145,10 @@ async function start(w: World): Promise<RunningCli & { get<T>(path: string): Pro
  * open until the kernel side joined it to its user, then closed. Adds what each client sent
  * (preamble included: the kernel counts every application byte) and received to `expected`.
  */
-async function traffic(w: World, agentUrl: string, bytes: Record<string, number>): Promise<void> {
+async function traffic(w: World<Proxy>, agentUrl: string, bytes: Record<string, number>): Promise<void> {
+  const seen = async () => ((await (await fetch(`${agentUrl}/status/core`)).json()) as CoreStatus).usage_bytes.seen;
+  const before = await seen();
+  const round = { up: 0, down: 0 };
   const sockets = new Map<string, Socket>();
   for (const [user, n] of Object.entries(bytes)) {
     const secret = DEFAULT_USERS.find((u) => u.name === user)!.secret;
@@ -107,10 +156,14 @@ async function traffic(w: World, agentUrl: string, bytes: Record<string, number>
     const e = w.expected.get(USER_ID[user]!)!;
     e[0] += PREAMBLE_BYTES + n;
     e[1] += n;
+    round.up += PREAMBLE_BYTES + n;
+    round.down += n;
   }
+  // A client connection's bytes reach Core's books only once it is joined to its user (the
+  // snapshot after telemt's poll named it): all of this round's bytes there = every one joined.
   await waitFor('every connection joined to its user', async () => {
-    const c = (await (await fetch(`${agentUrl}/status/connections?role=client&limit=10000`)).json()) as { connections: Array<{ local_port: number; peer_address: string; peer_port: number; user?: string }> };
-    return [...sockets].every(([user, s]) => c.connections.some((x) => x.peer_port === s.localPort && x.user === user));
+    const now = await seen();
+    return now.up - before.up === round.up && now.down - before.down === round.down;
   });
   await Promise.all([...sockets.values()].map((s) => new Promise<void>((resolve) => s.end(() => resolve()))));
 }
@@ -134,7 +187,7 @@ function byUser(core: CoreSim, uniqueKeys: boolean): Map<number, [number, number
 
 const sorted = (m: Map<number, [number, number]>) => [...m].sort((a, b) => a[0] - b[0]);
 
-async function delivered(w: World, a: { status(): Promise<CoreStatus>; flush(): Promise<void> }, uniqueKeys = false): Promise<void> {
+async function delivered(w: Pick<World<Proxy>, 'core' | 'expected'>, a: { status(): Promise<CoreStatus>; flush(): Promise<void> }, uniqueKeys = false): Promise<void> {
   await waitFor('Core received exactly what the clients sent and received', async () => {
     const st = await a.status();
     if (st.spool.in_memory.up > 0 || st.spool.rows.usage > 0) {
@@ -179,6 +232,196 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     } finally {
       await a.stop();
       await w.cleanup();
+    }
+  });
+
+  it('the same with Core down for 2 minutes in the middle (refused, then 5xx) while traffic flows across minute boundaries', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    const OUTAGE_MS = 120_000;
+    const w = await world();
+    const a = await start(w);
+    const usageAttempts = async (code: RegExp) => {
+      let n = 0;
+      for (const line of (await (await fetch(`${a.url}/metrics`)).text()).split('\n')) {
+        const m = /^mtlens_core_requests_total\{(.*)\} (\d+)$/.exec(line);
+        if (m && m[1]!.includes('route="/node/usage"') && code.test(/code="([^"]*)"/.exec(m[1]!)?.[1] ?? '')) n += Number(m[2]);
+      }
+      return n;
+    };
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      await traffic(w, a.url, { alice: 2_000, bob: 3_000 });
+      await delivered(w, a);
+      const storedBefore = w.core.of('usage').length;
+
+      // Core goes away: first its port refuses connections, then (after a minute) it answers 503
+      // on every route. Traffic goes on the whole time (each round waits for its join, so the
+      // rounds are the clock), crossing at least one minute boundary; nothing reaches Core.
+      const t0 = Date.now();
+      await w.core.down();
+      const minutes = new Set<number>();
+      let phase: 'refused' | '5xx' = 'refused';
+      let round = 0;
+      for (;;) {
+        round++;
+        minutes.add(Math.floor(Date.now() / 60_000));
+        await traffic(w, a.url, { alice: 1_000 + ((round * 7919) % 50_000), bob: 1 + ((round * 104_729) % 20_000) });
+        if (phase === 'refused' && Date.now() - t0 >= OUTAGE_MS / 2 && (await usageAttempts(/^unsent$/)) >= 2) {
+          await w.core.up();
+          for (const route of ['heartbeat', 'usage', 'outbound', 'sessions', 'config', 'applied', 'error'] as const) w.core.fail(route, { mode: 'status', status: 503 });
+          phase = '5xx';
+        }
+        if (phase === '5xx' && Date.now() - t0 >= OUTAGE_MS && (await usageAttempts(/^5\d\d$/)) >= 2) break;
+      }
+      const st0 = await a.status();
+      assert.equal(w.core.of('usage').length, storedBefore, 'Core stored nothing while down');
+      assert.ok(st0.spool.rows.usage > 0, 'the rows waited in the spool');
+      assert.ok(minutes.size >= 3, `traffic in ${minutes.size} distinct minutes`);
+
+      w.core.heal();
+      await delivered(w, a);
+      const st = await a.status();
+      const outageRows = w.core.of('usage').slice(storedBefore).flatMap((r) => r.body.entries as Array<{ recordedAt: string }>);
+      const distinct = new Set(outageRows.map((e) => e.recordedAt));
+      assert.ok(distinct.size >= 3, `rows for ${distinct.size} distinct minutes: ${[...distinct].join(', ')}`);
+      const keys = w.core.of('usage').map((r) => String(r.headers['idempotency-key']));
+      assert.equal(new Set(keys).size, keys.length, 'no batch delivered twice');
+      assert.equal(st.ambiguous_deliveries, 0, 'no delivery of unknown fate');
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 });
+      assert.deepEqual(st.usage_bytes.delivered, st.usage_bytes.seen, 'everything counted was delivered');
+      t.diagnostic(`outage ${Math.round((Date.now() - t0) / 1000)} s to full delivery; ${round} traffic rounds; ${keys.length} usage batches; refused attempts ${await usageAttempts(/^unsent$/)}, 5xx ${await usageAttempts(/^5\d\d$/)}`);
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it("with ebpf.enabled false usage comes from telemt's per-user counters by direction: exact deltas, across a telemt restart, history before the agent not billed", async () => {
+    const w = await world([], { kernel: false });
+    const users = ['alice', 'bob'];
+    const secret = (u: string) => DEFAULT_USERS.find((x) => x.name === u)!.secret;
+    const send = async (bytes: Record<string, number>) => {
+      for (const [user, n] of Object.entries(bytes)) await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret: secret(user), localAddress: FROM[user]!, bytes: n });
+    };
+    // telemt's counters before the agent ever ran: history that is not the agent's to bill.
+    await send({ alice: 5_000, bob: 700 });
+    const base = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
+    let a = await start(w);
+    const counted = () => a.status().then((st) => st.usage_bytes.seen);
+    /** Adds the simulator's counter deltas since `from` (per user) to `expected`. */
+    const expectDeltas = (from: Map<string, [number, number]>) => {
+      for (const u of users) {
+        const [f, t] = w.telemt.octetsSplit(u);
+        const e = w.expected.get(USER_ID[u]!)!;
+        e[0] += f - from.get(u)![0];
+        e[1] += t - from.get(u)![1];
+      }
+    };
+    const sumExpected = () => [...w.expected.values()].reduce((n, e) => [n[0]! + e[0], n[1]! + e[1]], [0, 0]);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      // The first scrape (the baseline) is behind us once a second one was answered.
+      const scrapes = w.telemt.metricsScrapes;
+      await waitFor('telemt scraped again', () => w.telemt.metricsScrapes >= Math.max(2, scrapes + 1));
+      assert.equal((await a.status()).usage_source, 'telemt');
+
+      await send({ alice: 10_000, bob: 3_333 });
+      await send({ alice: 1, bob: 65_536 });
+      expectDeltas(base);
+      await waitFor('the agent read the new counters', async () => JSON.stringify(Object.values(await counted())) === JSON.stringify(sumExpected()));
+
+      // telemt restarts: its counters start again at 0; continuity folds that in.
+      w.telemt.restart();
+      const zero = new Map(users.map((u) => [u, [0, 0] as [number, number]]));
+      await send({ alice: 123_457, bob: 99 });
+      await send({ alice: 5 });
+      expectDeltas(zero);
+      await waitFor('the agent read the counters after the restart', async () => JSON.stringify(Object.values(await counted())) === JSON.stringify(sumExpected()));
+
+      // The agent is SIGKILLed (whatever it spooled or saved by then), bytes flow while it is
+      // down, and a restarted agent bills them once: its totals counted up to are in the spool.
+      a.child.kill('SIGKILL');
+      await a.stop();
+      const beforeDown = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
+      await send({ alice: 4_321, bob: 8_765 });
+      expectDeltas(beforeDown);
+      a = await start(w);
+      const afterUp = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
+      await send({ alice: 11, bob: 22 });
+      expectDeltas(afterUp);
+      // A kill while a batch waited for Core's answer makes it go again (ambiguous): counted once, by its key.
+      await delivered(w, a, true);
+      const st = await a.status();
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 }, 'every byte attributed');
+      assert.ok(w.core.usage().every((e) => e.nodeProtocolId === 9 && e.subscriptionId === (e.userId === 1 ? 101 : 202)));
+      const continuity = (await a.get<{ continuity: { counter_resets: { restart: number } } }>('/status/telemt')).continuity;
+      assert.equal(continuity.counter_resets.restart, 1, 'the restart was seen as one');
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it("outbound usage is exact: telemt's connections to a Telegram DC reach Core as `direct` items, bytes each way to the byte", async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    // The simulated DC (telemt reports it in /v1/stats/dcs, so the kernel side sees it as
+    // upstream_dc) greets each connection with GREETING bytes, then echoes: the two directions differ.
+    const GREETING = 777;
+    const dc = createServer((s) => {
+      s.on('error', () => s.destroy());
+      s.write(Buffer.alloc(GREETING, 1));
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => dc.listen(0, '127.0.0.1', () => r()));
+    const dcPort = (dc.address() as AddressInfo).port;
+    const dir = await tempDir('mtlens-core-e2e-');
+    const comm = `telemt-o${process.pid % 100_000}`;
+    const w = await worldAround(dir, await simProcess(dir, comm, `127.0.0.1:${dcPort}`), [], { kernel: true, processes: [comm] });
+    const a = await start(w);
+    const expected: [number, number] = [0, 0];
+    /** A client of `user` sends `n` payload bytes and waits for the greeting and the echo; the upstream carries n up, n + GREETING down. */
+    const client = (user: string, n: number) =>
+      new Promise<void>((resolve, reject) => {
+        const s = connect({ host: '127.0.0.1', port: w.telemt.proxyPort, localAddress: FROM[user]! }, () => {
+          s.write(preamble(DEFAULT_USERS.find((u) => u.name === user)!.secret));
+          s.write(Buffer.alloc(n, 2));
+        });
+        let got = 0;
+        s.on('data', (d: Buffer) => {
+          got += d.length;
+          if (got === n + GREETING) s.end();
+        });
+        s.on('error', reject);
+        s.on('close', () => (got === n + GREETING ? resolve() : reject(new Error(`closed after ${got} of ${n + GREETING} bytes`))));
+        expected[0] += n;
+        expected[1] += n + GREETING;
+      });
+    const atCore = () => {
+      const sum: Record<string, [number, number]> = {};
+      for (const i of w.core.of('outbound').flatMap((r) => r.body.items as Array<{ tag: string; bytesUp: number; bytesDown: number }>)) {
+        const e = (sum[i.tag] ??= [0, 0]);
+        e[0] += i.bytesUp;
+        e[1] += i.bytesDown;
+      }
+      return sum;
+    };
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      await waitFor('the DC endpoint fed to the kernel side', async () => (await a.get<DiscoveryStatus>('/status/discovery')).feed.telegramEndpoints.includes(`127.0.0.1:${dcPort}`));
+      await Promise.all([client('alice', 10_000), client('bob', 1), client('alice', 65_536)]);
+      await client('bob', 123_457);
+      await waitFor('Core received exactly what the upstream connections carried', async () => {
+        await a.flush();
+        return JSON.stringify(atCore()) === JSON.stringify({ direct: expected });
+      }).catch((err: unknown) => {
+        throw new Error(`${String(err)}; Core has ${JSON.stringify(atCore())}, expected ${JSON.stringify({ direct: expected })}`);
+      });
+      const keys = w.core.of('outbound').map((r) => String(r.headers['idempotency-key']));
+      assert.equal(new Set(keys).size, keys.length, 'no outbound batch twice');
+    } finally {
+      await a.stop();
+      await w.cleanup();
+      await new Promise<void>((r) => dc.close(() => r()));
     }
   });
 

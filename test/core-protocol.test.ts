@@ -185,6 +185,19 @@ describe('Core config sync', () => {
     }
   });
 
+  it('tells Core when no usage can be counted: no eBPF and no telemt metrics endpoint (usage_unavailable)', async () => {
+    const sim = await new CoreSim([CODE]).start();
+    const h = await coreHarness({ sim, deps: 'production' });
+    try {
+      await waitFor('usage_unavailable reported', () => sim.of('error').some((r) => r.body.code === 'usage_unavailable'));
+      assert.equal((await h.status()).usage_source, 'telemt', 'without eBPF the source is telemt');
+      assert.equal(sim.of('error').filter((r) => r.body.code === 'usage_unavailable').length, 1, 'once, not at every heartbeat');
+    } finally {
+      await h.cleanup();
+      await sim.stop();
+    }
+  });
+
   it('honours 429 Retry-After on heartbeats', async () => {
     const sim = await new CoreSim([CODE]).start();
     const h = await coreHarness({ sim });

@@ -43,6 +43,15 @@ test('tracker deltas reach Core exactly: usage per user across the join, outboun
   users['10.0.0.2'] = 'alice';
   tracker.applySnapshotPass(recordBuffer([{ kind: 'snapshot', cookie: 1, peer: 2, rx: 1500, tx: 70 }]), 1, 4e9, () => undefined);
   ingest(tracker, [{ kind: 'close', cookie: 1, peer: 2, rx: 1600, tx: 99 }]);
+  // Another sends everything before telemt names its IP, then stays silent: joined at the next
+  // snapshot that finds it named (no new bytes needed), so its close after telemt dropped the IP
+  // still bills alice.
+  ingest(tracker, [{ kind: 'open', cookie: 2, peer: 3 }]);
+  tracker.applySnapshotPass(recordBuffer([{ kind: 'snapshot', cookie: 2, peer: 3, rx: 400, tx: 30 }]), 1, 3e9, () => undefined);
+  users['10.0.0.3'] = 'alice';
+  tracker.applySnapshotPass(recordBuffer([{ kind: 'snapshot', cookie: 2, peer: 3, rx: 400, tx: 30 }]), 1, 4e9, () => undefined);
+  delete users['10.0.0.3'];
+  ingest(tracker, [{ kind: 'close', cookie: 2, peer: 3, rx: 400, tx: 30 }]);
   // Upstreams: a DC connection (direct), one to the SOCKS upstream at 10.0.0.9, one to another peer.
   ingest(tracker, [
     { kind: 'open', cookie: 10, peer: 5, role: ROLE_UPSTREAM_DC },
@@ -57,7 +66,7 @@ test('tracker deltas reach Core exactly: usage per user across the join, outboun
   ]);
   assert.equal((await a.request('/admin/flush', { method: 'POST' })).status, 200);
   await waitFor('usage and outbound at Core', () => sim.usage().length > 0 && sim.of('outbound').length > 0);
-  assert.deepEqual([...sim.usageByUser()], [[1, [1600, 99]]], 'every client byte, the ones before the join included');
+  assert.deepEqual([...sim.usageByUser()], [[1, [2000, 129]]], 'every client byte, the ones before the join included');
   const items = sim.of('outbound').flatMap((r) => r.body.items as Array<{ tag: string; bytesUp: number; bytesDown: number }>);
   const byTag = new Map<string, [number, number]>();
   for (const i of items) {
@@ -66,8 +75,8 @@ test('tracker deltas reach Core exactly: usage per user across the join, outboun
   }
   assert.deepEqual([...byTag].sort(), [['3', [10, 20]], ['direct', [4444, 333]]], 'bytesUp = sent by this host, bytesDown = received; other peers not sent');
   const st = (await (await a.request('/status/core')).json()) as CoreStatus;
-  assert.deepEqual(st.usage_bytes.seen, { up: 1600, down: 99 });
-  assert.deepEqual(st.usage_bytes.delivered, { up: 1600, down: 99 });
+  assert.deepEqual(st.usage_bytes.seen, { up: 2000, down: 129 });
+  assert.deepEqual(st.usage_bytes.delivered, { up: 2000, down: 129 });
 });
 
 test('a long-lived connection is billed minute by minute as snapshots count its bytes, not at close', async (t) => {

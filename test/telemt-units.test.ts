@@ -5,6 +5,7 @@ import { nextDelayMs } from '../src/telemt/cadence.js';
 import { Continuity, FORGET_USERS_AFTER_MS, MAX_ABSENT_USERS, type Clock } from '../src/telemt/continuity.js';
 import { ActiveIpDirectory, normalizeIp } from '../src/telemt/user-directory.js';
 import { redactTelemtData } from '../src/telemt/snapshots.js';
+import { parseUserOctets } from '../src/telemt/user-octets.js';
 
 /** A monotonic clock and a wall clock that tests advance together, or step the wall clock alone. */
 class FakeClock implements Clock {
@@ -66,6 +67,45 @@ describe('telemt units', () => {
     assert.deepEqual(restored.restore(JSON.parse(JSON.stringify(c.snapshot()))), { kind: 'applied', users: 1 });
     assert.equal(restored.userTotal('u'), 1790);
     assert.deepEqual(new Continuity('http://other').restore(c.snapshot()), { kind: 'other_telemt' });
+  });
+
+  it("continues per-user octets by direction across resets, persisted with the state (a file without them still restores)", () => {
+    const clock = new FakeClock();
+    const c = new Continuity('http://x', clock);
+    c.observeUptime(100, clock.mono, clock.mono);
+    c.identify(500);
+    assert.deepEqual(c.userSplit('u', 10, 20, clock.wall), [10, 20]);
+    assert.deepEqual(c.userSplit('u', 15, 20, clock.wall), [15, 20]);
+    clock.advance(10_000);
+    c.observeUptime(1, clock.mono, clock.mono);
+    c.identify(500);
+    assert.deepEqual(c.userSplit('u', 3, 4, clock.wall), [18, 24], 'a reload: the new values add whole');
+    assert.equal(c.resets.user_eviction, 0);
+    const restored = new Continuity('http://x', clock);
+    restored.restore(JSON.parse(JSON.stringify(c.snapshot())));
+    assert.deepEqual(restored.userSplit('u', 5, 4, clock.wall), [20, 24], 'same epoch after the restore: deltas');
+    const older = c.snapshot() as Record<string, unknown>;
+    delete older['split'];
+    assert.equal(new Continuity('http://x', clock).restore(older).kind, 'applied');
+  });
+
+  it("reads telemt's per-user octets from its Prometheus text leniently", () => {
+    const text = [
+      '# TYPE telemt_user_octets_from_client counter',
+      'telemt_user_octets_from_client{user="alice"} 1024',
+      'telemt_user_octets_to_client{user="alice"} 2048',
+      'telemt_user_octets_from_client{user="bob.x-1"} 5',
+      'telemt_user_octets_to_client{user="bob.x-1"} 0',
+      'telemt_user_octets_from_client{user="half"} 7',
+      'telemt_user_octets_to_client{user="bad"} -1',
+      'telemt_user_octets_from_client{user="bad"} 1',
+      'telemt_user_msgs_from_client{user="alice"} 3',
+      'telemt_uptime_seconds 12.5',
+    ].join('\n');
+    assert.deepEqual([...parseUserOctets(text)], [
+      ['alice', [1024, 2048]],
+      ['bob.x-1', [5, 0]],
+    ]);
   });
 
   it('never takes a slow reply or a wall-clock step for a reset; sees reloads while nobody looked and across an agent restart', () => {
@@ -210,6 +250,18 @@ describe('telemt units', () => {
     assert.equal(d.userFor('10.0.0.1'), '~unknown');
     assert.deepEqual(d.counts(), { ips: 4, ambiguous: 1 });
     assert.equal(normalizeIp('::1'), '::1');
+  });
+
+  it('an IP that left the active list still names its user until the next poll (a connection closing just after)', () => {
+    const d = new ActiveIpDirectory();
+    d.replace([{ username: 'alice', active_ips: ['198.51.100.1'] }, { username: 'bob', active_ips: ['198.51.100.2'] }]);
+    d.replace([{ username: 'carol', active_ips: ['198.51.100.2'] }]);
+    assert.equal(d.userFor('198.51.100.1'), 'alice', 'gone from the latest poll: still alice');
+    assert.equal(d.userFor('::ffff:198.51.100.1'), 'alice');
+    assert.equal(d.userFor('198.51.100.2'), 'carol', 'the latest poll wins');
+    assert.deepEqual(d.counts(), { ips: 1, ambiguous: 0 }, 'counts are of the latest poll');
+    d.replace([]);
+    assert.equal(d.userFor('198.51.100.1'), '~unknown', 'absent from two polls: unknown');
   });
 
   it('redacts links and secrets at any depth', () => {

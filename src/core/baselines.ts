@@ -47,7 +47,8 @@ export class Baselines {
     this.restoredAt = now;
     const sameBoot = state.get(BOOT_KEY) === this.boot;
     for (const [k, v] of state) {
-      if (k === BOOT_KEY) continue;
+      // Only socket cookies (the usage state also holds telemt's per-user totals, see telemt-usage.ts).
+      if (!/^\d+$/.test(k)) continue;
       // Another boot's cookies name other sockets: forgotten.
       if (!sameBoot) this.gone.add(Number(k));
       else if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'number') this.restored.set(Number(k), [v[0], v[1]]);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER } from '../model/links.js';
-import type { ClientBytesObserver, CollectorHealth, DesiredUser, NodeAddressSource, UpstreamDirectory, UserAdmin } from '../model/usage.js';
+import type { ClientBytesObserver, CollectorHealth, DesiredUser, NodeAddressSource, UpstreamDirectory, UserAdmin, UserOctetsObserver } from '../model/usage.js';
 import type { Component, ComponentContext, FlushCounts, ReadinessCheck } from '../runtime/component.js';
 import { CoreClient, type Registration } from './client.js';
 import { misfit, NodeConfig, type SessionEventEntryDto, type UsageEntryDto } from './contract.js';
@@ -20,6 +20,7 @@ import { Sessions } from './sessions.js';
 import { Spool, type Batch, type StateDelta, type UsageRow } from './spool.js';
 import { readJson, restrict, writeJsonAtomic } from '../runtime/state-file.js';
 import type { CoreStatus } from './status.js';
+import { TELEMT_PORT, TelemtUsage } from './telemt-usage.js';
 import { UsageBuckets } from './usage.js';
 
 export const CONFIG_FILE = 'core-config.json';
@@ -54,6 +55,8 @@ interface SyncedConfig {
   revision: number;
   clientMap: Record<string, { userId: number; subscriptionId: number | null }>;
   inbounds: Array<{ tag: string; nodeProtocolId: number; port: number }>;
+  /** telemt user -> the nodeProtocolId of the inbounds listing it (-1: inbounds of several); for usage from telemt's counters, which know no port. */
+  userProtocols?: Record<string, number>;
   reported: number | null;
 }
 
@@ -87,6 +90,7 @@ export class CoreComponent implements Component {
   readonly sessions: Sessions;
   readonly outbound: OutboundBuckets;
   readonly baselines = new Baselines();
+  readonly telemtUsage = new TelemtUsage(this.buckets);
   private settings: Settings;
   private readonly url: string;
   private readonly stateDir: string;
@@ -170,6 +174,19 @@ export class CoreComponent implements Component {
     };
   }
 
+  /** Where usage comes from: the kernel's client bytes, or without the kernel programs telemt's own per-user counters. */
+  get usageSource(): 'kernel' | 'telemt' {
+    return this.ctx.config().config.ebpf.enabled ? 'kernel' : 'telemt';
+  }
+
+  /** The observer telemt's collector feeds with its per-user totals (connected in src/wiring.ts); wanted only without the kernel side. */
+  get telemtObserver(): UserOctetsObserver {
+    return {
+      active: () => this.running && this.usageSource === 'telemt',
+      userOctets: (totals, wallMs) => this.running && this.usageSource === 'telemt' && this.telemtUsage.userOctets(totals, wallMs),
+    };
+  }
+
   // ---------------------------------------------------------------- lifecycle
 
   async start(): Promise<void> {
@@ -203,6 +220,8 @@ export class CoreComponent implements Component {
     });
     this.sessions.restore(this.spool.state('session'), this.now());
     this.baselines.restore(this.spool.state('usage'), this.now());
+    this.telemtUsage.restore(this.spool.state('usage'));
+    if (this.usageSource === 'kernel') this.telemtUsage.forget();
     await this.loadSynced();
     await this.loadRegistration();
     this.every('intake', INTAKE_MS, () => this.intake());
@@ -484,7 +503,9 @@ export class CoreComponent implements Component {
       }
       const clientMap: SyncedConfig['clientMap'] = {};
       for (const [k, v] of Object.entries(cfg.clientMap)) clientMap[k] = { userId: v.userId, subscriptionId: v.subscriptionId ?? null };
-      this.synced = { url: this.url, revision: cfg.revision, clientMap, inbounds: inbounds.map((i) => ({ tag: i.tag, nodeProtocolId: i.nodeProtocolId, port: i.port })), reported: null };
+      const userProtocols: Record<string, number> = {};
+      for (const i of inbounds) for (const u of i.users) userProtocols[u.id] = userProtocols[u.id] === undefined || userProtocols[u.id] === i.nodeProtocolId ? i.nodeProtocolId : -1;
+      this.synced = { url: this.url, revision: cfg.revision, clientMap, inbounds: inbounds.map((i) => ({ tag: i.tag, nodeProtocolId: i.nodeProtocolId, port: i.port })), userProtocols, reported: null };
       await this.saveSynced();
       this.metrics.applies.inc({ result: 'applied' });
       this.ctx.events.publish('core.config.applied', { revision: cfg.revision, users: Object.keys(clientMap).length });
@@ -515,7 +536,14 @@ export class CoreComponent implements Component {
     if (r.kind !== 'ok') return;
     const v = r.value as Partial<SyncedConfig>;
     if (v.url !== this.url || typeof v.revision !== 'number' || typeof v.clientMap !== 'object' || !Array.isArray(v.inbounds)) return;
-    this.synced = { url: v.url, revision: v.revision, clientMap: v.clientMap ?? {}, inbounds: v.inbounds, reported: typeof v.reported === 'number' ? v.reported : null };
+    this.synced = {
+      url: v.url,
+      revision: v.revision,
+      clientMap: v.clientMap ?? {},
+      inbounds: v.inbounds,
+      ...(typeof v.userProtocols === 'object' && v.userProtocols !== null ? { userProtocols: v.userProtocols } : {}),
+      reported: typeof v.reported === 'number' ? v.reported : null,
+    };
   }
 
   private async saveSynced(): Promise<void> {
@@ -584,6 +612,7 @@ export class CoreComponent implements Component {
     // between), so the frame that spools the rows also carries exactly the baselines they reach.
     const { cells, overflow } = this.buckets.take();
     mergeDelta(this.unspooled.baselines, this.baselines.takeDelta(this.now()));
+    mergeDelta(this.unspooled.baselines, this.telemtUsage.takeDelta());
     if (overflow[0] > 0 || overflow[1] > 0) this.book('overflow', overflow[0], overflow[1]);
     const rows = this.unspooled.usage;
     const ports = new Map((this.synced?.inbounds ?? []).map((i) => [i.port, i.nodeProtocolId]));
@@ -592,9 +621,9 @@ export class CoreComponent implements Component {
       else if (c.user === UNKNOWN_USER) this.book('unknown_user', c.rx, c.tx);
       else {
         const client = this.synced?.clientMap[c.user];
-        const protocol = ports.get(c.port);
+        const protocol = c.port === TELEMT_PORT ? this.protocolOf(c.user) : ports.get(c.port);
         if (!client) this.book('not_in_client_map', c.rx, c.tx);
-        else if (protocol === undefined) this.book('unknown_inbound_port', c.rx, c.tx);
+        else if (protocol === undefined) this.book(c.port === TELEMT_PORT ? 'no_single_inbound' : 'unknown_inbound_port', c.rx, c.tx);
         else {
           const key = `${client.userId}|${client.subscriptionId}|${protocol}|${c.minute}`;
           const row = rows.get(key);
@@ -636,6 +665,17 @@ export class CoreComponent implements Component {
       this.spoolFailure = message;
       this.publishError('spool_write_failed', message);
     }
+  }
+
+  /**
+   * The nodeProtocolId of usage from telemt's counters (no port): the one of the inbounds that
+   * list the user, or the only one there is; undefined when inbounds of several list it.
+   */
+  private protocolOf(user: string): number | undefined {
+    const p = this.synced?.userProtocols?.[user];
+    if (p !== undefined) return p >= 0 ? p : undefined;
+    const ids = new Set((this.synced?.inbounds ?? []).map((i) => i.nodeProtocolId));
+    return ids.size === 1 ? [...ids][0] : undefined;
   }
 
   /** Writes what intake holds; each part leaves memory once it is on disk. */
@@ -835,6 +875,7 @@ export class CoreComponent implements Component {
         in_memory: { cells: this.buckets.cellCount + this.unspooled.usage.size, up: this.buckets.held[0]! + this.unspooledBytes[0]!, down: this.buckets.held[1]! + this.unspooledBytes[1]! },
       },
       delivered: { ...this.delivered },
+      usage_source: this.usageSource,
       usage_bytes: {
         seen: bytes(this.buckets.seen),
         billed: bytes(this.billed),

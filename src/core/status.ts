@@ -37,9 +37,12 @@ export const CoreStatusBody = z
       in_memory: z.object({ cells: z.number().int(), up: z.number(), down: z.number() }).meta({ description: 'counted, not yet written to the spool (at most a couple of seconds)' }),
     }),
     delivered: PerKind(z.number().int()),
+    usage_source: z.enum(['kernel', 'telemt']).meta({
+      description: "kernel: the kernel's client bytes per connection (ebpf.enabled); telemt: telemt's own per-user counters by direction from its metrics endpoint (telemt.metrics_url), continuity-corrected",
+    }),
     usage_bytes: z
       .object({
-        seen: Bytes.meta({ description: 'every client byte the kernel counted' }),
+        seen: Bytes.meta({ description: 'every client byte counted (by the kernel, or by telemt: see usage_source)' }),
         billed: Bytes.meta({ description: 'written to the spool as usage rows' }),
         delivered: Bytes,
         merged: Bytes,

@@ -1,6 +1,7 @@
 // What the Core node agent needs from the collectors, declared here so that src/core/ depends on
-// no collector: per-connection client bytes as the kernel side counts them, telemt's users as a
-// mutable set, and the address telemt reports for this node. src/wiring.ts connects them.
+// no collector: per-connection client bytes as the kernel side counts them (or, without the
+// kernel side, telemt's own per-user totals), telemt's users as a mutable set, and the address
+// telemt reports for this node. src/wiring.ts connects them.
 
 /**
  * Receives every client byte the kernel side counts, exactly once, at the moment it is counted
@@ -38,6 +39,23 @@ export interface ClientBytesObserver {
   clientJoined?(cookie: number, user: string): void;
   /** The counters an adopted client connection is counted from (whatever adoptBaseline said). */
   clientBase?(cookie: number, rx: number, tx: number): void;
+}
+
+/**
+ * Per-user byte totals as telemt counts them (its Prometheus endpoint's
+ * `telemt_user_octets_from_client` / `_to_client`, the only place telemt splits a user's bytes by
+ * direction), made continuous across telemt's restarts and reloads. The usage source when the
+ * kernel programs are off. Called once per scrape (every telemt fast poll), not on a hot path.
+ */
+export interface UserOctetsObserver {
+  /** Whether it wants them now: when false the collector does not scrape for it. */
+  active(): boolean;
+  /**
+   * One scrape: user -> [up, down], `up` the bytes the user's clients sent (from_client), `down`
+   * the bytes sent to them (to_client), both continuous totals that only grow (a telemt reset is
+   * already folded in); `wallMs`: when they were read.
+   */
+  userOctets(totals: ReadonlyMap<string, readonly [number, number]>, wallMs: number): void;
 }
 
 /** telemt's upstreams (SOCKS, Shadowsocks), from /v1/stats/upstreams. */

@@ -138,12 +138,28 @@ export class TelemtClient {
     return parsed.ok ? { ...parsed, durationMs } : { ok: false, failure: parsed.failure, durationMs };
   }
 
-  private fetchRaw(path: string, init: { method: string; body: string | undefined; ifMatch: string | undefined } = { method: 'GET', body: undefined, ifMatch: undefined }): Promise<RawResult> {
+  /**
+   * GET an absolute URL outside the Control API (telemt's Prometheus endpoint, which has no auth:
+   * the API's Authorization is not sent there): the body as text when the status is 200.
+   */
+  async text(url: string): Promise<{ ok: true; text: string; durationMs: number } | { ok: false; failure: TelemtFailure; durationMs: number }> {
+    const started = performance.now();
+    const raw = await this.fetchRaw(url, { method: 'GET', body: undefined, ifMatch: undefined, accept: 'text/plain', auth: false });
+    const durationMs = performance.now() - started;
+    if (!raw.ok) return { ok: false, failure: raw.failure, durationMs };
+    if (raw.reply.status !== 200) return { ok: false, failure: { kind: 'invalid', detail: `HTTP ${raw.reply.status}` }, durationMs };
+    return { ok: true, text: raw.reply.body.toString('utf8'), durationMs };
+  }
+
+  private fetchRaw(
+    path: string,
+    init: { method: string; body: string | undefined; ifMatch: string | undefined; accept?: string; auth?: boolean } = { method: 'GET', body: undefined, ifMatch: undefined },
+  ): Promise<RawResult> {
     const url = new URL(path, this.settings.apiUrl.endsWith('/') ? this.settings.apiUrl : `${this.settings.apiUrl}/`);
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     const limit = this.settings.maxBodyBytes ?? DEFAULT_MAX_BODY;
-    const headers: Record<string, string> = { Accept: 'application/json', Connection: 'close' };
-    if (this.settings.authHeader !== '') headers.Authorization = this.settings.authHeader;
+    const headers: Record<string, string> = { Accept: init.accept ?? 'application/json', Connection: 'close' };
+    if (this.settings.authHeader !== '' && init.auth !== false) headers.Authorization = this.settings.authHeader;
     if (init.body !== undefined) {
       headers['Content-Type'] = 'application/json';
       headers['Content-Length'] = String(Buffer.byteLength(init.body));

@@ -7,6 +7,7 @@
 import type { ZodType } from 'zod';
 import type { Logger } from '../runtime/log.js';
 import type { AgentEventMap } from '../model/events.js';
+import type { UserOctetsObserver } from '../model/usage.js';
 import { OVERFLOW_USER, type UserSeriesBudget } from '../model/user-series.js';
 import {
   ENDPOINTS,
@@ -27,6 +28,7 @@ import type { Continuity } from './continuity.js';
 import { CORE_COUNTERS, emptyUserSeries, USER_METRICS, type MetricsView, type TelemtMetrics, type UserSeries } from './metrics.js';
 import { SnapshotStore } from './snapshots.js';
 import type { ActiveIpDirectory } from './user-directory.js';
+import { parseUserOctets } from './user-octets.js';
 
 type Publish = <K extends keyof AgentEventMap>(type: K, data: AgentEventMap[K]) => void;
 
@@ -40,6 +42,10 @@ export interface CollectorDeps {
   logger: Logger;
   /** Called after a batch that may have changed DCs, writers, upstreams or telemt's config. */
   onTopologyChange(): Promise<void>;
+  /** Who wants telemt's per-user octets by direction (Core without the kernel side). */
+  userOctets?: UserOctetsObserver;
+  /** telemt's Prometheus endpoint (telemt.metrics_url); empty: not scraped. */
+  metricsUrl?: () => string;
 }
 
 /** Thrown inside a batch when telemt cannot be reached at all: the rest of the batch is skipped. */
@@ -71,6 +77,8 @@ export class TelemtCollector {
   /** With `[general.telemetry] user_enabled = false` telemt reports every user's octets as 0: not a reset. */
   private userTelemetry = true;
   private dirty = false;
+  /** The last scrape of telemt's metrics endpoint worked (a change is logged once). */
+  private octetsHealthy = true;
 
   constructor(private readonly d: CollectorDeps) {}
 
@@ -84,12 +92,17 @@ export class TelemtCollector {
   fastBatch(): Promise<boolean> {
     return this.batch(async () => {
       await this.fetchUptime('summary', (d) => d.uptime_seconds);
+      // The per-user octets scrape is bracketed by two generation uptimes (summary before, zero
+      // after), like /v1/users: octets read across a restart or reload are skipped once.
+      const epochBefore = this.d.continuity.epoch;
+      const octets = epochBefore !== undefined ? await this.scrapeUserOctets() : undefined;
       const health = await this.fetch('health');
       const ready = await this.fetch('ready');
       const zero = await this.fetchUptime('zero', (d) => d.core.uptime_seconds);
       if (zero) {
         this.userTelemetry = zero.core.telemetry_user_enabled !== false;
         if (this.d.continuity.epoch !== undefined) this.applyCounters(zero);
+        if (octets && this.d.continuity.epoch === epochBefore) this.applyUserOctets(octets.users, octets.atMs);
       }
       const ips = await this.fetch('activeIps');
       if (ips) this.d.directory.replace(ips);
@@ -251,6 +264,35 @@ export class TelemtCollector {
     this.knownUsers = present;
     this.series = series;
     if (applyOctets) this.dirty = true;
+  }
+
+  /**
+   * telemt's per-user octets by direction from its Prometheus endpoint, when someone wants them
+   * and telemt.metrics_url is set. A failure is counted and logged like an API endpoint's, but
+   * never makes telemt unreachable (the endpoint is a separate listener).
+   */
+  private async scrapeUserOctets(): Promise<{ users: Map<string, [number, number]>; atMs: number } | undefined> {
+    const url = this.d.metricsUrl?.() ?? '';
+    if (url === '' || !this.d.userOctets?.active()) return undefined;
+    const res = await this.d.client.text(url);
+    if (!res.ok && res.failure.kind === 'cancelled') throw new Cancelled();
+    if (!res.ok) {
+      this.d.metrics.observe('/metrics', res.durationMs / 1000, failureCode(res.failure));
+      if (this.octetsHealthy) this.d.logger.warn({ url, error: describeFailure(res.failure) }, "telemt's metrics endpoint failed: no per-user usage until it answers");
+      this.octetsHealthy = false;
+      return undefined;
+    }
+    this.d.metrics.observe('/metrics', res.durationMs / 1000);
+    if (!this.octetsHealthy) this.d.logger.info({ url }, "telemt's metrics endpoint answers");
+    this.octetsHealthy = true;
+    return { users: parseUserOctets(res.text), atMs: Date.now() };
+  }
+
+  private applyUserOctets(users: Map<string, [number, number]>, atMs: number): void {
+    const totals = new Map<string, readonly [number, number]>();
+    for (const [name, [from, to]] of users) totals.set(name, this.d.continuity.userSplit(name, from, to, atMs));
+    this.d.userOctets?.userOctets(totals, atMs);
+    this.dirty = true;
   }
 
   /** True once since the last call when continuity state changed (the component then saves it). */

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { DiscoverySink, DiscoveryUpdate } from '../model/links.js';
+import type { UserOctetsObserver } from '../model/usage.js';
 import type { UserSeriesBudget } from '../model/user-series.js';
 import type { Component, ComponentContext, ReadinessCheck } from '../runtime/component.js';
 import { Cadence, SerialQueue } from './cadence.js';
@@ -27,6 +28,8 @@ export interface TelemtDeps {
   userSeries: UserSeriesBudget;
   /** Where /proc is (tests point it at a fake tree). */
   procRoot?: string;
+  /** Who wants telemt's per-user octets by direction, scraped from telemt.metrics_url (Core without the kernel side). */
+  userOctets?: UserOctetsObserver;
 }
 
 type Settings = Config['telemt'];
@@ -90,6 +93,8 @@ export class TelemtComponent implements Component, TelemtStatusSource {
       publish: (type, data) => this.ctx.events.publish(type, data),
       logger: this.ctx.logger,
       onTopologyChange: () => this.refreshDiscovery(),
+      metricsUrl: () => this.settings.metrics_url,
+      ...(this.deps.userOctets ? { userOctets: this.deps.userOctets } : {}),
     });
   }
 

@@ -55,6 +55,8 @@ export const continuityStateSchema = z.object({
   resets: z.object(Object.fromEntries(RESET_CAUSES.map((c) => [c, count.default(0)])) as Record<ResetCause, z.ZodDefault<typeof count>>),
   core: z.record(z.string(), trackSchema),
   users: z.record(z.string(), userTrackSchema),
+  /** Per-user octets by direction (telemt's /metrics), absent from files written before they were read. */
+  split: z.record(z.string(), z.object({ from: trackSchema, to: trackSchema, seenAtMs: z.number() })).default({}),
 });
 
 export type ContinuityState = z.infer<typeof continuityStateSchema>;
@@ -95,6 +97,8 @@ export class Continuity {
   readonly resets = zeroResets();
   private readonly core = new Map<string, Track>();
   private readonly users = new Map<string, UserTrack>();
+  /** Per-user octets by direction: [from_client, to_client]. */
+  private readonly split = new Map<string, { from: Track; to: Track; seenAtMs: number }>();
   /** Users dropped from memory: gone from telemt for FORGET_USERS_AFTER_MS, or beyond MAX_ABSENT_USERS. */
   usersForgotten = 0;
 
@@ -122,6 +126,7 @@ export class Continuity {
     Object.assign(this.resets, state.resets);
     for (const [k, t] of Object.entries(state.core)) this.core.set(k, { ...t });
     for (const [k, t] of Object.entries(state.users)) this.users.set(k, { ...t });
+    for (const [k, t] of Object.entries(state.split)) this.split.set(k, { from: { ...t.from }, to: { ...t.to }, seenAtMs: t.seenAtMs });
     return { kind: 'applied', users: this.users.size };
   }
 
@@ -136,6 +141,7 @@ export class Continuity {
       resets: { ...this.resets },
       core: Object.fromEntries([...this.core].map(([k, t]) => [k, { ...t }])),
       users: Object.fromEntries([...this.users].map(([k, t]) => [k, { ...t }])),
+      split: Object.fromEntries([...this.split].map(([k, t]) => [k, { from: { ...t.from }, to: { ...t.to }, seenAtMs: t.seenAtMs }])),
     };
   }
 
@@ -217,11 +223,31 @@ export class Continuity {
   }
 
   /**
+   * Feeds a user's raw octets by direction (from_client, to_client); returns their continuous
+   * totals. A per-user eviction is counted once, by `user` (the same user's total_octets).
+   */
+  userSplit(name: string, from: number, to: number, nowMs: number): [number, number] {
+    const epoch = this.epoch;
+    if (epoch === undefined) throw new Error('continuity: no epoch identified yet');
+    let t = this.split.get(name);
+    if (!t) {
+      t = { from: { raw: from, total: from, epoch }, to: { raw: to, total: to, epoch }, seenAtMs: nowMs };
+      this.split.set(name, t);
+    } else {
+      advance(t.from, from, epoch);
+      advance(t.to, to, epoch);
+      t.seenAtMs = nowMs;
+    }
+    return [t.from.total, t.to.total];
+  }
+
+  /**
    * After a /v1/users answer: users absent from it are remembered (in case they come back)
    * for FORGET_USERS_AFTER_MS since last seen, and at most MAX_ABSENT_USERS of them.
    */
   forgetAbsentUsers(present: ReadonlySet<string>, nowMs: number): void {
     const absent: Array<[string, UserTrack]> = [];
+    for (const [name, t] of this.split) if (!present.has(name) && nowMs - t.seenAtMs >= FORGET_USERS_AFTER_MS) this.split.delete(name);
     for (const entry of this.users) {
       if (present.has(entry[0])) continue;
       if (nowMs - entry[1].seenAtMs >= FORGET_USERS_AFTER_MS) this.forget(entry[0]);
@@ -234,6 +260,7 @@ export class Continuity {
 
   private forget(name: string): void {
     this.users.delete(name);
+    this.split.delete(name);
     this.usersForgotten++;
   }
 

@@ -1,6 +1,8 @@
 // Peer IP -> telemt user, rebuilt from /v1/stats/users/active-ips on every fast poll and read
 // by the eBPF side for every client connection (one Map lookup). An IP active for two or more
-// users (CGNAT, a shared office, PROXY protocol's load balancer) is ambiguous.
+// users (CGNAT, a shared office, PROXY protocol's load balancer) is ambiguous. An IP that left
+// the list in the latest poll still names its user until the next one: a connection that closes
+// just after telemt dropped its IP (and before the kernel side joined it) is still its user's.
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from '../model/links.js';
 
 const MAPPED_V4 = '::ffff:';
@@ -19,13 +21,15 @@ export function normalizeIp(ip: string): string {
 
 export class ActiveIpDirectory implements UserDirectory {
   private byIp = new Map<string, string>();
+  /** The table before the latest replace: answers for IPs that just left it. */
+  private previous = new Map<string, string>();
 
   /** On the eBPF side's per-connection path: an address already in normal form costs one lookup and no allocation. */
   userFor(ip: string): string {
-    const hit = this.byIp.get(ip);
+    const hit = this.byIp.get(ip) ?? this.previous.get(ip);
     if (hit !== undefined) return hit;
     const normal = normalizeIp(ip);
-    return normal === ip ? UNKNOWN_USER : (this.byIp.get(normal) ?? UNKNOWN_USER);
+    return normal === ip ? UNKNOWN_USER : (this.byIp.get(normal) ?? this.previous.get(normal) ?? UNKNOWN_USER);
   }
 
   /** Replaces the whole table (a consistent snapshot, never half-updated). */
@@ -38,11 +42,13 @@ export class ActiveIpDirectory implements UserDirectory {
         next.set(ip, owner === undefined || owner === row.username ? row.username : AMBIGUOUS_USER);
       }
     }
+    this.previous = this.byIp;
     this.byIp = next;
   }
 
   clear(): void {
     this.byIp = new Map();
+    this.previous = new Map();
   }
 
   get size(): number {

@@ -43,7 +43,8 @@ ${extra.map((l) => `  ${l}`).join('\n')}
 `;
 }
 
-export async function coreHarness(opts: { sim?: CoreSim; stateDir?: string; extra?: string[]; deps?: CoreDeps; start?: boolean; yaml?: (yaml: string) => string } = {}): Promise<CoreHarness> {
+/** `deps`: Core's links to telemt and the collectors; 'production': the real ones wiring.ts builds (to a disabled telemt and eBPF). */
+export async function coreHarness(opts: { sim?: CoreSim; stateDir?: string; extra?: string[]; deps?: CoreDeps | 'production'; start?: boolean; yaml?: (yaml: string) => string } = {}): Promise<CoreHarness> {
   const sim = opts.sim ?? (await new CoreSim([CODE]).start());
   const stateDir = opts.stateDir ?? join(await tempDir('mtlens-core-'), 'state');
   let core: CoreComponent | undefined;
@@ -51,7 +52,7 @@ export async function coreHarness(opts: { sim?: CoreSim; stateDir?: string; extr
   const t = await buildAgent(opts.yaml ? opts.yaml(yaml) : yaml, {
     env: { CORE_CODE: CODE },
     wire: (ctx) => {
-      const w = productionWiring(ctx, { only: ['core'], coreDeps: opts.deps ?? {} });
+      const w = productionWiring(ctx, { only: ['core'], ...(opts.deps === 'production' ? {} : { coreDeps: opts.deps ?? {} }) });
       core = w.core;
       return w;
     },

@@ -8,6 +8,10 @@ export const telemtSection = z
     // telemt compares the whole Authorization value verbatim (no "Bearer" parsing).
     auth_header: secret(z.string()).default(''),
     config_path: z.string().default('/etc/telemt/telemt.toml'),
+    // telemt's Prometheus endpoint (`[server] metrics_port` / `metrics_listen`), e.g.
+    // http://127.0.0.1:9090/metrics: the only place telemt splits a user's bytes by direction,
+    // scraped for Core's usage when the kernel programs are off. Empty: not scraped.
+    metrics_url: z.union([z.literal(''), httpUrl()]).default(''),
     timeout_ms: int(100, 60_000).default(5000),
     poll: z
       .strictObject({

@@ -71,7 +71,7 @@ export function productionWiring(ctx: ComponentContext, edges: Edges = {}): Agen
   if (wanted('telemt')) {
     // Discovery feeds the kernel side's watch list and roles (the eBPF component exists by now).
     const discovery = edges.discovery ?? w.ebpf ?? { applyDiscovery: () => undefined };
-    // Without the kernel side, Core bills telemt's own per-user counters (telemt.metrics_url).
+    // Without the kernel side, Core bills telemt's own per-user counters (its metrics endpoint).
     w.telemt = new TelemtComponent(ctx, { discovery, directory, userSeries, ...(edges.procRoot ? { procRoot: edges.procRoot } : {}), ...(w.core ? { userOctets: w.core.telemtObserver } : {}) });
     w.routers.push(telemtRoutes(w.telemt), discoveryRoutes(w.telemt));
   }
@@ -95,7 +95,8 @@ function coreLinks(ctx: ComponentContext, w: AgentWiring): CoreDeps {
       const k = w.ebpf?.readiness();
       const config = ctx.config().config;
       if (config.ebpf.enabled && k?.state === 'failed') out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running: ${k.reason ?? 'unknown reason'}` });
-      if (!config.ebpf.enabled && (!config.telemt.enabled || config.telemt.metrics_url === '')) out.push({ code: 'usage_unavailable', message: "ebpf.enabled is false and telemt's per-user counters are not read (telemt.enabled false or telemt.metrics_url empty): no usage can be counted" });
+      const metrics = w.telemt?.metricsSource().source ?? 'none';
+      if (!config.ebpf.enabled && (!config.telemt.enabled || metrics === 'none')) out.push({ code: 'usage_unavailable', message: "ebpf.enabled is false and telemt's per-user counters are not read (telemt.enabled false, or no telemt.metrics_url and telemt's config declares no metrics_port or metrics_listen): no usage can be counted" });
       const t = w.telemt?.readiness();
       if (t?.state === 'failed') out.push({ code: /unauthori[sz]ed/.test(t.reason ?? '') ? 'telemt_unauthorized' : 'telemt_unavailable', message: `telemt Control API: ${t.reason ?? 'failed'}` });
       return out;

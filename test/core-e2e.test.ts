@@ -97,7 +97,7 @@ ${
         : 'ebpf: { enabled: false }'
     }
 telemt:
-  api_url: ${telemt.apiUrl}${kernel ? '' : `\n  metrics_url: http://127.0.0.1:${telemt.metricsPort}/metrics`}
+  api_url: ${telemt.apiUrl}
   config_path: ${join(dir, 'telemt.toml')}
   poll: { fast_ms: 500, slow_ms: 5000 }
 core:
@@ -324,6 +324,8 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       const scrapes = w.telemt.metricsScrapes;
       await waitFor('telemt scraped again', () => w.telemt.metricsScrapes >= Math.max(2, scrapes + 1));
       assert.equal((await a.status()).usage_source, 'telemt');
+      // No telemt.metrics_url: the endpoint comes from telemt's config file (`metrics_port`).
+      assert.deepEqual((await a.get<{ metrics: unknown }>('/status/discovery')).metrics, { url: `http://127.0.0.1:${w.telemt.metricsPort}/metrics`, source: 'discovered' });
 
       await send({ alice: 10_000, bob: 3_333 });
       await send({ alice: 1, bob: 65_536 });

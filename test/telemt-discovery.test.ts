@@ -19,6 +19,7 @@ type DiscoveryBody = {
   telemt: { url: string; reachable: boolean; version: string; route_mode: string; listeners: Array<{ address: string; port: number }>; proxy_protocol: boolean | null; api_read_only: boolean | null };
   listeners_source: string;
   excluded_ports: number[];
+  metrics: { url: string | null; source: string };
   notes: string[];
   dcs: Array<{ dc: number; endpoints: string[] }>;
   middle_proxy: { enabled: boolean; endpoints: string[] } | null;
@@ -96,8 +97,14 @@ mask_host = "203.0.113.7"
     assert.equal(facts.proxyProtocol, true);
     assert.deepEqual(facts.dcOverrides, ['149.154.167.99:443', '91.105.192.110:443']);
     assert.equal(facts.maskEndpoint, '203.0.113.7:443');
+    // Where this host reaches telemt's metrics: an all-interfaces address on loopback.
+    assert.equal(facts.metricsEndpoint, '127.0.0.1:9090');
+    assert.equal(readTelemtConfig('[server]\nmetrics_port = 9100\n').metricsEndpoint, '127.0.0.1:9100', 'metrics_port alone: telemt binds loopback');
+    assert.equal(readTelemtConfig('[server]\nmetrics_port = 9100\nmetrics_listen = "[::]:9200"\n').metricsEndpoint, '[::1]:9200', 'metrics_listen wins');
+    assert.equal(readTelemtConfig('[server]\nmetrics_listen = "10.0.0.5:9300"\n').metricsEndpoint, '10.0.0.5:9300');
     // telemt's defaults: port 443, both families, API on 9091.
     const defaults = readTelemtConfig('[general]\n');
+    assert.equal(defaults.metricsEndpoint, undefined, 'telemt serves no metrics by default');
     assert.deepEqual(defaults.listeners, [
       { address: '0.0.0.0', port: 443 },
       { address: '::', port: 443 },
@@ -146,6 +153,7 @@ mask_host = "203.0.113.7"
         assert.ok(!d.telemt.listeners.some((l) => l.port === apiPort), 'the API port is not a proxy listener');
         assert.ok(!d.telemt.listeners.some((l) => l.port === metricsPort), 'the metrics port is not a proxy listener');
         assert.deepEqual(d.excluded_ports, [apiPort, metricsPort]);
+        assert.deepEqual(d.metrics, { url: `http://127.0.0.1:${metricsPort}/metrics`, source: 'discovered' }, "the metrics endpoint telemt's own config declares");
         assert.match(d.notes.join(' '), /missing\.toml: ENOENT/);
         assert.ok(h.discoveries.at(-1)!.listenerPorts.includes(proxyPort));
       });

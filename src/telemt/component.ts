@@ -58,6 +58,7 @@ export class TelemtComponent implements Component, TelemtStatusSource {
   private cadences: Cadence[] = [];
   private polling: AbortController | undefined;
   private listeners: ListenerDiscovery = { source: 'none', listeners: [], excludedPorts: [], dcOverrides: [], notes: ['not discovered yet'] };
+  private listenersKnown = false;
   private discovered: DiscoveryUpdate | undefined;
   private discoveredAtMs: number | undefined;
   private saving: Promise<void> | undefined;
@@ -93,7 +94,7 @@ export class TelemtComponent implements Component, TelemtStatusSource {
       publish: (type, data) => this.ctx.events.publish(type, data),
       logger: this.ctx.logger,
       onTopologyChange: () => this.refreshDiscovery(),
-      metricsUrl: () => this.settings.metrics_url,
+      metricsUrl: () => this.metricsSource().url,
       ...(this.deps.userOctets ? { userOctets: this.deps.userOctets } : {}),
     });
   }
@@ -216,6 +217,18 @@ export class TelemtComponent implements Component, TelemtStatusSource {
   private async refreshListeners(): Promise<void> {
     const telemtConfigPath = this.current()?.topology().configPath;
     this.listeners = await discoverListeners({ configPath: this.settings.config_path, apiPort: apiPort(this.settings.api_url), telemtConfigPath, procRoot: this.deps.procRoot });
+    this.listenersKnown = true;
+  }
+
+  /**
+   * telemt's Prometheus endpoint, read for the per-user octets by direction: `telemt.metrics_url`
+   * when set, else the one telemt's config file declares (`metrics_listen` / `metrics_port`), so
+   * usage without the kernel side needs no extra setting. `pending`: not discovered yet.
+   */
+  metricsSource(): { url: string; source: 'config' | 'discovered' | 'none' | 'pending' } {
+    if (this.settings.metrics_url !== '') return { url: this.settings.metrics_url, source: 'config' };
+    if (this.listeners.metricsEndpoint) return { url: `http://${this.listeners.metricsEndpoint}/metrics`, source: 'discovered' };
+    return { url: '', source: this.listenersKnown ? 'none' : 'pending' };
   }
 
   /** The `upstream_id` of the SOCKS/Shadowsocks upstream telemt reports at `ip:port` (the model's UpstreamDirectory). */
@@ -352,6 +365,7 @@ export class TelemtComponent implements Component, TelemtStatusSource {
       },
       listeners_source: this.listeners.source,
       excluded_ports: this.listeners.excludedPorts,
+      metrics: (({ url, source }) => ({ url: url === '' ? null : url, source }))(this.metricsSource()),
       notes: this.listeners.notes,
       dcs: (topo?.dcs?.dcs ?? []).map((d) => ({ dc: d.dc, endpoints: d.endpoints })),
       middle_proxy: topo?.meWriters

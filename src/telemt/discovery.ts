@@ -36,6 +36,8 @@ export interface ListenerDiscovery {
   proxyProtocol?: boolean;
   dcOverrides: string[];
   maskEndpoint?: string;
+  /** telemt's Prometheus endpoint (`ip:port`) from its config file (TelemtFileFacts.metricsEndpoint). */
+  metricsEndpoint?: string;
   /** Why the config file was not used, or why /proc gave nothing. */
   notes: string[];
 }
@@ -68,16 +70,22 @@ export async function discoverListeners(sources: ListenerSources): Promise<Liste
       proxyProtocol: facts.proxyProtocol,
       dcOverrides: facts.dcOverrides,
       ...(facts.maskEndpoint ? { maskEndpoint: facts.maskEndpoint } : {}),
+      ...(facts.metricsEndpoint ? { metricsEndpoint: facts.metricsEndpoint } : {}),
       notes,
     };
   }
   const excluded = new Set(apiPort === undefined ? [] : [apiPort]);
   try {
     const found = await listenersOf(TELEMT_COMM, procRoot);
-    for (const pid of new Set(found.map((l) => l.pid))) for (const port of await ownExcludedPorts(pid, telemtConfigPath, procRoot, notes)) excluded.add(port);
+    let metrics: string | undefined;
+    for (const pid of new Set(found.map((l) => l.pid))) {
+      const own = await ownFacts(pid, telemtConfigPath, procRoot, notes);
+      for (const port of own?.excludedPorts ?? []) excluded.add(port);
+      metrics ??= own?.metricsEndpoint;
+    }
     const listeners = uniqueListeners(found.filter((l) => !excluded.has(l.port)));
     if (listeners.length === 0) notes.push(`no listening socket of a process named "${TELEMT_COMM}" is visible in ${procRoot}`);
-    return { source: listeners.length > 0 ? 'proc' : 'none', listeners, excludedPorts: [...excluded], dcOverrides: [], notes };
+    return { source: listeners.length > 0 ? 'proc' : 'none', listeners, excludedPorts: [...excluded], dcOverrides: [], ...(metrics ? { metricsEndpoint: metrics } : {}), notes };
   } catch (err) {
     notes.push(`${procRoot}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     return { source: 'none', listeners: [], excludedPorts: [...excluded], dcOverrides: [], notes };
@@ -89,21 +97,21 @@ function describeReadError(err: unknown): string {
 }
 
 /**
- * The API and metrics ports of one telemt process, from its own config file read through
- * /proc/<pid>/root (or cwd, for a relative path): the agent's `telemt.config_path` was not
- * readable, but telemt's own file usually is to root, also inside a container.
+ * One telemt process's own config file (its API and metrics ports, its metrics endpoint), read
+ * through /proc/<pid>/root (or cwd, for a relative path): the agent's `telemt.config_path` was
+ * not readable, but telemt's own file usually is to root, also inside a container.
  */
-async function ownExcludedPorts(pid: number, telemtConfigPath: string | undefined, procRoot: string, notes: string[]): Promise<number[]> {
+async function ownFacts(pid: number, telemtConfigPath: string | undefined, procRoot: string, notes: string[]): Promise<TelemtFileFacts | undefined> {
   if (telemtConfigPath === undefined) {
     notes.push('telemt\'s metrics port is not known until /v1/system/info tells where its config file is');
-    return [];
+    return undefined;
   }
   const path = join(procRoot, String(pid), isAbsolute(telemtConfigPath) ? 'root' : 'cwd', telemtConfigPath);
   try {
-    return readTelemtConfig(await readFile(path, 'utf8')).excludedPorts;
+    return readTelemtConfig(await readFile(path, 'utf8'));
   } catch (err) {
     notes.push(`telemt's own config ${path}: ${describeReadError(err)}; its metrics port is not excluded`);
-    return [];
+    return undefined;
   }
 }
 

@@ -88,6 +88,9 @@ export const DiscoveryBody = z
     }),
     listeners_source: z.enum(['config', 'proc', 'none']).meta({ description: 'telemt.config_path when readable, else the sockets of the process named telemt' }),
     excluded_ports: z.array(z.number().int()).meta({ description: "telemt's API and metrics ports, never proxy listeners" }),
+    metrics: z
+      .object({ url: z.string().nullable(), source: z.enum(['config', 'discovered', 'none', 'pending']) })
+      .meta({ description: "telemt's Prometheus endpoint the per-user octets by direction are read from (usage without the kernel side): telemt.metrics_url (config), else the one telemt's config file declares (discovered); none: neither; pending: not discovered yet" }),
     notes: z.array(z.string()),
     dcs: z.array(z.object({ dc: z.number().int(), endpoints: z.array(z.string()) })),
     middle_proxy: z.object({ enabled: z.boolean(), reason: z.string().nullable(), endpoints: z.array(z.string()) }).nullable(),

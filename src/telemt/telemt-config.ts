@@ -1,5 +1,5 @@
 // What the agent reads from telemt's own config file (config.toml): the proxy listeners,
-// the ports to exclude (Control API, Prometheus), PROXY protocol, `dc_overrides`, the masking
+// the ports to exclude (Control API, Prometheus), where its Prometheus endpoint answers, PROXY protocol, `dc_overrides`, the masking
 // host. Only keys telemt 3.4.x really reads (src/config/load.rs); defaults as telemt's.
 import { isIP } from 'node:net';
 import { parse, TomlError } from 'smol-toml';
@@ -11,6 +11,12 @@ export interface TelemtFileFacts {
   /** `dc_overrides` values and an IP-literal `mask_host:mask_port`, as `ip:port`. */
   dcOverrides: string[];
   maskEndpoint?: string;
+  /**
+   * Where the agent on the same host reaches telemt's Prometheus endpoint (`ip:port`), from
+   * `metrics_listen` (wins) or `metrics_port` (telemt then binds loopback only); an address of
+   * every interface is reached on loopback. Absent: telemt serves no metrics.
+   */
+  metricsEndpoint?: string;
 }
 
 type Table = Record<string, unknown>;
@@ -37,6 +43,20 @@ function parseToml(text: string): Table {
     if (err instanceof TomlError) throw new Error(`invalid TOML at line ${err.line}, column ${err.column}: ${err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '')}`);
     throw err;
   }
+}
+
+/** `metrics_listen` / `metrics_port` as an address this host can connect to. */
+function metricsEndpoint(server: Table): string | undefined {
+  const listen = server.metrics_listen;
+  const port = listenPort(listen);
+  if (typeof listen === 'string' && port !== undefined) {
+    const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
+    if (host === '0.0.0.0' || host === '') return endpoint('127.0.0.1', port);
+    if (host === '::') return endpoint('::1', port);
+    return isIP(host) ? endpoint(host, port) : undefined;
+  }
+  const p = portOf(server.metrics_port);
+  return p === undefined ? undefined : endpoint('127.0.0.1', p);
 }
 
 /** Parses config.toml text; throws with the line and column when it is not valid TOML. */
@@ -66,11 +86,13 @@ export function readTelemtConfig(text: string): TelemtFileFacts {
   const censorship = table(doc.censorship);
   const maskHost = censorship.mask_host;
   const maskPort = portOf(censorship.mask_port) ?? 443;
+  const metrics = metricsEndpoint(server);
   return {
     listeners: listeners.filter((l) => !excludedPorts.includes(l.port)),
     excludedPorts,
     proxyProtocol,
     dcOverrides,
     ...(typeof maskHost === 'string' && isIP(maskHost) ? { maskEndpoint: endpoint(maskHost, maskPort) } : {}),
+    ...(metrics ? { metricsEndpoint: metrics } : {}),
   };
 }

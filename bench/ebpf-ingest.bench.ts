@@ -2,7 +2,7 @@
 // one load-generator process) writes real `struct mtlens_conn_record`s (alternating open and
 // close) as fast as the generator makes syscalls. Consumers drain the same ring in turn:
 //   baseline        the shim's C consumer (reads each record's cookie, copies nothing out)
-//   drain-decode    the shim's copy into the JS buffer, walked with typed arrays (cookie only)
+//   drain-decode    the agent's drain reading the ring in place with typed arrays (cookie only)
 //   full            the agent's path: bounded drain + decode + tracker + metrics, nobody
 //                   consuming events (as with OTLP off and no /events client)
 //   full+closes     the same with an in-process consumer of connection.close, as the OTLP
@@ -12,6 +12,7 @@ import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { PROG_BENCH_PRODUCER, STAT_DROPPED_RINGBUF_FULL, STAT_NR, STAT_SEEN, STAT_SUBMITTED } from '../src/ebpf/abi.js';
 import type { KernelCounters } from '../src/ebpf/kernel.js';
@@ -23,6 +24,8 @@ import { buildAgent } from '../test/helpers/agent.js';
 
 const exec = promisify(execFile);
 const PHASE_MS = Number(process.env.BENCH_PHASE_MS ?? 3000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BATCH_ROUNDS = Number(process.env.BENCH_BATCH_ROUNDS ?? 5);
 
 const GENERATOR = `
 #include <stdlib.h>
@@ -103,12 +106,13 @@ async function main() {
   }
 
   // The drain design alone: shim copy into the JS buffer + walking it + reading the cookie.
-  let cookies = 0;
-  const copyOnly = new RingDrain(kernel, { beginBatch: () => undefined, ingest: (r, p) => void (cookies += r.cookie(p)) }, 10);
+  // A typed-array sum: a number variable captured by the closure would box a double per record.
+  const cookieSum = new Float64Array(1);
+  const copyOnly = new RingDrain(kernel, { beginBatch: () => undefined, ingest: (r, p) => void (cookieSum[0] = cookieSum[0]! + r.cookie(p)) }, 10);
 
   const checksum = new BigUint64Array(1);
   const runs: Array<{ base: number; copy: number; full: number; closes: number }> = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < ROUNDS; i++) {
     const base = await phase('c-baseline', () => kernel.consumeBaseline(4096, checksum));
     const copy = await phase('drain-decode-cookie', () => copyOnly.drainOnce());
     const full = await phase('mtlens-full', () => drain.drainOnce());
@@ -122,14 +126,79 @@ async function main() {
     unsubscribe();
     runs.push({ base: base.ns_per_record, copy: copy.ns_per_record, full: full.ns_per_record, closes: closes.ns_per_record });
   }
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const b = median(runs.map((r) => r.base));
-  const c = median(runs.map((r) => r.copy));
-  const f = median(runs.map((r) => r.full));
-  const e = median(runs.map((r) => r.closes));
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const range = (xs: number[], digits = 1) => `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`;
+  const ratios = (pick: (r: (typeof runs)[number]) => number) => runs.map((r) => pick(r) / r.base);
+  const line = (label: string, pick: (r: (typeof runs)[number]) => number) =>
+    `${label} ${median(runs.map(pick))} ns (${range(runs.map(pick))}), ${median(ratios(pick)).toFixed(2)}x (${range(ratios(pick), 2)})`;
+  if (runs.length > 0) console.log(
+    `ebpf-ingest steady (10 ms timer, process CPU / records; median of ${runs.length} rounds, range, ratio to the C baseline of the same round): ` +
+      `c-baseline ${median(runs.map((r) => r.base))} ns (${range(runs.map((r) => r.base))}); ${line('drain+decode', (r) => r.copy)}; ${line('mtlens full path', (r) => r.full)}; ` +
+      `${line('full path + close events', (r) => r.closes)}; close events delivered ${events}, cookies ${cookieSum[0]! > 0}`,
+  );
+
+  // Batch cost: the ring filled first (drain stopped), then drained by one consumer in one go;
+  // CPU of the drain alone, so the process's fixed costs (timers, idle wakeups) are not in it.
+  async function fill(): Promise<void> {
+    drain.stop();
+    drain.drainAll();
+    const gen = spawn(join(dir, 'gen'), ['30'], { stdio: 'ignore' });
+    kernel.setBenchTarget(gen.pid!);
+    const target = kernel.ringSize * 0.75;
+    const deadline = performance.now() + 5000;
+    while (kernel.pending() < target && performance.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    kernel.setBenchTarget(0);
+    gen.kill();
+    await new Promise((r) => gen.on('exit', r));
+  }
+  // Allocation check of the full path (no subscriber): heap growth across the drain with no
+  // garbage collection during it; any per-record object would show as >= 16 bytes per record.
+  let gcs = 0;
+  const gcObserver = new PerformanceObserver((list) => void (gcs += list.getEntries().length));
+  gcObserver.observe({ entryTypes: ['gc'] });
+  const heapChecks: Array<{ bytes_per_record: number; gcs: number }> = [];
+  function batchCost(consume: () => number, checkHeap = false): number {
+    const gc0 = gcs;
+    const heap0 = process.memoryUsage().heapUsed;
+    const cpu0 = process.cpuUsage();
+    let received = 0;
+    for (let n = consume(); n > 0; n = consume()) received += n;
+    const cpu = process.cpuUsage(cpu0);
+    if (checkHeap) heapChecks.push({ bytes_per_record: +((process.memoryUsage().heapUsed - heap0) / Math.max(1, received)).toFixed(3), gcs: gcs - gc0 });
+    return ((cpu.user + cpu.system) * 1000) / Math.max(1, received);
+  }
+  const batchRuns: Array<{ base: number; copy: number; full: number; closes: number }> = [];
+  for (let i = 0; i < BATCH_ROUNDS; i++) {
+    const round = { base: 0, copy: 0, full: 0, closes: 0 };
+    await fill();
+    round.base = batchCost(() => kernel.consumeBaseline(4096, checksum));
+    await fill();
+    round.copy = batchCost(() => copyOnly.drainOnce());
+    await fill();
+    round.full = batchCost(() => drain.drainOnce(), true);
+    const unsubscribe = t.agent.events.onEvent(
+      () => {
+        events++;
+      },
+      (type) => type === 'connection.close',
+    );
+    await fill();
+    round.closes = batchCost(() => drain.drainOnce());
+    unsubscribe();
+    batchRuns.push(round);
+    console.log(JSON.stringify({ batch_round: i, ...Object.fromEntries(Object.entries(round).map(([k, v]) => [k, +v.toFixed(1)])) }));
+  }
+  gcObserver.disconnect();
+  // Rounds whose drain saw no garbage collection tell the allocation rate.
+  console.log(`ebpf-ingest full path heap growth per record (rounds without GC during the drain): ${JSON.stringify(heapChecks.filter((h) => h.gcs === 0).map((h) => h.bytes_per_record))}`);
+  const bm = (pick: (r: (typeof batchRuns)[number]) => number) => {
+    const xs = batchRuns.map(pick);
+    const rs = batchRuns.map((r) => pick(r) / r.base);
+    return `${median(xs).toFixed(1)} ns (${range(xs)}), ${median(rs).toFixed(2)}x (${range(rs, 2)})`;
+  };
   console.log(
-    `ebpf-ingest: median ns/record c-baseline ${b}, drain+decode ${c} (${(c / b).toFixed(1)}x), mtlens full path ${f} (${(f / b).toFixed(1)}x), ` +
-      `full path + close events ${e} (${(e / b).toFixed(1)}x); close events delivered ${events}, cookies ${cookies > 0}`,
+    `ebpf-ingest batch (ring filled, then drained in one go; CPU of the drain / records; median of ${batchRuns.length} rounds): c-baseline ${bm((r) => r.base)}; ` +
+      `drain+decode ${bm((r) => r.copy)}; mtlens full path ${bm((r) => r.full)}; full path + close events ${bm((r) => r.closes)}`,
   );
   await t.cleanup();
   await rm(dir, { recursive: true, force: true });

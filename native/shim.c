@@ -576,33 +576,54 @@ static inline __attribute__((always_inline)) int rb_walk(struct shim_obj *o, int
 	return n;
 }
 
-struct copy_ctx {
-	uint8_t *out;
-	uint32_t used, cap;
-};
-
-static inline __attribute__((always_inline)) int copy_record(void *ctx, const uint8_t *payload, uint32_t len)
+/*
+ * Zero-copy reading from JavaScript: the agent walks the mmapped ring itself (the data pages are
+ * mapped twice in a row, so a record never wraps). These return the mappings; NULL before
+ * shim_rb_open.
+ */
+const void *shim_rb_data(struct shim_obj *o)
 {
-	struct copy_ctx *c = ctx;
-	uint32_t need = RB_HDR + round8(len);
-	if (c->used + need > c->cap)
-		return 0;
-	uint32_t h[2] = { len, 0 };
-	memcpy(c->out + c->used, h, sizeof(h));
-	memcpy(c->out + c->used + RB_HDR, payload, len);
-	c->used += need;
-	return 1;
+	return o->rb_data;
+}
+
+const void *shim_rb_consumer_pos(struct shim_obj *o)
+{
+	return (const void *)o->rb_consumer;
 }
 
 /*
- * Copies up to max_records committed records into buf as [u32 len][u32 0][payload padded to 8]
- * (8-byte aligned for typed-array decoding) and releases them to the kernel. Stops early when
- * buf is full or at a record still being written. Returns the number of records copied.
+ * Where the run of committed records that starts at the consumer position ends: at the first
+ * record still being written, at the producer position, or after max_records records (discarded
+ * ones not counted). The header loads here are the acquire loads that make the records' payload
+ * visible to the caller, which then reads headers and payloads up to that position with plain
+ * loads: one call per batch instead of an atomic load per record.
  */
-int shim_rb_drain(struct shim_obj *o, void *buf, uint32_t cap, int max_records)
+int64_t shim_rb_committed(struct shim_obj *o, int max_records)
 {
-	struct copy_ctx c = { .out = buf, .used = 0, .cap = cap };
-	return rb_walk(o, max_records, copy_record, &c);
+	if (!o->rb_producer)
+		return -EBADF;
+	uint64_t cons = *o->rb_consumer;
+	uint64_t prod = __atomic_load_n(o->rb_producer, __ATOMIC_ACQUIRE);
+	uint64_t mask = o->rb_size - 1;
+	int n = 0;
+	while (cons < prod && n < max_records) {
+		uint32_t word = __atomic_load_n((const uint32_t *)(o->rb_data + (cons & mask)), __ATOMIC_ACQUIRE);
+		if (word & RB_BUSY)
+			break;
+		if (!(word & RB_DISCARD))
+			n++;
+		cons += RB_HDR + round8(word & ~(RB_BUSY | RB_DISCARD));
+	}
+	return (int64_t)cons;
+}
+
+/* Releases everything before `pos` to the kernel (one 64-bit release store, never torn). */
+int shim_rb_release(struct shim_obj *o, uint64_t pos)
+{
+	if (!o->rb_producer)
+		return -EBADF;
+	__atomic_store_n(o->rb_consumer, pos, __ATOMIC_RELEASE);
+	return 0;
 }
 
 /* Bytes written by the kernel and not yet drained. */

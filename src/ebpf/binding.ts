@@ -12,6 +12,17 @@ export const DEFAULT_ARTIFACTS = {
 /** A `struct shim_obj *`: koffi hands pointers out as opaque values; only the shim reads them. */
 export type ObjectHandle = { readonly __brand: 'shim_obj' };
 
+/** A raw address the shim returned (a mapping of the ring buffer), only for `memoryView`. */
+export type MemoryAddress = { readonly __brand: 'memory_address' };
+
+/**
+ * `length` bytes at `address` as an ArrayBuffer without copying. The caller must stop using it
+ * before the memory goes away (the ring is unmapped by `close`): nothing in JavaScript can.
+ */
+export function memoryView(address: MemoryAddress, length: number): ArrayBuffer {
+  return koffi.view(address, length);
+}
+
 type Fn<A extends unknown[], R> = (...args: A) => R;
 
 export interface Shim {
@@ -38,7 +49,10 @@ export interface Shim {
   percpuSum: Fn<[number, number, number, Uint32Array], number>;
   iterRead: Fn<[ObjectHandle, string, number, Uint8Array, number], number>;
   rbOpen: Fn<[ObjectHandle, string], number>;
-  rbDrain: Fn<[ObjectHandle, Uint8Array, number, number], number>;
+  rbData: Fn<[ObjectHandle], MemoryAddress | null>;
+  rbCommitted: Fn<[ObjectHandle, number], number>;
+  rbConsumerPos: Fn<[ObjectHandle], MemoryAddress | null>;
+  rbRelease: Fn<[ObjectHandle, number], number>;
   rbPending: Fn<[ObjectHandle], number>;
   rbSize: Fn<[ObjectHandle], number>;
   rbConsumeBaseline: Fn<[ObjectHandle, number, BigUint64Array], number>;
@@ -79,7 +93,10 @@ export function loadShim(path: string = DEFAULT_ARTIFACTS.library): Shim {
     percpuSum: f('shim_percpu_sum', 'int', ['int', 'uint32_t', 'uint32_t', 'void *']),
     iterRead: f('shim_iter_read', 'int', [objPtr, 'const char *', 'int', 'void *', 'uint32_t']),
     rbOpen: f('shim_rb_open', 'int', [objPtr, 'const char *']),
-    rbDrain: f('shim_rb_drain', 'int', [objPtr, 'void *', 'uint32_t', 'int']),
+    rbData: f('shim_rb_data', 'const void *', [objPtr]),
+    rbCommitted: f('shim_rb_committed', 'int64_t', [objPtr, 'int']),
+    rbConsumerPos: f('shim_rb_consumer_pos', 'const void *', [objPtr]),
+    rbRelease: f('shim_rb_release', 'int', [objPtr, 'uint64_t']),
     rbPending: f('shim_rb_pending', 'int64_t', [objPtr]),
     rbSize: f('shim_rb_size', 'uint64_t', [objPtr]),
     rbConsumeBaseline: f('shim_rb_consume_baseline', 'int', [objPtr, 'int', 'void *']),

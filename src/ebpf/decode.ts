@@ -30,9 +30,6 @@ const LOST = FIELDS.lost[0];
 const LOCAL_ADDR = FIELDS.local_addr[0];
 const PEER_ADDR = FIELDS.peer_addr[0];
 
-/** Drain buffer framing written by shim_rb_drain: [u32 len][u32 0][payload padded to 8]. */
-export const DRAIN_HEADER = 8;
-
 export class RecordReader {
   readonly bytes: Uint8Array;
   private readonly u16: Uint16Array;
@@ -68,6 +65,8 @@ export class RecordReader {
   minRttUs(p: number): number { return this.u32[(p + MIN_RTT_US) >> 2]!; }
   retransmits(p: number): number { return this.u32[(p + RETRANSMITS) >> 2]!; }
   lost(p: number): number { return this.u32[(p + LOST) >> 2]!; }
+  /** The 32-bit word at byte offset `at` (4-byte aligned), as stored. */
+  word(at: number): number { return this.u32[at >> 2]!; }
   /** Byte offset of the 16-byte local address (IPv4: first 4 bytes). */
   localAddrAt(p: number): number { return p + LOCAL_ADDR; }
   peerAddrAt(p: number): number { return p + PEER_ADDR; }

@@ -5,8 +5,10 @@
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import { COMM_SIZE, HEALTH_NR, LIMIT_MAX, LIMIT_TRACKED, NR_ROLES, RTT_BUCKETS, STAT_NR, STAT_PROGRAMS, verifyAbi } from './abi.js';
-import { cString, DEFAULT_ARTIFACTS, loadShim, type ObjectHandle, type Shim } from './binding.js';
+import { cString, DEFAULT_ARTIFACTS, loadShim, memoryView, type ObjectHandle, type Shim } from './binding.js';
 import { MAP, missingObjects, PROGRAM } from './objects.js';
+
+const TWO_32 = 2 ** 32;
 
 /** The program the agent cannot do without: its failure to load or attach fails the load. */
 const REQUIRED_PROGRAM = PROGRAM.lifecycle;
@@ -112,6 +114,12 @@ export class KernelCollector {
   readonly dcEndpoints: ConfigMap;
   readonly dcNets: ConfigMap;
   readonly ringSize: number;
+  /**
+   * The ring's data pages in place, mapped twice in a row (2 * ringSize bytes) so that a record
+   * never wraps; valid until `close`. Each record: [u32 len | busy | discard][u32][payload].
+   */
+  readonly ringData: ArrayBuffer;
+  private readonly consumerWords: Uint32Array;
   private readonly statsFd: number;
   private readonly healthFd: number;
   private readonly rttFd: number;
@@ -141,6 +149,11 @@ export class KernelCollector {
     this.benchFd = fd(MAP.benchCfg);
     this.limitsFd = fd(MAP.limits);
     this.ringSize = shim.rbSize(obj);
+    const data = shim.rbData(obj);
+    const consumer = shim.rbConsumerPos(obj);
+    if (!data || !consumer) throw new EbpfLoadError('the ring buffer is not mapped');
+    this.ringData = memoryView(data, 2 * this.ringSize);
+    this.consumerWords = new Uint32Array(memoryView(consumer, 8));
   }
 
   /** Loads and attaches everything, or throws EbpfLoadError with the reason an operator needs. */
@@ -217,11 +230,37 @@ export class KernelCollector {
     }
   }
 
-  /** Copies up to `max` ring records into `buf` (see DRAIN_HEADER framing); returns the count. */
-  drain(buf: Uint8Array, max: number): number {
-    const n = this.shim.rbDrain(this.obj, buf, buf.byteLength, max);
-    if (n < 0) throw new Error(`ring buffer drain failed: ${errnoName(n)}`);
-    return n;
+  /**
+   * Where the next unread record starts (a byte position that only grows; the record is at
+   * `position % ringSize` in `ringData`). Read per batch, not per record.
+   */
+  consumerPosition(): number {
+    this.assertOpen();
+    return this.consumerWords[0]! + this.consumerWords[1]! * TWO_32;
+  }
+
+  /**
+   * Where the run of committed records from the consumer position ends, counting at most
+   * `maxRecords`: the records before it may be read in place with plain loads (the shim's
+   * acquire loads of their headers happened in this call). One FFI call per batch.
+   */
+  committedPosition(maxRecords: number): number {
+    this.assertOpen();
+    const end = this.shim.rbCommitted(this.obj, maxRecords);
+    if (end < 0) throw new Error(`ring buffer read failed: ${errnoName(end)}`);
+    return end;
+  }
+
+  /** Hands the records before `position` back to the kernel (one FFI call per drained batch). */
+  release(position: number): void {
+    this.assertOpen();
+    const err = this.shim.rbRelease(this.obj, position);
+    if (err < 0) throw new Error(`ring buffer release failed: ${errnoName(err)}`);
+  }
+
+  private assertOpen(): void {
+    // The mappings are gone after close: reading them would fault the process, not throw.
+    if (this.closed) throw new Error('ring buffer read after the eBPF object was closed');
   }
 
   /** Benchmark baseline consumer: counts records in C without copying them out. */

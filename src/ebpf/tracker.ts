@@ -11,6 +11,7 @@
 import { CLOSE_RST, NR_ROLES, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, RECORD_SIZE, ROLE_CLIENT, ROLE_UPSTREAM_DC } from './abi.js';
 import type { MonotonicClock } from './clock.js';
 import { formatAddress, type RecordReader } from './decode.js';
+import { BatchPeerUsers } from './batch-peer-users.js';
 import { CookieIndex } from './cookie-index.js';
 import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
 import type { AgentEventMap, ConnectionEventData } from '../model/events.js';
@@ -94,6 +95,7 @@ export class ConnectionTracker {
   private readonly peerPort: Uint16Array;
   /** 32 bytes per slot: local address, then peer address. */
   private readonly addr: Uint8Array;
+  private readonly addr32: Uint32Array;
   private readonly openedNs: Float64Array;
   /** Bytes counted for the connection (since tracking began). */
   private readonly rx: Float64Array;
@@ -116,6 +118,8 @@ export class ConnectionTracker {
   /** Client bytes counted before the join named a user: moved to the user when it does, or settled at close. */
   private readonly pendingRx: Float64Array;
   private readonly pendingTx: Float64Array;
+  /** The directory's answers per peer within the current batch or pass. */
+  private readonly batchUsers = new BatchPeerUsers();
   /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
   private readonly v4Text = new Map<number, string>();
   private gen = 1;
@@ -139,6 +143,7 @@ export class ConnectionTracker {
     this.localPort = new Uint16Array(n);
     this.peerPort = new Uint16Array(n);
     this.addr = new Uint8Array(n * 32);
+    this.addr32 = new Uint32Array(this.addr.buffer);
     this.openedNs = new Float64Array(n);
     this.rx = new Float64Array(n);
     this.tx = new Float64Array(n);
@@ -176,6 +181,7 @@ export class ConnectionTracker {
   private wantClose = false;
 
   beginBatch(): void {
+    this.batchUsers.reset();
     this.wantOpen = this.opts.wants('connection.open');
     this.wantClose = this.opts.wants('connection.close');
   }
@@ -240,13 +246,13 @@ export class ConnectionTracker {
     this.family[s] = r.family(p);
     this.localPort[s] = r.localPort(p);
     this.peerPort[s] = r.peerPort(p);
-    const src = r.bytes;
+    // Addresses copied as 32-bit words (a record's addresses are 4-byte aligned): 2 or 8 moves.
     const local = r.localAddrAt(p);
     const peer = r.peerAddrAt(p);
-    const width = this.family[s] === 4 ? 4 : 16;
-    for (let i = 0; i < width; i++) {
-      this.addr[s * 32 + i] = src[local + i]!;
-      this.addr[s * 32 + 16 + i] = src[peer + i]!;
+    const words = this.family[s] === 4 ? 1 : 4;
+    for (let i = 0; i < words; i++) {
+      this.addr32[s * 8 + i] = r.word(local + i * 4);
+      this.addr32[s * 8 + 4 + i] = r.word(peer + i * 4);
     }
     this.openedNs[s] = r.openedNs(p);
     this.rx[s] = 0;
@@ -256,11 +262,6 @@ export class ConnectionTracker {
     this.rxOnlySinceMs[s] = 0;
     this.stalled[s] = 0;
     this.seenGen[s] = this.gen;
-    this.peerText[s] = undefined;
-    this.localText[s] = undefined;
-    this.cookieStr[s] = undefined;
-    this.userName[s] = undefined;
-    this.userCell[s] = undefined;
     this.pendingRx[s] = 0;
     this.pendingTx[s] = 0;
     this.adoptedSlot[s] = 0;
@@ -306,6 +307,7 @@ export class ConnectionTracker {
     // A pass that could not walk every namespace counts what it saw, but is no evidence that a
     // connection it did not see is gone: it neither advances nor ends the generation.
     if (complete) this.beginSnapshot(startNs);
+    this.batchUsers.reset();
     this.snapshotsApplied++;
     for (let i = 0; i < count; i++) if (r.kind(i * RECORD_SIZE) === REC_ADOPT) this.adopt(r, i * RECORD_SIZE);
     drainRing();
@@ -471,12 +473,24 @@ export class ConnectionTracker {
    * lost to ~unknown. `final` (at close): settle with whatever the directory says now.
    */
   private joinUser(s: number, final: boolean): void {
-    const user = this.opts.users.userFor(this.peer(s));
+    const user = this.directoryUser(s);
     if (!final && (user === UNKNOWN_USER || user === AMBIGUOUS_USER)) return;
     this.userName[s] = user;
     this.userCell[s] = this.opts.userTotals(user);
     this.observing()?.clientJoined?.(this.cookie[s]!, user);
     this.settleUser(s);
+  }
+
+  /** What the directory says of the slot's peer now, asked once per IPv4 peer and batch. */
+  private directoryUser(s: number): string {
+    if (this.family[s] !== 4) return this.opts.users.userFor(this.peer(s));
+    const ip = this.addr32[s * 8 + 4]!;
+    let user = this.batchUsers.get(ip);
+    if (user === undefined) {
+      user = this.opts.users.userFor(this.peer(s));
+      this.batchUsers.set(ip, user);
+    }
+    return user;
   }
 
   /** The observer when it wants data now (Core enabled and running); undefined skips all work for it. */

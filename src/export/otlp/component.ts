@@ -3,7 +3,9 @@
 //
 // Keep it first in the wiring: components stop in reverse order, so it then stops last and
 // still exports what the collectors publish while they stop.
-import { api } from '@opentelemetry/sdk-node';
+//
+// The OpenTelemetry SDK and gRPC (otel-sdk.ts) are imported when export is first enabled, not
+// at start-up: a node with otlp.enabled false never loads them.
 import type { LoadedConfig } from '../../config/load.js';
 import type { OtlpConfig } from '../../config/sections/otlp.js';
 import type { ConnectionEventData, EventListener } from '../../model/events.js';
@@ -12,13 +14,14 @@ import type { AttemptResult } from '../../pipeline/outcome.js';
 import { untilDeadline } from '../../pipeline/deadline.js';
 import { SignalPipeline, type PipelineSettings } from '../../pipeline/signal-pipeline.js';
 import { SIGNALS, type Component, type ComponentContext, type FlushCounts, type ReadinessCheck, type Signal } from '../../runtime/component.js';
-import { ConnectionSpanFactory, connectionError } from './connection-spans.js';
+import type { ConnectionSpanFactory } from './connection-spans.js';
 import { ExportMetrics, type PipelineCounts } from './export-metrics.js';
-import { buildGrpcExporters, exportOnce, shutdownGrpcExporters, type GrpcExporters } from './grpc-exporters.js';
-import { isLoggedEvent, LogRecordFactory, type QueuedLog } from './log-records.js';
-import { MetricsCollection, toResourceMetrics, type QueuedMetric } from './metrics-collection.js';
-import { PrometheusMetricProducer } from './prometheus-producer.js';
-import { agentResource, agentScope, type Resource } from './resource.js';
+import type { GrpcExporters } from './grpc-exporters.js';
+import type { LogRecordFactory, QueuedLog } from './log-records.js';
+import type { MetricsCollection, QueuedMetric } from './metrics-collection.js';
+import type { Resource } from './resource.js';
+
+type OtelSdk = typeof import('./otel-sdk.js');
 
 /** Keys whose change needs new gRPC channels; queued items carry over to them. */
 const CHANNEL_KEYS = ['endpoint', 'insecure', 'ca_file', 'headers', 'compression', 'timeout_ms'].map((k) => `otlp.${k}`);
@@ -42,18 +45,31 @@ class Identity {
   readonly spans: ConnectionSpanFactory;
   readonly logs: LogRecordFactory;
 
-  constructor(readonly nodeName: string) {
-    this.resource = agentResource(nodeName);
-    const scope = agentScope();
-    this.spans = new ConnectionSpanFactory(this.resource, scope);
-    this.logs = new LogRecordFactory(this.resource, scope);
+  constructor(
+    sdk: OtelSdk,
+    readonly nodeName: string,
+  ) {
+    this.resource = sdk.agentResource(nodeName);
+    const scope = sdk.agentScope();
+    this.spans = new sdk.ConnectionSpanFactory(this.resource, scope);
+    this.logs = new sdk.LogRecordFactory(this.resource, scope);
   }
+}
+
+/** What an export attempt needs: all present while export is enabled. */
+interface Exporting {
+  sdk: OtelSdk;
+  exporters: GrpcExporters;
+  identity: Identity;
 }
 
 export class OtlpComponent implements Component, ExportStatusSource {
   readonly name = 'otlp';
   private cfg: OtlpConfig;
-  private identity: Identity;
+  private nodeName: string;
+  /** Loaded at the first enable. */
+  private sdk: OtelSdk | undefined;
+  private identity: Identity | undefined;
   private readonly pipelines: {
     traces: SignalPipeline<ConnectionEventData>;
     metrics: SignalPipeline<QueuedMetric>;
@@ -74,21 +90,21 @@ export class OtlpComponent implements Component, ExportStatusSource {
   constructor(private readonly ctx: ComponentContext) {
     const loaded = ctx.config().config;
     this.cfg = loaded.otlp;
-    this.identity = new Identity(loaded.agent.node_name);
+    this.nodeName = loaded.agent.node_name;
     this.pipelines = {
       traces: new SignalPipeline<ConnectionEventData>(
         pipelineSettings(this.cfg, 'traces'),
-        (batch) => this.send((e, id) => exportOnce(e.traces, batch.map((c) => id.spans.build(c)))),
+        (batch) => this.send((x) => x.sdk.exportOnce(x.exporters.traces, batch.map((c) => x.identity.spans.build(c)))),
         this.observer('traces'),
       ),
       metrics: new SignalPipeline<QueuedMetric>(
         pipelineSettings(this.cfg, 'metrics'),
-        (batch) => this.send((e, id) => exportOnce(e.metrics, toResourceMetrics(id.resource, batch))),
+        (batch) => this.send((x) => x.sdk.exportOnce(x.exporters.metrics, x.sdk.toResourceMetrics(x.identity.resource, batch))),
         this.observer('metrics'),
       ),
       logs: new SignalPipeline<QueuedLog>(
         pipelineSettings(this.cfg, 'logs'),
-        (batch) => this.send((e, id) => exportOnce(e.logs, batch.map((q) => id.logs.build(q)))),
+        (batch) => this.send((x) => x.sdk.exportOnce(x.exporters.logs, batch.map((q) => x.identity.logs.build(q)))),
         this.observer('logs'),
       ),
     };
@@ -96,31 +112,34 @@ export class OtlpComponent implements Component, ExportStatusSource {
   }
 
   async start(): Promise<void> {
-    this.unsubscribe = this.ctx.events.onEvent(this.onEvent, (type) => this.active && (type === 'connection.close' || isLoggedEvent(type)));
-    if (this.cfg.enabled) this.enable();
+    // Active implies the SDK is loaded (enable() sets it last).
+    this.unsubscribe = this.ctx.events.onEvent(this.onEvent, (type) => this.active && (type === 'connection.close' || this.sdk!.isLoggedEvent(type)));
+    if (this.cfg.enabled) await this.enable();
   }
 
   async reload(next: LoadedConfig, changed: readonly string[]): Promise<void> {
     const wasEnabled = this.cfg.enabled;
     this.cfg = next.config.otlp;
     for (const s of SIGNALS) this.pipelines[s].configure(pipelineSettings(this.cfg, s));
-    const identityChanged = next.config.agent.node_name !== this.identity.nodeName;
-    if (identityChanged) this.identity = new Identity(next.config.agent.node_name);
+    const identityChanged = next.config.agent.node_name !== this.nodeName;
+    this.nodeName = next.config.agent.node_name;
+    if (identityChanged && this.sdk) this.identity = new Identity(this.sdk, this.nodeName);
     if (!this.cfg.enabled) {
       if (wasEnabled) await this.disable(Date.now() + this.cfg.timeout_ms, 'disabled');
       return;
     }
     if (!wasEnabled) {
-      this.enable();
+      await this.enable();
       return;
     }
     if (changed.some((p) => CHANNEL_KEYS.some((k) => p === k || p.startsWith(`${k}.`)))) {
-      this.replaceChannels();
+      this.replaceChannels(this.sdk!); // enabled: loaded
       this.consecutiveFailures = 0;
     }
     if (identityChanged || changed.includes('otlp.metrics_interval_ms')) {
       void this.collection?.shutdown();
-      this.collection = this.newCollection();
+      // Enabled before and after: enable() loaded the SDK and built the identity.
+      this.collection = this.newCollection(this.sdk!, this.identity!);
     }
   }
 
@@ -165,17 +184,19 @@ export class OtlpComponent implements Component, ExportStatusSource {
 
   // Runs synchronously inside EventHub.publish: only sampling and a queue push happen here.
   private readonly onEvent: EventListener = (type, data) => {
+    const sdk = this.sdk;
+    if (!sdk) return; // events come only while active, after enable() loaded it
     if (type === 'connection.close') {
-      this.offerSpan(data as ConnectionEventData);
-    } else if (isLoggedEvent(type)) {
+      this.offerSpan(sdk, data as ConnectionEventData);
+    } else if (sdk.isLoggedEvent(type)) {
       // `type` narrows but `data` cannot follow a generic key; the hub guarantees they match.
       this.pipelines.logs.offer({ type, data, timeMs: Date.now() } as QueuedLog);
     }
   };
 
-  private offerSpan(c: ConnectionEventData): void {
+  private offerSpan(sdk: OtelSdk, c: ConnectionEventData): void {
     const ratio = this.cfg.traces.sample_ratio;
-    if (ratio < 1 && Math.random() >= ratio && connectionError(c) === undefined) {
+    if (ratio < 1 && Math.random() >= ratio && sdk.connectionError(c) === undefined) {
       this.sampledOut++;
       return;
     }
@@ -183,21 +204,23 @@ export class OtlpComponent implements Component, ExportStatusSource {
   }
 
   /** Exports in flight finish on the old channels; the pipelines' next attempt uses new ones. */
-  private replaceChannels(): void {
+  private replaceChannels(sdk: OtelSdk): void {
     const old = this.exporters;
-    this.exporters = buildGrpcExporters(this.cfg);
-    if (old) void shutdownGrpcExporters(old);
+    this.exporters = sdk.buildGrpcExporters(this.cfg);
+    if (old) void sdk.shutdownGrpcExporters(old);
   }
 
-  private send(exportWith: (e: GrpcExporters, id: Identity) => Promise<AttemptResult>): Promise<AttemptResult> {
+  private send(exportWith: (x: Exporting) => Promise<AttemptResult>): Promise<AttemptResult> {
+    const sdk = this.sdk;
     // A gRPC channel that lost its collector reconnects on its own backoff (up to 120 s in
     // grpc-js, and the exporter cannot tune it): after UNAVAILABLE, the next attempt, already
     // paced by the pipeline's backoff, gets a fresh channel that connects at once.
-    if (this.freshChannels && this.exporters) {
+    if (this.freshChannels && this.exporters && sdk) {
       this.freshChannels = false;
-      this.replaceChannels();
+      this.replaceChannels(sdk);
     }
-    return this.exporters ? exportWith(this.exporters, this.identity) : Promise.resolve(DISABLED);
+    const { exporters, identity } = this;
+    return sdk && exporters && identity ? exportWith({ sdk, exporters, identity }) : Promise.resolve(DISABLED);
   }
 
   private observer(signal: Signal) {
@@ -229,16 +252,18 @@ export class OtlpComponent implements Component, ExportStatusSource {
     return out;
   }
 
-  private newCollection(): MetricsCollection {
-    const producer = new PrometheusMetricProducer(this.ctx.registry, this.identity.resource, agentScope());
-    return new MetricsCollection(this.identity.resource, producer, this.cfg.metrics_interval_ms, (m) => this.pipelines.metrics.offer(m));
+  private newCollection(sdk: OtelSdk, identity: Identity): MetricsCollection {
+    const producer = new sdk.PrometheusMetricProducer(this.ctx.registry, identity.resource, sdk.agentScope());
+    return new sdk.MetricsCollection(identity.resource, producer, this.cfg.metrics_interval_ms, (m) => this.pipelines.metrics.offer(m));
   }
 
-  private enable(): void {
-    routeOtelDiagnostics(this.ctx.logger);
-    this.exporters = buildGrpcExporters(this.cfg);
+  private async enable(): Promise<void> {
+    const sdk = (this.sdk ??= await import('./otel-sdk.js'));
+    if (this.identity?.nodeName !== this.nodeName) this.identity = new Identity(sdk, this.nodeName);
+    sdk.routeOtelDiagnostics(this.ctx.logger);
+    this.exporters = sdk.buildGrpcExporters(this.cfg);
     for (const s of SIGNALS) this.pipelines[s].reopen();
-    this.collection = this.newCollection();
+    this.collection = this.newCollection(sdk, this.identity);
     this.connected = false;
     this.consecutiveFailures = 0;
     this.active = true;
@@ -255,22 +280,7 @@ export class OtlpComponent implements Component, ExportStatusSource {
     await Promise.all(SIGNALS.map((s) => this.pipelines[s].close(deadline, reason)));
     const exporters = this.exporters;
     this.exporters = undefined;
-    if (exporters) await untilDeadline(shutdownGrpcExporters(exporters), deadline);
-    api.diag.disable();
+    if (exporters) await untilDeadline(this.sdk!.shutdownGrpcExporters(exporters), deadline);
+    this.sdk!.stopOtelDiagnostics();
   }
-}
-
-/** OTel's own warnings (partial success, bad responses) go to the agent log, never at debug level (it dumps payloads). */
-function routeOtelDiagnostics(logger: ComponentContext['logger']): void {
-  const text = (args: unknown[]) => args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ').slice(0, 500);
-  api.diag.setLogger(
-    {
-      error: (message, ...args) => logger.warn({ otel: text(args) }, `OpenTelemetry: ${message}`),
-      warn: (message, ...args) => logger.warn({ otel: text(args) }, `OpenTelemetry: ${message}`),
-      info: () => undefined,
-      debug: () => undefined,
-      verbose: () => undefined,
-    },
-    { logLevel: api.DiagLogLevel.WARN, suppressOverrideMessage: true },
-  );
 }

@@ -16,11 +16,11 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROGRAM } from '../src/ebpf/objects.js';
 import { repoRoot } from '../test/helpers/agent.js';
+import { freePort } from './lib/free-port.js';
 
 const WORK_S = Number(process.env.BENCH_WORK_S ?? 10);
 // Overhead pairs: many short adjacent runs, so a noisy neighbour moves one pair, not the median.
@@ -117,14 +117,6 @@ function median(values: readonly number[]): number {
 /** "median (min-max)" */
 function spread(values: readonly number[], digits: number): string {
   return `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)})`;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 interface WorkloadResult {

@@ -22,12 +22,12 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { median } from './lib/wrk.js';
+import { freePort } from './lib/free-port.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const LOAD = fileURLToPath(new URL('./fixtures/loopback-load.js', import.meta.url));
@@ -167,14 +167,6 @@ class AgentProcess {
     this.child.kill('SIGTERM');
     await once(this.child, 'exit');
   }
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 // ---------------------------------------------------------------- helpers (processes of their own)

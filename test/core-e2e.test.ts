@@ -18,8 +18,8 @@ import type { DiscoveryStatus } from '../src/telemt/status.js';
 import { exchange, preamble, PREAMBLE_BYTES } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
 import { repoRoot, tempDir } from './helpers/agent.js';
-import { startCli, type RunningCli } from './helpers/cli.js';
 import { CODE } from './helpers/core.js';
+import { startCoreCli, type CoreCli } from './helpers/core-cli.js';
 import { kernelGate } from './helpers/ebpf.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -124,21 +124,7 @@ ${coreLines.map((l) => `  ${l}`).join('\n')}
   };
 }
 
-async function start(w: { config: string }): Promise<RunningCli & { get<T>(path: string): Promise<T>; status(): Promise<CoreStatus>; flush(): Promise<void> }> {
-  const cli = await startCli(['--config', w.config], { env: { CORE_CODE: CODE }, startTimeoutMs: 60_000 });
-  // Connections opened before the kernel programs attach are adopted, counted from then on: the
-  // traffic of these tests starts once every component runs.
-  await cli.waitForLog((l) => l['msg'] === 'agent started', 60_000);
-  const get = async <T>(path: string): Promise<T> => (await (await fetch(cli.url + path)).json()) as T;
-  return {
-    ...cli,
-    get,
-    status: () => get<CoreStatus>('/status/core'),
-    flush: async () => {
-      await (await fetch(cli.url + '/admin/flush', { method: 'POST' })).arrayBuffer();
-    },
-  };
-}
+const start = (w: { config: string }): Promise<CoreCli> => startCoreCli(w.config);
 
 /**
  * One connection per user through the proxy: `bytes` sent after the preamble and echoed back, held

@@ -221,6 +221,38 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     }
   });
 
+  it('with the spool at its smallest bound (64 KiB), Core refusing while two users send: exact per user and direction once Core is back, nothing dropped', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    // Merging at the bound is not reached here: the agent folds its rows to one per user and minute
+    // before each delivery attempt (Core refusing included), and one running minute holds at most
+    // one row per user per intake (every 2 s), far from the half of the bound where merging starts.
+    // core-spool.test.ts drives the merge itself.
+    const w = await world(['spool: { max_bytes: 65536 }']);
+    const a = await start(w);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      await w.core.down();
+      for (let round = 1; round <= 6; round++) await traffic(w, a.url, { alice: 1_000 * round + 17, bob: 50_000 - 3_000 * round });
+      await waitFor('spooled while Core is down', async () => {
+        const st = await a.status();
+        return st.spool.in_memory.up === 0 && st.spool.rows.usage > 0;
+      });
+      assert.equal(w.core.of('usage').length, 0, 'Core stored nothing while down');
+      await w.core.up();
+      await delivered(w, a);
+      const st = await a.status();
+      assert.equal(st.ambiguous_deliveries, 0);
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 });
+      assert.deepEqual(st.usage_bytes.delivered, st.usage_bytes.seen, 'everything counted was delivered');
+      const dropped = (await (await fetch(`${a.url}/metrics`)).text()).split('\n').filter((l) => /^mtlens_core_spool_dropped_total\{/.test(l) && !/ 0$/.test(l));
+      assert.deepEqual(dropped, [], 'nothing dropped at the bound');
+      t.diagnostic(`merged bytes ${JSON.stringify(st.usage_bytes.merged)}; usage batches ${w.core.of('usage').length}`);
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
   it('the same with Core down for 2 minutes in the middle (refused, then 5xx) while traffic flows across minute boundaries', async (t: TestContext) => {
     if (!kernelGate(t)) return;
     const OUTAGE_MS = 120_000;

@@ -11,21 +11,13 @@ import { productionWiring } from '../src/wiring.js';
 import { CoreSim } from './fixtures/core-sim.js';
 import { TelemtSim } from './fixtures/telemt-sim.js';
 import { buildAgent, tempDir } from './helpers/agent.js';
-import { CODE } from './helpers/core.js';
+import { CODE, nodeConfig } from './helpers/core.js';
 import { sample } from './helpers/prom-text.js';
 import { waitFor } from './helpers/wait.js';
 
 const SECRET = { alice: '0123456789abcdef0123456789abcdef', bob: 'fedcba9876543210fedcba9876543210', dave: 'ffeeddccbbaa99887766554433221100' };
 const NEW_ALICE = 'a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1';
 const ERIN = 'e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4';
-
-function nodeConfig(revision: number, users: Array<Record<string, unknown>>) {
-  return {
-    revision,
-    clientMap: Object.fromEntries(users.map((u, i) => [String(u['id']), { userId: i + 1, subscriptionId: null }])),
-    services: { mtproto: { inbounds: [{ tag: 'mt', nodeProtocolId: 1, port: 443, tlsDomain: 'example.com', users }] } },
-  };
-}
 
 async function setup(prune: boolean, telemtAuth = '') {
   const dir = await tempDir('mtlens-core-sync-');

@@ -18,8 +18,8 @@ import type { DiscoveryStatus } from '../src/telemt/status.js';
 import { exchange, preamble, PREAMBLE_BYTES } from './fixtures/telemt-sim-protocol.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
 import { repoRoot, tempDir } from './helpers/agent.js';
-import { startCli, type RunningCli } from './helpers/cli.js';
 import { CODE } from './helpers/core.js';
+import { startCoreCli, type CoreCli } from './helpers/core-cli.js';
 import { kernelGate } from './helpers/ebpf.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -124,21 +124,7 @@ ${coreLines.map((l) => `  ${l}`).join('\n')}
   };
 }
 
-async function start(w: { config: string }): Promise<RunningCli & { get<T>(path: string): Promise<T>; status(): Promise<CoreStatus>; flush(): Promise<void> }> {
-  const cli = await startCli(['--config', w.config], { env: { CORE_CODE: CODE }, startTimeoutMs: 60_000 });
-  // Connections opened before the kernel programs attach are adopted, counted from then on: the
-  // traffic of these tests starts once every component runs.
-  await cli.waitForLog((l) => l['msg'] === 'agent started', 60_000);
-  const get = async <T>(path: string): Promise<T> => (await (await fetch(cli.url + path)).json()) as T;
-  return {
-    ...cli,
-    get,
-    status: () => get<CoreStatus>('/status/core'),
-    flush: async () => {
-      await (await fetch(cli.url + '/admin/flush', { method: 'POST' })).arrayBuffer();
-    },
-  };
-}
+const start = (w: { config: string }): Promise<CoreCli> => startCoreCli(w.config);
 
 /**
  * One connection per user through the proxy: `bytes` sent after the preamble and echoed back, held
@@ -229,6 +215,38 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       st = await a.status();
       assert.equal(st.ambiguous_deliveries, 0);
       assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 });
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it('with the spool at its smallest bound (64 KiB), Core refusing while two users send: exact per user and direction once Core is back, nothing dropped', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    // Merging at the bound is not reached here: the agent folds its rows to one per user and minute
+    // before each delivery attempt (Core refusing included), and one running minute holds at most
+    // one row per user per intake (every 2 s), far from the half of the bound where merging starts.
+    // core-spool.test.ts drives the merge itself.
+    const w = await world(['spool: { max_bytes: 65536 }']);
+    const a = await start(w);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      await w.core.down();
+      for (let round = 1; round <= 6; round++) await traffic(w, a.url, { alice: 1_000 * round + 17, bob: 50_000 - 3_000 * round });
+      await waitFor('spooled while Core is down', async () => {
+        const st = await a.status();
+        return st.spool.in_memory.up === 0 && st.spool.rows.usage > 0;
+      });
+      assert.equal(w.core.of('usage').length, 0, 'Core stored nothing while down');
+      await w.core.up();
+      await delivered(w, a);
+      const st = await a.status();
+      assert.equal(st.ambiguous_deliveries, 0);
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 });
+      assert.deepEqual(st.usage_bytes.delivered, st.usage_bytes.seen, 'everything counted was delivered');
+      const dropped = (await (await fetch(`${a.url}/metrics`)).text()).split('\n').filter((l) => /^mtlens_core_spool_dropped_total\{/.test(l) && !/ 0$/.test(l));
+      assert.deepEqual(dropped, [], 'nothing dropped at the bound');
+      t.diagnostic(`merged bytes ${JSON.stringify(st.usage_bytes.merged)}; usage batches ${w.core.of('usage').length}`);
     } finally {
       await a.stop();
       await w.cleanup();

@@ -20,6 +20,15 @@ export interface CoreHarness {
   cleanup(): Promise<void>;
 }
 
+/** A NodeConfig from Core with one mtproto inbound carrying `users` (userIds in order from 1). */
+export function nodeConfig(revision: number, users: Array<Record<string, unknown>>) {
+  return {
+    revision,
+    clientMap: Object.fromEntries(users.map((u, i) => [String(u['id']), { userId: i + 1, subscriptionId: null }])),
+    services: { mtproto: { inbounds: [{ tag: 'mt', nodeProtocolId: 1, port: 443, tlsDomain: 'example.com', users }] } },
+  };
+}
+
 export function coreYaml(url: string, stateDir: string, extra: string[] = []): string {
   const overridden = new Set(extra.map((l) => l.trim().split(':')[0]));
   const keep = (line: string) => (overridden.has(line.trim().split(':')[0]) ? '' : line);

@@ -358,8 +358,10 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       expectDeltas(zero);
       await waitFor('the agent read the counters after the restart', async () => JSON.stringify(Object.values(await counted())) === JSON.stringify(sumExpected()));
 
-      // The agent is SIGKILLed (whatever it spooled or saved by then), bytes flow while it is
-      // down, and a restarted agent bills them once: its totals counted up to are in the spool.
+      // The agent is SIGKILLed once what it counted reached the spool (within a couple of seconds:
+      // the counted totals go in the same frame as their rows), bytes flow while it is down, and a
+      // restarted agent bills them once: its totals counted up to are in the spool.
+      await waitFor('what was counted reached the spool', async () => (await a.status()).spool.in_memory.cells === 0);
       a.child.kill('SIGKILL');
       await a.stop();
       const beforeDown = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));

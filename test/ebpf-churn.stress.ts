@@ -7,6 +7,12 @@
 // slot was never released (conns 1), the socket was gone from `ss` and from the iterator, and
 // conn_destroy never met it still tracked: it left the established hash without a move to CLOSE
 // or a destroy our programs saw. The failure message carries all of this and /proc/net/sockstat.
+// An independent tp_btf program on the same tracepoints, keyed by socket cookie instead of socket
+// storage, missed the same socket the same way: its last transition seen was ESTABLISHED ->
+// FIN_WAIT1 (the server's close), then no state change and no tcp_destroy_sock, while sockstat's
+// alloc == inuse says the socket was destroyed; the failures came on a loaded host (13 runs in a
+// row passed on a quiet one). So the tracepoints went undelivered to every BPF program; whether a
+// sockops STATE_CB (called from tcp_set_state directly) sees those transitions is the next test.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';

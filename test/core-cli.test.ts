@@ -3,14 +3,13 @@
 // and (with prune_users) deletes telemt's users and is reported applied; a config the agent cannot
 // read and a telemt in read-only mode are reported to Core (/node/error) and the last good users stay.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CoreSim } from './fixtures/core-sim.js';
 import { TelemtSim } from './fixtures/telemt-sim.js';
 import { tempDir } from './helpers/agent.js';
 import { CODE, nodeConfig } from './helpers/core.js';
-import { startCoreCli } from './helpers/core-cli.js';
+import { startCoreCli, writeCoreAgentConfig } from './helpers/core-cli.js';
 import { waitFor } from './helpers/wait.js';
 
 const SECRET = { alice: '0123456789abcdef0123456789abcdef', bob: 'fedcba9876543210fedcba9876543210', dave: 'ffeeddccbbaa99887766554433221100' };
@@ -31,26 +30,7 @@ describe('Core config sync through the real CLI', () => {
       configPath: join(dir, 'telemt.toml'),
     }).start();
     const core = await new CoreSim([CODE]).start();
-    const config = join(dir, 'mtlens.yaml');
-    await writeFile(
-      config,
-      `agent: { state_dir: ${join(dir, 'state')} }
-self_telemetry: { listen: "127.0.0.1:0", rate_limit: { enabled: false } }
-ebpf: { enabled: false }
-telemt:
-  api_url: ${telemt.apiUrl}
-  config_path: ${join(dir, 'telemt.toml')}
-  poll: { fast_ms: 500, slow_ms: 5000 }
-core:
-  enabled: true
-  url: ${core.url}
-  registration: { code: "\${CORE_CODE}", region: test }
-  heartbeat_interval_ms: 1000
-  timeout_ms: 2000
-  apply_config: true
-  prune_users: true
-`,
-    );
+    const config = await writeCoreAgentConfig(dir, { telemtApiUrl: telemt.apiUrl, coreUrl: core.url, ebpf: 'ebpf: { enabled: false }', core: ['timeout_ms: 2000', 'apply_config: true', 'prune_users: true'] });
     const a = await startCoreCli(config);
     /** telemt's users as its Control API lists them. */
     const users = async () => {

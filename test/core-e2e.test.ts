@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { symlink, writeFile } from 'node:fs/promises';
+import { symlink } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
@@ -19,7 +19,7 @@ import { exchange, preamble, PREAMBLE_BYTES } from './fixtures/telemt-sim-protoc
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
 import { repoRoot, tempDir } from './helpers/agent.js';
 import { CODE } from './helpers/core.js';
-import { startCoreCli, type CoreCli } from './helpers/core-cli.js';
+import { startCoreCli, writeCoreAgentConfig, type CoreCli } from './helpers/core-cli.js';
 import { kernelGate } from './helpers/ebpf.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -83,34 +83,13 @@ async function worldAround<T extends Proxy>(dir: string, telemt: T, coreLines: s
     clientMap: { alice: { userId: 1, subscriptionId: 101 }, bob: { userId: 2, subscriptionId: 202 } },
     services: { mtproto: { inbounds: [{ tag: 'mtproto', nodeProtocolId: 9, port: telemt.proxyPort, users: [] }] } },
   };
-  const config = join(dir, 'mtlens.yaml');
-  await writeFile(
-    config,
-    `agent: { state_dir: ${join(dir, 'state')} }
-self_telemetry: { listen: "127.0.0.1:0", rate_limit: { enabled: false } }
-${
-      kernel
-        ? `ebpf:
+  const ebpf = kernel
+    ? `ebpf:
   watch: { ports: [${telemt.proxyPort}]${opts.processes ? `, processes: [${opts.processes.join(', ')}]` : ''} }
   drain_interval_ms: 10
   snapshot_interval_ms: 200`
-        : 'ebpf: { enabled: false }'
-    }
-telemt:
-  api_url: ${telemt.apiUrl}
-  config_path: ${join(dir, 'telemt.toml')}
-  poll: { fast_ms: 500, slow_ms: 5000 }
-core:
-  enabled: true
-  url: ${core.url}
-  registration: { code: "\${CORE_CODE}", region: test }
-  heartbeat_interval_ms: 1000
-  usage_interval_ms: 1000
-  timeout_ms: 1500
-  apply_config: false
-${coreLines.map((l) => `  ${l}`).join('\n')}
-`,
-  );
+    : 'ebpf: { enabled: false }';
+  const config = await writeCoreAgentConfig(dir, { telemtApiUrl: telemt.apiUrl, coreUrl: core.url, ebpf, core: ['usage_interval_ms: 1000', 'timeout_ms: 1500', 'apply_config: false', ...coreLines] });
   return {
     dir,
     core,

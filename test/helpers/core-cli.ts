@@ -1,5 +1,7 @@
 // `bin/mtlens run` with the Core component on, as the Core end-to-end tests start it: waits
 // until every component runs, then reads /status/core and flushes over the real control API.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { CoreStatus } from '../../src/core/status.js';
 import { startCli, type RunningCli } from './cli.js';
 import { CODE } from './core.js';
@@ -27,4 +29,31 @@ export async function startCoreCli(config: string): Promise<CoreCli> {
     },
     metrics: async () => (await fetch(cli.url + '/metrics')).text(),
   };
+}
+
+/**
+ * Writes the agent config the Core end-to-end tests run: state in `dir`, the control API on a
+ * free loopback port, telemt at `telemtApiUrl` with its config file `dir`/telemt.toml, Core at
+ * `coreUrl` registering with `${CORE_CODE}`. `ebpf` is the ebpf section, `core` Core's own keys.
+ */
+export async function writeCoreAgentConfig(dir: string, o: { telemtApiUrl: string; coreUrl: string; ebpf: string; core: string[] }): Promise<string> {
+  const config = join(dir, 'mtlens.yaml');
+  await writeFile(
+    config,
+    `agent: { state_dir: ${join(dir, 'state')} }
+self_telemetry: { listen: "127.0.0.1:0", rate_limit: { enabled: false } }
+${o.ebpf}
+telemt:
+  api_url: ${o.telemtApiUrl}
+  config_path: ${join(dir, 'telemt.toml')}
+  poll: { fast_ms: 500, slow_ms: 5000 }
+core:
+  enabled: true
+  url: ${o.coreUrl}
+  registration: { code: "\${CORE_CODE}", region: test }
+  heartbeat_interval_ms: 1000
+${o.core.map((l) => `  ${l}`).join('\n')}
+`,
+  );
+  return config;
 }

@@ -43,13 +43,16 @@ interface World<T extends Proxy = TelemtSim> {
   cleanup(): Promise<void>;
 }
 
-/** `kernel: false`: ebpf.enabled false, usage from telemt's per-user counters on its metrics endpoint. */
-async function world(coreLines: string[] = [], opts: { kernel?: boolean } = {}): Promise<World> {
+/**
+ * `kernel: false`: usage from telemt's per-user counters on its metrics endpoint, with
+ * ebpf.enabled false unless `ebpf` says to enable it anyway (for a load that fails).
+ */
+async function world(coreLines: string[] = [], opts: { kernel?: boolean; ebpf?: boolean } = {}): Promise<World> {
   const kernel = opts.kernel ?? true;
   const dir = await tempDir('mtlens-core-e2e-');
   const users = DEFAULT_USERS.filter((u) => u.name in FROM);
   const telemt = await new TelemtSim({ users, configPath: join(dir, 'telemt.toml'), ...(kernel ? {} : { metricsPort: 0 }) }).start();
-  return worldAround(dir, telemt, coreLines, { kernel });
+  return worldAround(dir, telemt, coreLines, { kernel, ebpf: opts.ebpf ?? kernel });
 }
 
 /**
@@ -75,8 +78,8 @@ async function simProcess(dir: string, comm: string, dc: string): Promise<Proxy>
   };
 }
 
-async function worldAround<T extends Proxy>(dir: string, telemt: T, coreLines: string[], opts: { kernel: boolean; processes?: string[] }): Promise<World<T>> {
-  const kernel = opts.kernel;
+async function worldAround<T extends Proxy>(dir: string, telemt: T, coreLines: string[], opts: { kernel: boolean; ebpf?: boolean; processes?: string[] }): Promise<World<T>> {
+  const kernel = opts.ebpf ?? opts.kernel;
   const core = await new CoreSim([CODE]).start();
   core.config = {
     revision: 1,
@@ -357,6 +360,55 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       assert.ok(w.core.usage().every((e) => e.nodeProtocolId === 9 && e.subscriptionId === (e.userId === 1 ? 101 : 202)));
       const continuity = (await a.get<{ continuity: { counter_resets: { restart: number } } }>('/status/telemt')).continuity;
       assert.equal(continuity.counter_resets.restart, 1, 'the restart was seen as one');
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it("eBPF enabled but failing to load (no CAP_BPF): usage follows what runs, telemt's per-user counters, exact; the failure reported to Core once", async (t: TestContext) => {
+    // setpriv needs root to take capabilities away; the load then fails as on a host that grants
+    // the agent too little (EPERM), with nothing in the agent told to fail.
+    if (!kernelGate(t)) return;
+    const NO_BPF = ['setpriv', '--inh-caps=-bpf,-perfmon,-sys_admin', '--bounding-set=-bpf,-perfmon,-sys_admin'];
+    const w = await world([], { kernel: false, ebpf: true });
+    const users = ['alice', 'bob'];
+    const secret = (u: string) => DEFAULT_USERS.find((x) => x.name === u)!.secret;
+    const send = async (bytes: Record<string, number>) => {
+      for (const [user, n] of Object.entries(bytes)) await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret: secret(user), localAddress: FROM[user]!, bytes: n });
+    };
+    const errors = (code: string) => w.core.of('error').filter((r) => r.body.code === code);
+    const a = await startCoreCli(w.config, NO_BPF);
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      const ready = await a.get<{ checks: Record<string, string> }>('/ready');
+      assert.match(ready.checks['ebpf']!, /^failed: EPERM /, 'the kernel programs did not load');
+      // The first scrape (the baseline) is behind us once a second one was answered.
+      const scrapes = w.telemt.metricsScrapes;
+      await waitFor('telemt scraped again', () => w.telemt.metricsScrapes >= Math.max(2, scrapes + 1));
+      assert.equal((await a.status()).usage_source, 'telemt');
+      const base = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
+      await send({ alice: 10_000, bob: 3_333 });
+      await send({ alice: 1, bob: 65_536 });
+      for (const u of users) {
+        const [f, to] = w.telemt.octetsSplit(u);
+        const e = w.expected.get(USER_ID[u]!)!;
+        e[0] += f - base.get(u)![0];
+        e[1] += to - base.get(u)![1];
+      }
+      await delivered(w, a);
+      const st = await a.status();
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 }, 'every byte attributed');
+      assert.deepEqual(st.usage_bytes.delivered, st.usage_bytes.seen, 'everything counted was delivered');
+      assert.ok(w.core.usage().every((e) => e.nodeProtocolId === 9 && e.subscriptionId === (e.userId === 1 ? 101 : 202)));
+
+      // Core heard of the failure and of the fallback, once: heartbeats go on, the report does not repeat.
+      await waitFor('ebpf_not_loaded reported to Core', () => errors('ebpf_not_loaded').length > 0);
+      const beats = w.core.of('heartbeat').length;
+      await waitFor('three more heartbeats', () => w.core.of('heartbeat').length >= beats + 3);
+      assert.equal(errors('ebpf_not_loaded').length, 1, 'reported once, not at every heartbeat');
+      assert.match(String(errors('ebpf_not_loaded')[0]!.body.message), /^eBPF collectors not running \(EPERM .*\): usage is counted from telemt's per-user counters instead$/);
+      assert.equal(errors('usage_unavailable').length, 0, 'usage is available: from telemt');
     } finally {
       await a.stop();
       await w.cleanup();

@@ -57,13 +57,14 @@ async function world(coreLines: string[] = [], opts: { kernel?: boolean; ebpf?: 
 
 /**
  * The simulated telemt as a process of its own whose name (comm) the kernel side watches, as it
- * watches telemt: its connections to the DC are then upstreams. Relays to `dc`.
+ * watches telemt: its connections to the DC are then upstreams. Relays to `dc`, through the
+ * SOCKS5 proxy at `socks5` when given.
  */
-async function simProcess(dir: string, comm: string, dc: string): Promise<Proxy> {
+async function simProcess(dir: string, comm: string, dc: string, socks5?: string): Promise<Proxy> {
   const exe = join(dir, comm);
   await symlink(process.execPath, exe);
   const users = DEFAULT_USERS.filter((u) => u.name in FROM).flatMap((u) => ['--user', `${u.name}=${u.secret}`]);
-  const child = spawn(exe, [join(repoRoot, 'dist/test/fixtures/telemt-sim.js'), '--config-out', join(dir, 'telemt.toml'), '--dc', dc, ...users], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(exe, [join(repoRoot, 'dist/test/fixtures/telemt-sim.js'), '--config-out', join(dir, 'telemt.toml'), '--dc', dc, ...(socks5 ? ['--socks5', socks5] : []), ...users], { stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
   const addrs = JSON.parse(line) as { proxy: string; api: string };
   return {
@@ -166,6 +167,71 @@ async function delivered(w: Pick<World<Proxy>, 'core' | 'expected'>, a: { status
   }).catch(async (err: unknown) => {
     throw new Error(`${String(err)}; status ${JSON.stringify(await a.status())}; Core has ${JSON.stringify(sorted(byUser(w.core, uniqueKeys)))}, expected ${JSON.stringify(sorted(w.expected))}`);
   });
+}
+
+/** SOCKS5 bytes on telemt's connection to the proxy: greeting and CONNECT request (IPv4) sent, method choice and reply received. */
+const SOCKS5_UP = 3 + 10;
+const SOCKS5_DOWN = 2 + 10;
+
+/**
+ * A client of `user` through the proxy at `port`: sends `n` payload bytes, waits for the DC's
+ * greeting and the echo, closes. Adds what telemt's upstream connection carried to `expected`:
+ * n (+ `extraUp`) sent, n + greeting (+ `extraDown`) received.
+ */
+function upstreamClient(port: number, user: string, n: number, greeting: number, expected: [number, number], extraUp = 0, extraDown = 0): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, localAddress: FROM[user]! }, () => {
+      s.write(preamble(DEFAULT_USERS.find((u) => u.name === user)!.secret));
+      s.write(Buffer.alloc(n, 2));
+    });
+    let got = 0;
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got === n + greeting) s.end();
+    });
+    s.on('error', reject);
+    s.on('close', () => (got === n + greeting ? resolve() : reject(new Error(`closed after ${got} of ${n + greeting} bytes`))));
+    expected[0] += n + extraUp;
+    expected[1] += n + greeting + extraDown;
+  });
+}
+
+/** Outbound items Core stored, summed per tag: [bytesUp, bytesDown]. */
+function outboundAtCore(core: CoreSim): Record<string, [number, number]> {
+  const sum: Record<string, [number, number]> = {};
+  for (const i of core.of('outbound').flatMap((r) => r.body.items as Array<{ tag: string; bytesUp: number; bytesDown: number }>)) {
+    const e = (sum[i.tag] ??= [0, 0]);
+    e[0] += i.bytesUp;
+    e[1] += i.bytesDown;
+  }
+  return sum;
+}
+
+/** A SOCKS5 proxy's side of one connection (RFC 1928: no authentication, CONNECT to IPv4), then a plain relay. */
+function socks5Server(s: Socket): void {
+  s.on('error', () => s.destroy());
+  let got = Buffer.alloc(0);
+  const onData = (d: Buffer) => {
+    got = Buffer.concat([got, d]);
+    // Greeting [5, nMethods, ...methods], then request [5, CONNECT, 0, IPv4, a, b, c, d, port].
+    if (got.length < 2 || got.length < 2 + got[1]!) return;
+    const request = got.subarray(2 + got[1]!);
+    if (request.length < 10) return;
+    s.off('data', onData);
+    s.pause();
+    if (got[0] !== 5 || request[0] !== 5 || request[1] !== 1 || request[3] !== 1) return void s.destroy();
+    const target = connect({ host: [...request.subarray(4, 8)].join('.'), port: request.readUInt16BE(8) }, () => {
+      s.write(Buffer.from([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+      if (request.length > 10) target.write(request.subarray(10));
+      s.pipe(target);
+      target.pipe(s);
+    });
+    target.on('error', () => s.destroy());
+    s.on('close', () => target.destroy());
+  };
+  s.on('data', onData);
+  // The method choice answers the greeting before the request comes (the client waits for it).
+  s.once('data', () => s.write(Buffer.from([5, 0])));
 }
 
 describe('Core usage end to end (real CLI, real kernel)', () => {
@@ -432,32 +498,8 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     const w = await worldAround(dir, await simProcess(dir, comm, `127.0.0.1:${dcPort}`), [], { kernel: true, processes: [comm] });
     const a = await start(w);
     const expected: [number, number] = [0, 0];
-    /** A client of `user` sends `n` payload bytes and waits for the greeting and the echo; the upstream carries n up, n + GREETING down. */
-    const client = (user: string, n: number) =>
-      new Promise<void>((resolve, reject) => {
-        const s = connect({ host: '127.0.0.1', port: w.telemt.proxyPort, localAddress: FROM[user]! }, () => {
-          s.write(preamble(DEFAULT_USERS.find((u) => u.name === user)!.secret));
-          s.write(Buffer.alloc(n, 2));
-        });
-        let got = 0;
-        s.on('data', (d: Buffer) => {
-          got += d.length;
-          if (got === n + GREETING) s.end();
-        });
-        s.on('error', reject);
-        s.on('close', () => (got === n + GREETING ? resolve() : reject(new Error(`closed after ${got} of ${n + GREETING} bytes`))));
-        expected[0] += n;
-        expected[1] += n + GREETING;
-      });
-    const atCore = () => {
-      const sum: Record<string, [number, number]> = {};
-      for (const i of w.core.of('outbound').flatMap((r) => r.body.items as Array<{ tag: string; bytesUp: number; bytesDown: number }>)) {
-        const e = (sum[i.tag] ??= [0, 0]);
-        e[0] += i.bytesUp;
-        e[1] += i.bytesDown;
-      }
-      return sum;
-    };
+    const client = (user: string, n: number) => upstreamClient(w.telemt.proxyPort, user, n, GREETING, expected);
+    const atCore = () => outboundAtCore(w.core);
     try {
       await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
       await waitFor('the DC endpoint fed to the kernel side', async () => (await a.get<DiscoveryStatus>('/status/discovery')).feed.telegramEndpoints.includes(`127.0.0.1:${dcPort}`));
@@ -475,6 +517,49 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       await a.stop();
       await w.cleanup();
       await new Promise<void>((r) => dc.close(() => r()));
+    }
+  });
+
+  it("outbound usage through a SOCKS5 upstream is exact: telemt's connections to it reach Core tagged with its upstream_id, bytes each way to the byte", async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    // The DC greets each connection, then echoes; telemt reaches it only through a SOCKS5 proxy on
+    // loopback (telemt reports it in /v1/stats/upstreams as upstream 1, kind socks5), so the
+    // kernel side sees telemt's connections to the proxy as upstream_other.
+    const GREETING = 501;
+    const dc = createServer((s) => {
+      s.on('error', () => s.destroy());
+      s.write(Buffer.alloc(GREETING, 1));
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => dc.listen(0, '127.0.0.1', () => r()));
+    const socks = createServer((s) => socks5Server(s));
+    await new Promise<void>((r) => socks.listen(0, '127.0.0.1', () => r()));
+    const dcPort = (dc.address() as AddressInfo).port;
+    const socksAddress = `127.0.0.1:${(socks.address() as AddressInfo).port}`;
+    const dir = await tempDir('mtlens-core-e2e-');
+    const comm = `telemt-s${process.pid % 100_000}`;
+    const w = await worldAround(dir, await simProcess(dir, comm, `127.0.0.1:${dcPort}`, socksAddress), [], { kernel: true, processes: [comm] });
+    const a = await start(w);
+    const expected: [number, number] = [0, 0];
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      await waitFor('the SOCKS upstream discovered', async () => (await a.get<DiscoveryStatus>('/status/discovery')).feed.otherUpstreams.includes(socksAddress));
+      const client = (user: string, n: number) => upstreamClient(w.telemt.proxyPort, user, n, GREETING, expected, SOCKS5_UP, SOCKS5_DOWN);
+      await Promise.all([client('alice', 10_000), client('bob', 1), client('alice', 65_536)]);
+      await client('bob', 123_457);
+      await waitFor('Core received exactly what the upstream connections carried', async () => {
+        await a.flush();
+        return JSON.stringify(outboundAtCore(w.core)) === JSON.stringify({ 1: expected });
+      }).catch((err: unknown) => {
+        throw new Error(`${String(err)}; Core has ${JSON.stringify(outboundAtCore(w.core))}, expected ${JSON.stringify({ 1: expected })}`);
+      });
+      const keys = w.core.of('outbound').map((r) => String(r.headers['idempotency-key']));
+      assert.equal(new Set(keys).size, keys.length, 'no outbound batch twice');
+    } finally {
+      await a.stop();
+      await w.cleanup();
+      await new Promise<void>((r) => dc.close(() => r()));
+      await new Promise<void>((r) => socks.close(() => r()));
     }
   });
 

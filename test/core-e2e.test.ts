@@ -6,6 +6,7 @@
 // restarted (then the only extra rows are the batches counted ambiguous, found by their key).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { symlink } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
@@ -234,6 +235,39 @@ function socks5Server(s: Socket): void {
   s.once('data', () => s.write(Buffer.from([5, 0])));
 }
 
+/**
+ * A client that keeps sending: opens a connection through the proxy at `port` from `from`,
+ * then writes `chunk` payload bytes every `everyMs` (the echo DC sends each back). stop() ends
+ * the stream once every echo arrived and resolves with the bytes the client sent (preamble
+ * included: the kernel counts every application byte) and received.
+ */
+function steadyClient(port: number, secret: string, from: string, chunk: number, everyMs: number): { stop(): Promise<[number, number]> } {
+  let sent = 0;
+  let received = 0;
+  let stopped: (() => void) | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const s = connect({ host: '127.0.0.1', port, localAddress: from }, () => {
+    s.write(preamble(secret));
+    timer = setInterval(() => {
+      s.write(Buffer.alloc(chunk, 3));
+      sent += chunk;
+    }, everyMs);
+  });
+  s.on('error', () => undefined);
+  s.on('data', (d: Buffer) => {
+    received += d.length;
+    if (stopped && received === sent) stopped();
+  });
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      if (received !== sent) await new Promise<void>((r) => (stopped = r));
+      await new Promise<void>((r) => s.end(() => r()));
+      return [PREAMBLE_BYTES + sent, received];
+    },
+  };
+}
+
 describe('Core usage end to end (real CLI, real kernel)', () => {
   it('per-user usage is exact to the byte, also with Core down in the middle', async (t: TestContext) => {
     if (!kernelGate(t)) return;
@@ -274,7 +308,8 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     // Merging at the bound is not reached here: the agent folds its rows to one per user and minute
     // before each delivery attempt (Core refusing included), and one running minute holds at most
     // one row per user per intake (every 2 s), far from the half of the bound where merging starts.
-    // core-spool.test.ts drives the merge itself.
+    // The next test reaches it (a dozen users, Core asking to wait); core-spool.test.ts drives the
+    // merge windows themselves.
     const w = await world(['spool: { max_bytes: 65536 }']);
     const a = await start(w);
     try {
@@ -295,6 +330,72 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       const dropped = (await (await fetch(`${a.url}/metrics`)).text()).split('\n').filter((l) => /^mtlens_core_spool_dropped_total\{/.test(l) && !/ 0$/.test(l));
       assert.deepEqual(dropped, [], 'nothing dropped at the bound');
       t.diagnostic(`merged bytes ${JSON.stringify(st.usage_bytes.merged)}; usage batches ${w.core.of('usage').length}`);
+    } finally {
+      await a.stop();
+      await w.cleanup();
+    }
+  });
+
+  it('near the spool bound, a dozen users sending while Core asks to wait (429): rows are merged, bytes conserved, exact per user and direction once Core takes them', async (t: TestContext) => {
+    if (!kernelGate(t)) return;
+    // Merging starts when the live rows pass half of core.spool.max_bytes (64 KiB, the smallest:
+    // about 340 usage rows). Each intake (every 2 s) spools one row per user that sent, and the
+    // rows of a finished minute are folded to one per user before each delivery attempt; so Core
+    // answers 429 with a Retry-After: no attempt, no fold, and a dozen users sending all the time
+    // reach the bound within about a minute of intakes. The minutes are real; every wait is on a
+    // condition, the Retry-After (Core's answer) is what ends the wait for delivery. The fold at
+    // the bound joins a user's rows in aligned windows of 2, 4, ... minutes, so whether it spans
+    // two minutes depends on where the minute boundary falls (reported below); core-spool.test.ts
+    // checks the windows.
+    const USERS = 12;
+    const RETRY_AFTER_S = 70;
+    const dir = await tempDir('mtlens-core-e2e-');
+    const users = Array.from({ length: USERS }, (_, i) => ({ name: `user${i + 1}`, secret: createHash('md5').update(`user${i + 1}`).digest('hex'), from: `127.0.0.${i + 2}` }));
+    const telemt = await new TelemtSim({ users, configPath: join(dir, 'telemt.toml') }).start();
+    const w = await worldAround(dir, telemt, ['spool: { max_bytes: 65536 }'], { kernel: true });
+    w.core.config = {
+      revision: 1,
+      clientMap: Object.fromEntries(users.map((u, i) => [u.name, { userId: i + 1, subscriptionId: 1000 + i }])),
+      services: { mtproto: { inbounds: [{ tag: 'mtproto', nodeProtocolId: 9, port: telemt.proxyPort, users: [] }] } },
+    };
+    w.expected = new Map(users.map((_, i) => [i + 1, [0, 0]]));
+    const a = await start(w);
+    const merged = async () => {
+      const line = (await a.metrics()).split('\n').filter((l) => l.startsWith('mtlens_core_usage_bytes_total{') && l.includes('state="merged"'));
+      return Object.fromEntries(line.map((l) => [/direction="(\w+)"/.exec(l)![1]!, Number(l.split(' ').at(-1))]));
+    };
+    try {
+      await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
+      const clients = users.map((u, i) => steadyClient(telemt.proxyPort, u.secret, u.from, 700 + 37 * i, 250));
+      for (const route of ['heartbeat', 'usage', 'outbound', 'sessions', 'config', 'applied', 'error'] as const) w.core.fail(route, { mode: 'status', status: 429, retryAfter: String(RETRY_AFTER_S) });
+      await waitFor('Core asked the agent to wait', async () => (await a.status()).paused_until !== null);
+      await waitFor('usage rows merged at the bound', async () => (await a.status()).usage_bytes.merged.up > 0, 240_000);
+      const totals = await Promise.all(clients.map((c) => c.stop()));
+      totals.forEach(([up, down], i) => (w.expected.set(i + 1, [up, down])));
+      const all = totals.reduce((n, [up, down]) => [n[0]! + up, n[1]! + down], [0, 0]);
+      await waitFor('every byte the clients moved counted', async () => {
+        const seen = (await a.status()).usage_bytes.seen;
+        return seen.up === all[0] && seen.down === all[1];
+      });
+      let st = await a.status();
+      assert.equal(w.core.of('usage').length, 0, 'Core stored nothing while it asked to wait');
+      assert.ok(st.usage_bytes.merged.down > 0);
+      assert.deepEqual(await merged(), { up: st.usage_bytes.merged.up, down: st.usage_bytes.merged.down }, '/metrics and /status/core tell the same merged bytes');
+      assert.deepEqual(st.spool.dropped, { usage: 0, session: 0, outbound: 0 }, 'nothing refused at the bound');
+      assert.ok(st.spool.bytes <= 65536, `the spool within its bound: ${st.spool.bytes} bytes`);
+
+      w.core.heal();
+      await waitFor('the wait Core asked for is over', async () => (await a.status()).paused_until === null, (RETRY_AFTER_S + 60) * 1000);
+      await delivered(w, a);
+      st = await a.status();
+      assert.equal(st.ambiguous_deliveries, 0);
+      assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 }, 'every byte attributed');
+      assert.deepEqual(st.usage_bytes.delivered, st.usage_bytes.seen, 'everything counted was delivered');
+      assert.ok(w.core.usage().every((e) => e.nodeProtocolId === 9 && e.subscriptionId === 999 + e.userId));
+      const metric = (await a.metrics()).split('\n').filter((l) => /^mtlens_core_spool_dropped_total\{/.test(l) && !/ 0$/.test(l));
+      assert.deepEqual(metric, [], 'nothing dropped');
+      const minutes = new Set(w.core.usage().map((e) => e.recordedAt));
+      t.diagnostic(`merged ${JSON.stringify(st.usage_bytes.merged)} of ${JSON.stringify(st.usage_bytes.seen)}; ${w.core.usage().length} entries at Core over ${minutes.size} minutes; compactions ${st.spool.compactions}`);
     } finally {
       await a.stop();
       await w.cleanup();

@@ -239,18 +239,26 @@ function socks5Server(s: Socket): void {
  * A client that keeps sending: opens a connection through the proxy at `port` from `from`,
  * then writes `chunk` payload bytes every `everyMs` (the echo DC sends each back). stop() ends
  * the stream once every echo arrived and resolves with the bytes the client sent (preamble
- * included: the kernel counts every application byte) and received.
+ * included: the kernel counts every application byte) and received. `upByMinute`: what it
+ * sent per epoch minute of the wall clock.
  */
-function steadyClient(port: number, secret: string, from: string, chunk: number, everyMs: number): { stop(): Promise<[number, number]> } {
+function steadyClient(port: number, secret: string, from: string, chunk: number, everyMs: number): { stop(): Promise<[number, number]>; upByMinute: Map<number, number> } {
+  const upByMinute = new Map<number, number>();
+  const note = (n: number) => {
+    const m = Math.floor(Date.now() / 60_000);
+    upByMinute.set(m, (upByMinute.get(m) ?? 0) + n);
+  };
   let sent = 0;
   let received = 0;
   let stopped: (() => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
   const s = connect({ host: '127.0.0.1', port, localAddress: from }, () => {
     s.write(preamble(secret));
+    note(PREAMBLE_BYTES);
     timer = setInterval(() => {
       s.write(Buffer.alloc(chunk, 3));
       sent += chunk;
+      note(chunk);
     }, everyMs);
   });
   s.on('error', () => undefined);
@@ -259,6 +267,7 @@ function steadyClient(port: number, secret: string, from: string, chunk: number,
     if (stopped && received === sent) stopped();
   });
   return {
+    upByMinute,
     stop: async () => {
       clearInterval(timer);
       if (received !== sent) await new Promise<void>((r) => (stopped = r));
@@ -344,9 +353,11 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     // answers 429 with a Retry-After: no attempt, no fold, and a dozen users sending all the time
     // reach the bound within about a minute of intakes. The minutes are real; every wait is on a
     // condition, the Retry-After (Core's answer) is what ends the wait for delivery. The fold at
-    // the bound joins a user's rows in aligned windows of 2, 4, ... minutes, so whether it spans
-    // two minutes depends on where the minute boundary falls (reported below); core-spool.test.ts
-    // checks the windows.
+    // the bound joins a user's rows in aligned windows of 2, 4, ... minutes: a merge during an odd
+    // minute while the spool holds the even one before it joins two adjacent minutes, dated at the
+    // earlier. Traffic goes on until such a merge (the first or the second one, by where the
+    // minute boundaries fall), and Core's row for the even minute then holds more than the
+    // clients sent in it.
     const USERS = 12;
     const RETRY_AFTER_S = 70;
     const dir = await tempDir('mtlens-core-e2e-');
@@ -366,10 +377,29 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     };
     try {
       await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
-      const clients = users.map((u, i) => steadyClient(telemt.proxyPort, u.secret, u.from, 700 + 37 * i, 250));
+      const chunk = (i: number) => 700 + 37 * i;
+      const firstMinute = Math.floor(Date.now() / 60_000);
+      const clients = users.map((u, i) => steadyClient(telemt.proxyPort, u.secret, u.from, chunk(i), 250));
       for (const route of ['heartbeat', 'usage', 'outbound', 'sessions', 'config', 'applied', 'error'] as const) w.core.fail(route, { mode: 'status', status: 429, retryAfter: String(RETRY_AFTER_S) });
       await waitFor('Core asked the agent to wait', async () => (await a.status()).paused_until !== null);
-      await waitFor('usage rows merged at the bound', async () => (await a.status()).usage_bytes.merged.up > 0, 240_000);
+      // A merge seen between two polls within one odd minute, the first of them 4 s or more into it
+      // (so an intake (every 2 s) had spooled rows of that minute already), and the even minute
+      // before it under traffic too.
+      let mergedUp = 0;
+      let polledAt = Date.now();
+      const joinedMinute = await waitFor(
+        'a merge at the bound joining two adjacent minutes',
+        async () => {
+          const before = polledAt;
+          const up = (await a.status()).usage_bytes.merged.up;
+          polledAt = Date.now();
+          const grew = up > mergedUp;
+          mergedUp = up;
+          const m = Math.floor(polledAt / 60_000);
+          return grew && Math.floor(before / 60_000) === m && before % 60_000 >= 4000 && m % 2 === 1 && m - 1 >= firstMinute ? m - 1 : undefined;
+        },
+        400_000,
+      );
       const totals = await Promise.all(clients.map((c) => c.stop()));
       totals.forEach(([up, down], i) => (w.expected.set(i + 1, [up, down])));
       const all = totals.reduce((n, [up, down]) => [n[0]! + up, n[1]! + down], [0, 0]);
@@ -392,10 +422,18 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 }, 'every byte attributed');
       assert.deepEqual(st.usage_bytes.delivered, st.usage_bytes.seen, 'everything counted was delivered');
       assert.ok(w.core.usage().every((e) => e.nodeProtocolId === 9 && e.subscriptionId === 999 + e.userId));
+      // The even minute's row carries the odd minute's bytes folded into it (a couple of chunks of
+      // slack: a byte written at a minute's end may be counted by the next snapshot, in the next).
+      const at = new Date(joinedMinute * 60_000).toISOString();
+      users.forEach((_, i) => {
+        const row = w.core.usage().filter((e) => e.userId === i + 1 && e.recordedAt === at).reduce((n, e) => n + e.bytesUp, 0);
+        const sent = clients[i]!.upByMinute.get(joinedMinute) ?? 0;
+        assert.ok(row > sent + 2 * chunk(i), `user ${i + 1}: the row of ${at} holds ${row} bytes up, ${sent} were sent in that minute`);
+      });
       const metric = (await a.metrics()).split('\n').filter((l) => /^mtlens_core_spool_dropped_total\{/.test(l) && !/ 0$/.test(l));
       assert.deepEqual(metric, [], 'nothing dropped');
       const minutes = new Set(w.core.usage().map((e) => e.recordedAt));
-      t.diagnostic(`merged ${JSON.stringify(st.usage_bytes.merged)} of ${JSON.stringify(st.usage_bytes.seen)}; ${w.core.usage().length} entries at Core over ${minutes.size} minutes; compactions ${st.spool.compactions}`);
+      t.diagnostic(`merged ${JSON.stringify(st.usage_bytes.merged)} of ${JSON.stringify(st.usage_bytes.seen)}; minutes ${at} and the next joined; ${w.core.usage().length} entries at Core over ${minutes.size} minutes; compactions ${st.spool.compactions}`);
     } finally {
       await a.stop();
       await w.cleanup();

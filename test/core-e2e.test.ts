@@ -277,6 +277,24 @@ function steadyClient(port: number, secret: string, from: string, chunk: number,
   };
 }
 
+/** Whole exchanges through the proxy (connect, preamble, `n` payload bytes echoed, close), each from its user's address. */
+async function send(w: World, bytes: Record<string, number>): Promise<void> {
+  for (const [user, n] of Object.entries(bytes)) await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret: DEFAULT_USERS.find((x) => x.name === user)!.secret, localAddress: FROM[user]!, bytes: n });
+}
+
+/** telemt's per-user counters now (from_client, to_client), by user name. */
+const octets = (w: World): Map<string, [number, number]> => new Map(Object.keys(FROM).map((u) => [u, w.telemt.octetsSplit(u)]));
+
+/** Adds telemt's counter deltas since `from` (per user) to `expected`. */
+function expectDeltas(w: World, from: Map<string, [number, number]>): void {
+  for (const [u, [f0, t0]] of from) {
+    const [f, t] = w.telemt.octetsSplit(u);
+    const e = w.expected.get(USER_ID[u]!)!;
+    e[0] += f - f0;
+    e[1] += t - t0;
+  }
+}
+
 describe('Core usage end to end (real CLI, real kernel)', () => {
   it('per-user usage is exact to the byte, also with Core down in the middle', async (t: TestContext) => {
     if (!kernelGate(t)) return;
@@ -503,25 +521,12 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
 
   it("with ebpf.enabled false usage comes from telemt's per-user counters by direction: exact deltas, across a telemt restart, history before the agent not billed", async () => {
     const w = await world([], { kernel: false });
-    const users = ['alice', 'bob'];
-    const secret = (u: string) => DEFAULT_USERS.find((x) => x.name === u)!.secret;
-    const send = async (bytes: Record<string, number>) => {
-      for (const [user, n] of Object.entries(bytes)) await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret: secret(user), localAddress: FROM[user]!, bytes: n });
-    };
+    const users = Object.keys(FROM);
     // telemt's counters before the agent ever ran: history that is not the agent's to bill.
-    await send({ alice: 5_000, bob: 700 });
-    const base = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
+    await send(w, { alice: 5_000, bob: 700 });
+    const base = octets(w);
     let a = await start(w);
     const counted = () => a.status().then((st) => st.usage_bytes.seen);
-    /** Adds the simulator's counter deltas since `from` (per user) to `expected`. */
-    const expectDeltas = (from: Map<string, [number, number]>) => {
-      for (const u of users) {
-        const [f, t] = w.telemt.octetsSplit(u);
-        const e = w.expected.get(USER_ID[u]!)!;
-        e[0] += f - from.get(u)![0];
-        e[1] += t - from.get(u)![1];
-      }
-    };
     const sumExpected = () => [...w.expected.values()].reduce((n, e) => [n[0]! + e[0], n[1]! + e[1]], [0, 0]);
     try {
       await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
@@ -532,17 +537,17 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       // No telemt.metrics_url: the endpoint comes from telemt's config file (`metrics_port`).
       assert.deepEqual((await a.get<{ metrics: unknown }>('/status/discovery')).metrics, { url: `http://127.0.0.1:${w.telemt.metricsPort}/metrics`, source: 'discovered' });
 
-      await send({ alice: 10_000, bob: 3_333 });
-      await send({ alice: 1, bob: 65_536 });
-      expectDeltas(base);
+      await send(w, { alice: 10_000, bob: 3_333 });
+      await send(w, { alice: 1, bob: 65_536 });
+      expectDeltas(w, base);
       await waitFor('the agent read the new counters', async () => JSON.stringify(Object.values(await counted())) === JSON.stringify(sumExpected()));
 
       // telemt restarts: its counters start again at 0; continuity folds that in.
       w.telemt.restart();
       const zero = new Map(users.map((u) => [u, [0, 0] as [number, number]]));
-      await send({ alice: 123_457, bob: 99 });
-      await send({ alice: 5 });
-      expectDeltas(zero);
+      await send(w, { alice: 123_457, bob: 99 });
+      await send(w, { alice: 5 });
+      expectDeltas(w, zero);
       await waitFor('the agent read the counters after the restart', async () => JSON.stringify(Object.values(await counted())) === JSON.stringify(sumExpected()));
 
       // The agent is SIGKILLed once what it counted reached the spool (within a couple of seconds:
@@ -551,13 +556,13 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       await waitFor('what was counted reached the spool', async () => (await a.status()).spool.in_memory.cells === 0);
       a.child.kill('SIGKILL');
       await a.stop();
-      const beforeDown = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
-      await send({ alice: 4_321, bob: 8_765 });
-      expectDeltas(beforeDown);
+      const beforeDown = octets(w);
+      await send(w, { alice: 4_321, bob: 8_765 });
+      expectDeltas(w, beforeDown);
       a = await start(w);
-      const afterUp = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
-      await send({ alice: 11, bob: 22 });
-      expectDeltas(afterUp);
+      const afterUp = octets(w);
+      await send(w, { alice: 11, bob: 22 });
+      expectDeltas(w, afterUp);
       // A kill while a batch waited for Core's answer makes it go again (ambiguous): counted once, by its key.
       await delivered(w, a, true);
       const st = await a.status();
@@ -571,19 +576,14 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     }
   });
 
-  it("eBPF enabled but failing to load (no CAP_BPF): usage follows what runs, telemt's per-user counters, exact; the failure reported to Core once", async (t: TestContext) => {
+  it("eBPF enabled but failing to load (no CAP_BPF): usage follows what runs, telemt's per-user counters, exact; the failure reported to Core once; no byte billed twice when restarts switch the source", async (t: TestContext) => {
     // setpriv needs root to take capabilities away; the load then fails as on a host that grants
     // the agent too little (EPERM), with nothing in the agent told to fail.
     if (!kernelGate(t)) return;
     const NO_BPF = ['setpriv', '--inh-caps=-bpf,-perfmon,-sys_admin', '--bounding-set=-bpf,-perfmon,-sys_admin'];
     const w = await world([], { kernel: false, ebpf: true });
-    const users = ['alice', 'bob'];
-    const secret = (u: string) => DEFAULT_USERS.find((x) => x.name === u)!.secret;
-    const send = async (bytes: Record<string, number>) => {
-      for (const [user, n] of Object.entries(bytes)) await exchange({ host: '127.0.0.1', port: w.telemt.proxyPort, secret: secret(user), localAddress: FROM[user]!, bytes: n });
-    };
     const errors = (code: string) => w.core.of('error').filter((r) => r.body.code === code);
-    const a = await startCoreCli(w.config, NO_BPF);
+    let a = await startCoreCli(w.config, NO_BPF);
     try {
       await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
       const ready = await a.get<{ checks: Record<string, string> }>('/ready');
@@ -592,15 +592,10 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       const scrapes = w.telemt.metricsScrapes;
       await waitFor('telemt scraped again', () => w.telemt.metricsScrapes >= Math.max(2, scrapes + 1));
       assert.equal((await a.status()).usage_source, 'telemt');
-      const base = new Map(users.map((u) => [u, w.telemt.octetsSplit(u)]));
-      await send({ alice: 10_000, bob: 3_333 });
-      await send({ alice: 1, bob: 65_536 });
-      for (const u of users) {
-        const [f, to] = w.telemt.octetsSplit(u);
-        const e = w.expected.get(USER_ID[u]!)!;
-        e[0] += f - base.get(u)![0];
-        e[1] += to - base.get(u)![1];
-      }
+      const base = octets(w);
+      await send(w, { alice: 10_000, bob: 3_333 });
+      await send(w, { alice: 1, bob: 65_536 });
+      expectDeltas(w, base);
       await delivered(w, a);
       const st = await a.status();
       assert.deepEqual(st.usage_bytes.unattributed.total, { up: 0, down: 0 }, 'every byte attributed');
@@ -614,6 +609,31 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       assert.equal(errors('ebpf_not_loaded').length, 1, 'reported once, not at every heartbeat');
       assert.match(String(errors('ebpf_not_loaded')[0]!.body.message), /^eBPF collectors not running \(EPERM .*\): usage is counted from telemt's per-user counters instead$/);
       assert.equal(errors('usage_unavailable').length, 0, 'usage is available: from telemt');
+
+      // Restarts switch the source, and no byte is billed twice. With its capabilities the agent
+      // bills from the kernel (telemt's totals counted up to are dropped with the switch) ...
+      await a.stop();
+      a = await startCoreCli(w.config);
+      await traffic(w, a.url, { alice: 2_222, bob: 4_444 });
+      await delivered(w, a);
+      assert.equal((await a.status()).usage_source, 'kernel');
+      assert.equal(errors('ebpf_not_loaded').length, 1);
+      // ... and without them from telemt again: its first reading (which holds the bytes the
+      // kernel billed) is a baseline, shown and not billed; what follows bills as deltas.
+      await a.stop();
+      const scrapes2 = w.telemt.metricsScrapes;
+      a = await startCoreCli(w.config, NO_BPF);
+      await waitFor('telemt read twice by the restarted agent', () => w.telemt.metricsScrapes >= scrapes2 + 2);
+      const total = [...octets(w).values()].reduce((n, [f, to]) => ({ up: n.up + f, down: n.down + to }), { up: 0, down: 0 });
+      const again = await a.status();
+      assert.equal(again.usage_source, 'telemt');
+      assert.deepEqual(again.usage_bytes.baseline, total, "telemt's totals at the first reading: the baseline");
+      assert.deepEqual(again.usage_bytes.seen, { up: 0, down: 0 }, 'nothing billed from it');
+      const base3 = octets(w);
+      await send(w, { alice: 777, bob: 8_888 });
+      expectDeltas(w, base3);
+      await delivered(w, a);
+      assert.deepEqual((await a.status()).usage_bytes.unattributed.total, { up: 0, down: 0 });
     } finally {
       await a.stop();
       await w.cleanup();

@@ -60,7 +60,7 @@ export function productionWiring(ctx: ComponentContext, edges: Edges = {}): Agen
   }
   if (wanted('core')) {
     // The Core node agent bills the kernel's client bytes (the eBPF side tells it each one), or
-    // without it telemt's per-user counters, and applies Core's users to telemt through its Control API.
+    // when its programs are not loaded telemt's per-user counters, and applies Core's users to telemt through its Control API.
     w.core = new CoreComponent(ctx, edges.coreDeps ?? coreLinks(ctx, w));
     w.routers.push(coreRoutes(w.core));
   }
@@ -71,7 +71,7 @@ export function productionWiring(ctx: ComponentContext, edges: Edges = {}): Agen
   if (wanted('telemt')) {
     // Discovery feeds the kernel side's watch list and roles (the eBPF component exists by now).
     const discovery = edges.discovery ?? w.ebpf ?? { applyDiscovery: () => undefined };
-    // Without the kernel side, Core bills telemt's own per-user counters (its metrics endpoint).
+    // Without the kernel programs loaded, Core bills telemt's own per-user counters (its metrics endpoint).
     w.telemt = new TelemtComponent(ctx, { discovery, directory, userSeries, ...(edges.procRoot ? { procRoot: edges.procRoot } : {}), ...(w.core ? { userOctets: w.core.telemtObserver } : {}) });
     w.routers.push(telemtRoutes(w.telemt), discoveryRoutes(w.telemt));
   }
@@ -92,11 +92,14 @@ function coreLinks(ctx: ComponentContext, w: AgentWiring): CoreDeps {
   const health: CollectorHealth = {
     problems: () => {
       const out: Array<{ code: string; message: string }> = [];
-      const k = w.ebpf?.readiness();
       const config = ctx.config().config;
-      if (config.ebpf.enabled && k?.state === 'failed') out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running: ${k.reason ?? 'unknown reason'}` });
-      const metrics = w.telemt?.metricsSource().source ?? 'none';
-      if (!config.ebpf.enabled && (!config.telemt.enabled || metrics === 'none')) out.push({ code: 'usage_unavailable', message: "ebpf.enabled is false and telemt's per-user counters are not read (telemt.enabled false, or no telemt.metrics_url and telemt's config declares no metrics_port or metrics_listen): no usage can be counted" });
+      const kernel = w.ebpf?.loadState() ?? 'not_loaded';
+      const metrics = config.telemt.enabled ? (w.telemt?.metricsSource().source ?? 'none') : 'none';
+      if (w.ebpf && config.ebpf.enabled && kernel === 'not_loaded') {
+        const fallback = metrics === 'none' ? 'no usage can be counted (see usage_unavailable)' : "usage is counted from telemt's per-user counters instead";
+        out.push({ code: 'ebpf_not_loaded', message: `eBPF collectors not running (${w.ebpf.readiness().reason ?? 'unknown reason'}): ${fallback}` });
+      }
+      if (kernel === 'not_loaded' && metrics === 'none') out.push({ code: 'usage_unavailable', message: "the eBPF collectors are not running (ebpf.enabled false, or they failed to load) and telemt's per-user counters are not read (telemt.enabled false, or no telemt.metrics_url and telemt's config declares no metrics_port or metrics_listen): no usage can be counted" });
       const t = w.telemt?.readiness();
       if (t?.state === 'failed') out.push({ code: /unauthori[sz]ed/.test(t.reason ?? '') ? 'telemt_unauthorized' : 'telemt_unavailable', message: `telemt Control API: ${t.reason ?? 'failed'}` });
       return out;
@@ -104,6 +107,8 @@ function coreLinks(ctx: ComponentContext, w: AgentWiring): CoreDeps {
   };
   return {
     upstreams: { upstreamTag: (ip, port) => w.telemt?.upstreamTag(ip, port) },
+    // Usage follows what runs: the kernel's bytes when its programs loaded, else telemt's counters.
+    kernel: { loadState: () => w.ebpf?.loadState() ?? 'not_loaded' },
     address: { publicHost: () => (ctx.config().config.telemt.enabled ? telemtUsers.publicHost() : Promise.resolve(undefined)) },
     health,
     users: {

@@ -58,4 +58,34 @@ describe("usage from telemt's counters", () => {
     assert.deepEqual(taken(buckets), {}, 'a baseline again');
     await spool.close();
   });
+
+  it("a run billing from telemt drops the kernel's per-connection baselines: a later kernel run resumes no connection from counts telemt billed past", async () => {
+    const dir = await tempDir('mtlens-telemt-usage-');
+    const now = Date.UTC(2026, 0, 1, 12, 0, 30);
+    let spool = await Spool.open(dir, { maxBytes: 64 * MIB });
+    // A kernel run counted connection 42 up to [1000, 2000].
+    let cookies = new Baselines('boot');
+    cookies.restore(spool.state('usage'), now);
+    cookies.clientBase(42, 0, 0);
+    cookies.bytes(42, 1000, 2000);
+    await spool.append('usage', [], now, cookies.takeDelta(now));
+    await spool.close();
+
+    // The next run's programs fail to load: telemt's counters bill, the baselines go with its first frame.
+    spool = await Spool.open(dir, { maxBytes: 64 * MIB });
+    cookies = new Baselines('boot');
+    cookies.restore(spool.state('usage'), now + 1000);
+    assert.deepEqual(cookies.adoptBaseline(42), [1000, 2000]);
+    cookies.forget();
+    assert.equal(cookies.adoptBaseline(42), undefined);
+    await spool.append('usage', [], now + 1000, cookies.takeDelta(now + 1000));
+    await spool.close();
+
+    // A kernel run again: connection 42 is adopted from its counters then, as any connection found open.
+    spool = await Spool.open(dir, { maxBytes: 64 * MIB });
+    cookies = new Baselines('boot');
+    cookies.restore(spool.state('usage'), now + 2000);
+    assert.equal(cookies.adoptBaseline(42), undefined);
+    await spool.close();
+  });
 });

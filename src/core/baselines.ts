@@ -87,6 +87,18 @@ export class Baselines {
     this.dirty.delete(cookie);
   }
 
+  /**
+   * This run bills from telemt's counters, not the kernel's: every baseline is dropped, so a later
+   * run with the kernel does not resume a connection from counts telemt has billed past since.
+   */
+  forget(): void {
+    for (const cookie of this.restored.keys()) this.gone.add(cookie);
+    for (const cookie of this.counted.keys()) this.gone.add(cookie);
+    this.restored.clear();
+    this.counted.clear();
+    this.dirty.clear();
+  }
+
   /** The change since the last call; restored baselines nobody claimed in time are dropped. */
   takeDelta(now: number): StateDelta | undefined {
     if (this.restored.size > 0 && now - this.restoredAt >= UNCLAIMED_MS) {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER } from '../model/links.js';
-import type { ClientBytesObserver, CollectorHealth, DesiredUser, NodeAddressSource, UpstreamDirectory, UserAdmin, UserOctetsObserver } from '../model/usage.js';
+import type { ClientBytesObserver, CollectorHealth, DesiredUser, KernelLoadState, NodeAddressSource, UpstreamDirectory, UserAdmin, UserOctetsObserver } from '../model/usage.js';
 import type { Component, ComponentContext, FlushCounts, ReadinessCheck } from '../runtime/component.js';
 import { CoreClient, type Registration } from './client.js';
 import { misfit, NodeConfig, type SessionEventEntryDto, type UsageEntryDto } from './contract.js';
@@ -46,6 +46,8 @@ export interface CoreDeps {
   health?: CollectorHealth;
   /** telemt's SOCKS/Shadowsocks upstreams, for outbound usage tags. */
   upstreams?: UpstreamDirectory;
+  /** Whether the kernel programs loaded in this run (the usage source follows it); absent: as `ebpf.enabled` says. */
+  kernel?: KernelLoadState;
   /** Wall clock (tests may shift it). */
   now?: () => number;
 }
@@ -135,6 +137,8 @@ export class CoreComponent implements Component {
   /** When knownIp was last resolved (epoch ms). */
   private knownIpAt = 0;
   private readonly now: () => number;
+  /** The usage source of this run, once the kernel side has loaded or failed to (see settleSource). */
+  private source: 'kernel' | 'telemt' | undefined;
   private errorsSent = new Map<string, number>();
   private errorWindow: number[] = [];
 
@@ -174,16 +178,39 @@ export class CoreComponent implements Component {
     };
   }
 
-  /** Where usage comes from: the kernel's client bytes, or without the kernel programs telemt's own per-user counters. */
+  /**
+   * Where usage comes from in this run: the kernel's client bytes when the kernel programs are
+   * loaded, else telemt's own per-user counters (ebpf.enabled false, or the programs failed to
+   * load). Until the kernel side has started it is what the config expects.
+   */
   get usageSource(): 'kernel' | 'telemt' {
-    return this.ctx.config().config.ebpf.enabled ? 'kernel' : 'telemt';
+    return this.settleSource() ?? (this.ctx.config().config.ebpf.enabled ? 'kernel' : 'telemt');
   }
 
-  /** The observer telemt's collector feeds with its per-user totals (connected in src/wiring.ts); wanted only without the kernel side. */
+  /**
+   * Fixes the usage source for the run once the kernel side has loaded or failed to (it never
+   * changes within a run: ebpf.enabled is restart-only, a failed load is not retried, and the
+   * programs detach at stop before Core stops, which must not flip it). The other source's
+   * resume state is dropped then, so a later run of that source starts from a fresh baseline
+   * rather than billing again what this source bills: telemt's counted totals when the kernel
+   * counts, the per-connection baselines when telemt does.
+   */
+  private settleSource(): 'kernel' | 'telemt' | undefined {
+    if (this.source !== undefined || !this.running) return this.source;
+    const state = this.deps.kernel?.loadState() ?? (this.ctx.config().config.ebpf.enabled ? 'loaded' : 'not_loaded');
+    if (state === 'pending') return undefined;
+    this.source = state === 'loaded' ? 'kernel' : 'telemt';
+    if (this.source === 'kernel') this.telemtUsage.forget();
+    else this.baselines.forget();
+    this.ctx.logger.info({ usage_source: this.source }, this.source === 'kernel' ? "usage from the kernel's client bytes" : "usage from telemt's per-user counters (the eBPF collectors are not running)");
+    return this.source;
+  }
+
+  /** The observer telemt's collector feeds with its per-user totals (connected in src/wiring.ts); wanted only when the kernel programs are not loaded. */
   get telemtObserver(): UserOctetsObserver {
     return {
-      active: () => this.running && this.usageSource === 'telemt',
-      userOctets: (totals, wallMs) => this.running && this.usageSource === 'telemt' && this.telemtUsage.userOctets(totals, wallMs),
+      active: () => this.running && this.settleSource() === 'telemt',
+      userOctets: (totals, wallMs) => this.running && this.settleSource() === 'telemt' && this.telemtUsage.userOctets(totals, wallMs),
     };
   }
 
@@ -221,7 +248,7 @@ export class CoreComponent implements Component {
     this.sessions.restore(this.spool.state('session'), this.now());
     this.baselines.restore(this.spool.state('usage'), this.now());
     this.telemtUsage.restore(this.spool.state('usage'));
-    if (this.usageSource === 'kernel') this.telemtUsage.forget();
+    this.settleSource();
     await this.loadSynced();
     await this.loadRegistration();
     this.every('intake', INTAKE_MS, () => this.intake());
@@ -278,6 +305,8 @@ export class CoreComponent implements Component {
     clearTimeout(timer);
     await this.spool?.close();
     this.spool = undefined;
+    // Settled again (and the other source's state dropped again) if Core is enabled again.
+    this.source = undefined;
     this.state = this.settings.enabled ? 'stopped' : 'disabled';
   }
 
@@ -608,6 +637,7 @@ export class CoreComponent implements Component {
 
   private async intakeOnce(): Promise<void> {
     if (!this.spool) return;
+    this.settleSource();
     // The cells and the per-connection baselines they advance are taken together (no await in
     // between), so the frame that spools the rows also carries exactly the baselines they reach.
     const { cells, overflow } = this.buckets.take();
@@ -882,6 +912,7 @@ export class CoreComponent implements Component {
         delivered: bytes(this.deliveredBytes),
         merged: bytes(this.mergedBytes),
         unattributed: { total: bytes(unTotal), by_reason: byReason },
+        baseline: bytes(this.telemtUsage.baseline),
       },
       ambiguous_deliveries: this.ambiguous,
     };

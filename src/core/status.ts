@@ -38,7 +38,7 @@ export const CoreStatusBody = z
     }),
     delivered: PerKind(z.number().int()),
     usage_source: z.enum(['kernel', 'telemt']).meta({
-      description: "kernel: the kernel's client bytes per connection (ebpf.enabled); telemt: telemt's own per-user counters by direction from its metrics endpoint (telemt.metrics_url), continuity-corrected",
+      description: "kernel: the kernel's client bytes per connection (the eBPF programs are loaded); telemt: telemt's own per-user counters by direction from its metrics endpoint (telemt.metrics_url, or discovered), continuity-corrected, when the programs are not loaded (ebpf.enabled false, or they failed to load). Chosen once per run",
     }),
     usage_bytes: z
       .object({
@@ -47,6 +47,7 @@ export const CoreStatusBody = z
         delivered: Bytes,
         merged: Bytes,
         unattributed: z.object({ total: Bytes, by_reason: z.record(z.string(), Bytes) }),
+        baseline: Bytes.meta({ description: "usage from telemt: its per-user totals at the agent's first reading of them (what telemt counted before the agent watched, or since the kernel stopped being the source): never billed, not in seen" }),
       })
       .meta({ description: 'the books: seen = billed + unattributed + in_memory, to the byte' }),
     ambiguous_deliveries: z.number().int().meta({ description: 'batches sent again because an earlier send had an unknown fate: the only way a row can be billed twice' }),

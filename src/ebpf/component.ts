@@ -120,6 +120,12 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
     return this.kernel !== undefined;
   }
 
+  /** Whether this run has the kernel programs: `pending` until start() loaded them or failed to (never retried). */
+  loadState(): 'pending' | 'loaded' | 'not_loaded' {
+    if (!this.settings.enabled || this.failure !== undefined) return 'not_loaded';
+    return this.kernel ? 'loaded' : 'pending';
+  }
+
   async start(): Promise<void> {
     if (!this.settings.enabled) {
       this.ctx.logger.info('eBPF collectors disabled (ebpf.enabled: false)');

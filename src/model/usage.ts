@@ -58,6 +58,15 @@ export interface UserOctetsObserver {
   userOctets(totals: ReadonlyMap<string, readonly [number, number]>, wallMs: number): void;
 }
 
+/**
+ * Whether the kernel side counts client bytes in this run: `pending` until its programs loaded or
+ * failed to load (at start; a failed load is not retried and `ebpf.enabled` is restart-only), then
+ * fixed until the agent stops.
+ */
+export interface KernelLoadState {
+  loadState(): 'pending' | 'loaded' | 'not_loaded';
+}
+
 /** telemt's upstreams (SOCKS, Shadowsocks), from /v1/stats/upstreams. */
 export interface UpstreamDirectory {
   /** The `upstream_id` of the telemt upstream at `ip:port`, or undefined when it is none. */

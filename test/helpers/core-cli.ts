@@ -13,9 +13,9 @@ export interface CoreCli extends RunningCli {
   metrics(): Promise<string>;
 }
 
-/** Starts the CLI on `config` (whose registration code is `${CORE_CODE}`). */
-export async function startCoreCli(config: string): Promise<CoreCli> {
-  const cli = await startCli(['--config', config], { env: { CORE_CODE: CODE }, startTimeoutMs: 60_000 });
+/** Starts the CLI on `config` (whose registration code is `${CORE_CODE}`), under `wrapper` (e.g. setpriv) when given. */
+export async function startCoreCli(config: string, wrapper?: string[]): Promise<CoreCli> {
+  const cli = await startCli(['--config', config], { env: { CORE_CODE: CODE }, startTimeoutMs: 60_000, ...(wrapper ? { wrapper } : {}) });
   // Connections opened before the kernel programs attach are adopted, counted from then on: the
   // traffic of these tests starts once every component runs.
   await cli.waitForLog((l) => l['msg'] === 'agent started', 60_000);

@@ -83,9 +83,8 @@ check-deps: $(NODE_STAMP)
 test: build check-deps
 	node --test --test-concurrency=1 --test-reporter=spec $(TESTS)
 
-# Long kernel stress runs (a million connections through the agent), outside `make test`: the
-# close of about one connection in 10^6 is still lost by the kernel programs (open defect), so
-# this run fails now and then until that is found.
+# Long kernel stress runs (a million connections through the agent while another BPF user comes
+# and goes on the same tracepoints), outside `make test`: they take minutes.
 stress: build
 	node --test --test-concurrency=1 --test-reporter=spec $(shell find dist/test -name '*.stress.js' | sort)
 

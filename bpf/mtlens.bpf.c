@@ -2,11 +2,14 @@
 /*
  * mtlens kernel programs: the proxy's TCP connections from the kernel's point of view.
  *
- * Only tp_btf and iter/tcp are used: on our kernels kprobes are absent, fentry/fexit fail with
- * EPERM and tracefs is not mounted (classic tracepoints would need it). docs/kernel.md has the
- * measurements behind these choices.
+ * tp_btf, iter/tcp and one sockops program are used: on our kernels kprobes are absent,
+ * fentry/fexit fail with EPERM and tracefs is not mounted (classic tracepoints would need it).
+ * docs/kernel.md has the measurements behind these choices.
  *
  *   conn_lifecycle    tp_btf/inet_sock_set_state  one open and one close record per tracked socket
+ *   conn_state_ops    sockops (cgroup v2 root)    the close record of the sockets it follows, from
+ *                                                 tcp_set_state itself (STATE_CB), just before the
+ *                                                 tracepoint: the tracepoint can go undelivered
  *   conn_destroy      tp_btf/tcp_destroy_sock     the close record of a tracked socket whose move
  *                                                 to CLOSE wrote none (backstop, counted)
  *   tcp_retransmit    tp_btf/tcp_retransmit_skb   retransmits per role (map counter)
@@ -377,10 +380,10 @@ static __always_inline void emit(const struct sock *sk, __u64 cookie, struct mtl
 
 /* The close record (`oldstate`: the state the socket left for CLOSE), then untrack. A connect()
  * that never completed produced no open record and produces no close. */
-static __always_inline void close_tracked(const struct sock *sk, struct mtlens_conn_state *st, int oldstate)
+static __always_inline void close_tracked(const struct sock *sk, __u64 cookie, struct mtlens_conn_state *st, int oldstate)
 {
 	if (st->open_sent)
-		emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_CLOSE, oldstate, bpf_ktime_get_ns());
+		emit(sk, cookie, st, MTLENS_REC_CLOSE, oldstate, bpf_ktime_get_ns());
 	untrack(st);
 }
 
@@ -450,7 +453,7 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 	if (!st || st->closed)
 		return 0;
 	if (newstate == TCP_CLOSE) {
-		close_tracked(sk, st, oldstate);
+		close_tracked(sk, bpf_get_socket_cookie((void *)sk), st, oldstate);
 		return 0;
 	}
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
@@ -481,8 +484,59 @@ int BPF_PROG(conn_destroy, struct sock *sk)
 		return 0;
 	if (st->open_sent)
 		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_CLOSED_AT_DESTROY);
-	close_tracked(sk, st, st->state);
+	close_tracked(sk, bpf_get_socket_cookie(sk), st, st->state);
 	return 0;
+}
+
+/*
+ * Second source of the close record, outside the tracepoints: tcp_set_state() runs the sockops
+ * STATE_CB of a socket that asked for it just before it fires inet_sock_set_state. Measured here
+ * (docs/kernel.md): while other BPF programs attach to and detach from the same tracepoints, now
+ * and then one socket's last transitions (FIN_WAIT2, CLOSE) and its tcp_destroy_sock reach no
+ * BPF program at all, while its STATE_CB calls still run. Whichever writes a socket's close
+ * first (this program, for the sockets it follows) marks the entry closed and the others skip
+ * it: one close record per connection, with the same counters (read at the same point of the
+ * same transition). Followed: sockets accepted on a watched port (asked for at
+ * PASSIVE_ESTABLISHED, just before the tracepoint tracks them) and tracked upstream connections
+ * (at ACTIVE_ESTABLISHED, just after). Adopted sockets have the tracepoints only. Runs for the
+ * sockets of the cgroup subtree it is attached to (the cgroup v2 root the agent sees); every
+ * other callback returns at once.
+ */
+static __always_inline void follow_state(struct bpf_sock_ops *skops)
+{
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+SEC("sockops")
+int conn_state_ops(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk;
+	struct mtlens_conn_state *st;
+	switch (skops->op) {
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
+		__u16 lport = skops->local_port;
+		if (bpf_map_lookup_elem(&watch_ports, &lport))
+			follow_state(skops);
+		return 1;
+	}
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		sk = skops->sk;
+		if (sk && live(bpf_sk_storage_get(&conns, sk, NULL, 0)))
+			follow_state(skops);
+		return 1;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != TCP_CLOSE)
+			return 1;
+		sk = skops->sk;
+		if (!sk)
+			return 1;
+		st = bpf_sk_storage_get(&conns, sk, NULL, 0);
+		if (st && !st->closed)
+			close_tracked((const struct sock *)sk, bpf_get_socket_cookie(skops), st, skops->args[0]);
+		return 1;
+	default:
+		return 1;
+	}
 }
 
 /* Full sockets only: timewait and request sockets (which tcp_send_reset may pass) have no

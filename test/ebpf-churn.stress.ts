@@ -1,18 +1,25 @@
 // A million short connections through the real kernel programs and agent: every one accepted on
 // the watched port is opened and closed exactly once, with its bytes, none taken for lost. The
 // load is a small C epoll client/server (Node could not drive it fast enough), compiled here.
-// Run by `make stress`, not `make test`: about one close in 10^6 is still lost in the kernel, so
-// this fails now and then until that path is found. What a failure has shown so far: no program
-// run was skipped (missed 0), the kernel wrote one close record fewer (seen 2N - 1), the socket's
-// slot was never released (conns 1), the socket was gone from `ss` and from the iterator, and
-// conn_destroy never met it still tracked: it left the established hash without a move to CLOSE
-// or a destroy our programs saw. The failure message carries all of this and /proc/net/sockstat.
-// An independent tp_btf program on the same tracepoints, keyed by socket cookie instead of socket
-// storage, missed the same socket the same way: its last transition seen was ESTABLISHED ->
-// FIN_WAIT1 (the server's close), then no state change and no tcp_destroy_sock, while sockstat's
-// alloc == inuse says the socket was destroyed; the failures came on a loaded host (13 runs in a
-// row passed on a quiet one). So the tracepoints went undelivered to every BPF program; whether a
-// sockops STATE_CB (called from tcp_set_state directly) sees those transitions is the next test.
+// Meanwhile another BPF user attaches and detaches do-nothing programs on the same tracepoints in
+// a tight loop (test/fixtures/tp-flap.*), as other agents and tools do on a shared host.
+// Run by `make stress`, not `make test`: it takes minutes.
+//
+// What this test found (issue 10, defect 16): about one close in 10^6 was lost in the kernel, on
+// a loaded host only. In a failure the kernel wrote one close record fewer, the socket's slot
+// stayed taken and the socket was gone (sockstat alloc == inuse, not in `ss` nor in the
+// iterator). An independent probe keyed by socket cookie showed where: for such a socket no tp_btf
+// program, ours or the probe's, got FIN_WAIT2, CLOSE or tcp_destroy_sock after its FIN_WAIT1 (the
+// three come in one softirq), while a sockops STATE_CB program, which tcp_set_state calls just
+// before it fires the tracepoint, saw FIN_WAIT2 and CLOSE for every one of them (44 of 44 sockets,
+// in bursts of up to all 16 in flight at once). Whether other programs attaching and detaching on
+// the same tracepoints cause it was tested: 28 such sockets in 7.3M connections with a tight
+// attach/detach loop running, 16 in 5.0M with a CPU-bound process in its place; not the cause
+// (docs/kernel.md has the runs). The agent no longer depends on the tracepoint for closes:
+// conn_state_ops (sockops STATE_CB) writes the close record of every connection it follows, the
+// tracepoint programs skip a socket already closed, conn_destroy stays the backstop. The loop
+// stays in this test as part of a shared host. The failure message still carries the kernel
+// side's view and /proc/net/sockstat in case a close goes missing again.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -20,22 +27,31 @@ import { test } from 'node:test';
 import { churn } from './helpers/churn.js';
 import { ebpfAgent, ebpfConfig, kernelGate } from './helpers/ebpf.js';
 import { sample } from './helpers/prom-text.js';
+import { startFlapper } from './helpers/tp-flap.js';
 import { waitFor } from './helpers/wait.js';
 
 const TOTAL = 1_000_000;
 const IN_FLIGHT = 16;
 const SIZE = 64;
 
-test(`${TOTAL} connections (${IN_FLIGHT} in flight, ${SIZE} B each way, the server closes first): opened = closed = accepted, bytes exact, no close lost`, { timeout: 600_000 }, async (t) => {
+test(`${TOTAL} connections (${IN_FLIGHT} in flight, ${SIZE} B each way, the server closes first) while other programs come and go on the same tracepoints: opened = closed = accepted, bytes exact, no close lost`, { timeout: 600_000 }, async (t) => {
   if (!kernelGate(t)) return;
   const load = await churn(TOTAL, IN_FLIGHT, SIZE);
   t.after(() => {
     if (load.child.exitCode === null) load.child.kill();
   });
-  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${load.port}]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 500\n`));
+  // A 64 MiB ring (~490k records): on a loaded 2-core host the agent's drain can stall for seconds,
+  // and what this test checks is that the kernel writes every record, not how long a stalled
+  // drain lasts before the ring overflows (counted loss, test/ebpf-loss.test.ts).
+  const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [${load.port}]\n  ringbuf_bytes: ${64 * 1024 * 1024}\n  drain_interval_ms: 10\n  snapshot_interval_ms: 500\n`));
   t.after(() => a.cleanup());
-  const result = await load.run();
+  const flapper = await startFlapper();
+  let rounds = 0;
+  const result = await load.run().finally(async () => {
+    rounds = await flapper.stop();
+  });
   assert.deepEqual(result, { accepted: TOTAL, completed: TOTAL, failed: 0, code: 0 });
+  assert.ok(rounds > 0, 'the other programs came and went during the run');
   const accepted = result.accepted;
 
   // The last closes may still be in the ring: wait until the counters reach the totals, however long the drain takes.

@@ -74,9 +74,10 @@ test('the real CLI as root: kernel collectors attached, close events over SSE, p
   const ready = (await (await fetch(`${url}/ready`)).json()) as { checks: Record<string, string> };
   assert.equal(ready.checks.ebpf, 'ok');
   const status = (await (await fetch(`${url}/status/ebpf`)).json()) as { programs: Array<{ name: string; id: number; attached: boolean; type: string }>; maps: Array<{ name: string }> };
-  assert.deepEqual(status.programs.map((p) => p.name).sort(), ['conn_destroy', 'conn_lifecycle', 'conn_snapshot', 'tcp_receive_reset', 'tcp_retransmit', 'tcp_send_reset']);
+  assert.deepEqual(status.programs.map((p) => p.name).sort(), ['conn_destroy', 'conn_lifecycle', 'conn_snapshot', 'conn_state_ops', 'tcp_receive_reset', 'tcp_retransmit', 'tcp_send_reset']);
   assert.ok(status.programs.every((p) => p.attached && p.id > 0));
   assert.equal(status.programs.find((p) => p.name === 'conn_lifecycle')!.type, 'tp_btf/inet_sock_set_state');
+  assert.equal(status.programs.find((p) => p.name === 'conn_state_ops')!.type, 'sockops');
   assert.ok(status.maps.some((m) => m.name === 'events'));
   const ids = status.programs.map((p) => p.id);
   const before = loadedProgramIds();
@@ -106,7 +107,7 @@ test('stop detaches and unloads every program the agent loaded', { timeout: 180_
   if (!kernelGate(t)) return;
   const a = await ebpfAgent(ebpfConfig(`  watch:\n    ports: [1]\n`));
   const ids = a.ebpf.programIds();
-  assert.equal(ids.length, 6);
+  assert.equal(ids.length, 7);
   const before = loadedProgramIds();
   assert.ok(ids.every((id) => before.has(id)));
   await a.cleanup();

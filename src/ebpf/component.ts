@@ -160,8 +160,10 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
     // At once rather than after one interval: adopts the clients already connected.
     await this.snapshotNow();
     this.scheduleSnapshots();
+    const programs = kernel.programs();
+    for (const p of programs.filter((q) => q.error)) this.ctx.logger.warn({ program: p.name, reason: p.error }, 'eBPF program not in use');
     this.ctx.logger.info(
-      { programs: kernel.programs().map((p) => p.name), ringbuf_bytes: kernel.ringSize, watch_ports: this.watchedPorts(), watch_processes: this.settings.watch.processes },
+      { programs: programs.filter((p) => p.attached).map((p) => p.name), ringbuf_bytes: kernel.ringSize, watch_ports: this.watchedPorts(), watch_processes: this.settings.watch.processes },
       'eBPF collectors attached',
     );
   }
@@ -262,7 +264,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
 
   /** Program ids this agent loaded (for tests that check they are gone after stop). */
   programIds(): number[] {
-    return this.kernel?.programs().map((p) => p.id) ?? [];
+    return this.kernel?.programs().filter((p) => p.id > 0).map((p) => p.id) ?? [];
   }
 
   /** For the ingest benchmark: the loaded kernel side and the drain. */

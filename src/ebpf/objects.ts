@@ -5,6 +5,8 @@
 export const PROGRAM = {
   lifecycle: 'conn_lifecycle',
   destroy: 'conn_destroy',
+  /** The close record from tcp_set_state itself (sockops STATE_CB), outside the tracepoints. */
+  stateOps: 'conn_state_ops',
   retransmit: 'tcp_retransmit',
   sendReset: 'tcp_send_reset',
   receiveReset: 'tcp_receive_reset',

@@ -45,29 +45,15 @@ struct {
 } events SEC(".maps");
 
 /*
- * Per-socket state of tracked sockets, keyed by the socket's address. A hash, not socket-local
- * storage: creating a storage entry costs the proxy ~1.4 us per connection (two memcg-charged
- * allocations, freed through RCU), an element of this hash a few hundred ns (taken from the BPF
- * allocator's per-CPU caches). Every TCP state change on the host asks "is this socket tracked?",
- * which lookup() answers for nearly every untracked socket without touching the hash (it has no
- * cookie). An entry lives from connect/accept/
- * adoption until tcp_destroy_sock (conn_destroy deletes it); a pointer freed without that run
- * (a skipped program run) is recognised by its cookie when the address is reused (see lookup()).
- * Sized by the loader: ebpf.max_tracked_connections slots plus as many again for entries that
- * hold no slot (closed sockets not yet destroyed, refused sockets); when it is full a new
- * connection is not tracked and counted (MTLENS_STAT_DROPPED_TABLE_FULL).
+ * Per-socket state of tracked sockets, in socket-local storage: finding it is a pointer chase
+ * from the socket (no hashing), which matters because every TCP state change and every received
+ * segment on the host asks "is this socket tracked?". The kernel frees it with the socket.
  */
-struct conn_entry {
-	struct mtlens_conn_state st;
-	__u64 cookie; /* the socket's cookie: tells a reused address from the socket it was */
-};
-
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 2 * 65536); /* resized by the loader */
-	__type(key, __u64);
-	__type(value, struct conn_entry);
+	__type(key, int);
+	__type(value, struct mtlens_conn_state);
 } conns SEC(".maps");
 
 /* [MTLENS_LIMIT_TRACKED], [MTLENS_LIMIT_MAX]: see mtlens_abi.h. */
@@ -274,10 +260,36 @@ static __always_inline bool take_slot(void)
 }
 
 /*
+ * Starts tracking a socket; NULL when the table is full. A refused socket keeps a storage entry
+ * marked `refused` (outside the slots: the kernel frees it with the socket), so it is counted as
+ * untracked once, not again by every snapshot pass that meets it, and a later pass can still
+ * adopt it when a slot frees up.
+ */
+static __always_inline struct mtlens_conn_state *track(const struct sock *sk, __u64 now)
+{
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
+		return NULL;
+	}
+	if (!take_slot()) {
+		if (!st->refused)
+			stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
+		__builtin_memset(st, 0, sizeof(*st));
+		st->refused = 1;
+		st->role = MTLENS_NR_ROLES; /* outside every per-role map */
+		return NULL;
+	}
+	__builtin_memset(st, 0, sizeof(*st));
+	st->opened_ns = now;
+	return st;
+}
+
+/*
  * Ends tracking at CLOSE: the slot is free again, but the entry stays (marked closed, role kept)
- * until the socket is destroyed. An abortive close (SO_LINGER 0, close() with unread data,
- * tcp_abort) moves the socket to CLOSE first and sends its reset afterwards: the reset still finds
- * whose it is. A socket reused by connect() is tracked afresh by track().
+ * until the kernel frees the socket with it. An abortive close (SO_LINGER 0, close() with unread
+ * data, tcp_abort) moves the socket to CLOSE first and sends its reset afterwards: the reset
+ * still finds whose it is. A socket reused by connect() is tracked afresh by track().
  */
 static __always_inline void untrack(struct mtlens_conn_state *st)
 {
@@ -288,77 +300,6 @@ static __always_inline void untrack(struct mtlens_conn_state *st)
 	__u64 *count = bpf_map_lookup_elem(&limits, &k_count);
 	if (!st->refused && count)
 		__sync_fetch_and_add(count, -1);
-}
-
-static __always_inline __u64 sk_key(const struct sock *sk)
-{
-	return (__u64)(unsigned long)sk;
-}
-
-/* The socket's cookie as it stands (0 when none was ever asked for), without creating one. */
-static __always_inline __u64 current_cookie(const struct sock *sk)
-{
-	return sk->__sk_common.skc_cookie.counter;
-}
-
-/*
- * The entry of a socket that was tracked (and not destroyed since), or NULL. track() gives every
- * socket it tracks a cookie, and the kernel makes one only when asked (bpf_get_socket_cookie,
- * SO_COOKIE, sock_diag): a socket without one, which is nearly every untracked socket, is answered
- * from the socket itself, without a hash lookup. An entry whose cookie is not the socket's belongs
- * to a socket freed at this address without conn_destroy seeing it: its slot is given back and it
- * is removed.
- */
-static __always_inline struct mtlens_conn_state *lookup(const struct sock *sk)
-{
-	__u64 cookie = current_cookie(sk);
-	if (!cookie)
-		return NULL;
-	__u64 key = sk_key(sk);
-	struct conn_entry *e = bpf_map_lookup_elem(&conns, &key);
-	if (!e)
-		return NULL;
-	if (e->cookie == cookie)
-		return &e->st;
-	untrack(&e->st);
-	bpf_map_delete_elem(&conns, &key);
-	return NULL;
-}
-
-/*
- * Starts tracking a socket with the state in `fresh` (its cookie and opened_ns filled in here);
- * false when it cannot be tracked: no slot free (a `refused` entry is kept, outside the slots, so
- * the socket is counted as untracked once, not again by every snapshot pass that meets it, and a
- * later pass can still adopt it when a slot frees up), or no room in `conns` (counted each time).
- */
-static __always_inline bool track(const struct sock *sk, struct conn_entry *fresh, __u64 now)
-{
-	__u64 key = sk_key(sk);
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	fresh->cookie = cookie;
-	fresh->st.opened_ns = now;
-	if (!take_slot()) {
-		struct mtlens_conn_state *old = lookup(sk);
-		if (old && old->refused)
-			return false;
-		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
-		struct conn_entry refused = { .cookie = cookie };
-		refused.st.refused = 1;
-		refused.st.closed = 1;
-		refused.st.role = MTLENS_NR_ROLES; /* outside every per-role map */
-		bpf_map_update_elem(&conns, &key, &refused, BPF_ANY);
-		return false;
-	}
-	if (bpf_map_update_elem(&conns, &key, fresh, BPF_NOEXIST) == 0)
-		return true;
-	/* An entry is there already: this socket's own (closed, or refused; connect() reuses a
-	 * closed socket) or a stale one, whose slot lookup() gives back. */
-	lookup(sk);
-	if (bpf_map_update_elem(&conns, &key, fresh, BPF_ANY) == 0)
-		return true;
-	untrack(&fresh->st);
-	stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_DROPPED_TABLE_FULL);
-	return false;
 }
 
 /* Tracked now: taken a slot and not closed since. */
@@ -462,13 +403,14 @@ static __always_inline void on_connect(const struct sock *sk)
 		return;
 	if (!bpf_map_lookup_elem(&watch_comms, comm) || !tcp_inet(sk))
 		return;
-	struct conn_entry fresh = {};
-	__builtin_memcpy(fresh.st.comm, comm, sizeof(comm));
-	fresh.st.pid = bpf_get_current_pid_tgid() >> 32;
-	fresh.st.active = 1;
-	fresh.st.role = classify_upstream(sk);
-	fresh.st.state = TCP_SYN_SENT;
-	track(sk, &fresh, bpf_ktime_get_ns());
+	struct mtlens_conn_state *st = track(sk, bpf_ktime_get_ns());
+	if (!st)
+		return;
+	__builtin_memcpy(st->comm, comm, sizeof(comm));
+	st->pid = bpf_get_current_pid_tgid() >> 32;
+	st->active = 1;
+	st->role = classify_upstream(sk);
+	st->state = TCP_SYN_SENT;
 }
 
 /* An accepted child socket: skc_num (host order) is still set here. */
@@ -478,19 +420,20 @@ static __always_inline void on_accept(const struct sock *sk)
 	if (!bpf_map_lookup_elem(&watch_ports, &lport) || !tcp_inet(sk))
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	struct conn_entry fresh = {};
-	fresh.st.role = MTLENS_ROLE_CLIENT;
-	fresh.st.open_sent = 1;
-	fresh.st.state = TCP_ESTABLISHED;
-	if (track(sk, &fresh, now))
-		emit(sk, fresh.cookie, &fresh.st, MTLENS_REC_OPEN, TCP_SYN_RECV, now);
+	struct mtlens_conn_state *st = track(sk, now);
+	if (!st)
+		return;
+	st->role = MTLENS_ROLE_CLIENT;
+	st->open_sent = 1;
+	st->state = TCP_ESTABLISHED;
+	emit(sk, bpf_get_socket_cookie((void *)sk), st, MTLENS_REC_OPEN, TCP_SYN_RECV, now);
 }
 
 /*
  * Runs on every TCP state change of every socket on the host, tracked or not: the states are
  * tested first (they come in registers), then the one thing each case needs from the socket: the
- * watched-name lookup at connect, the watched-port lookup at accept, the socket's entry in
- * `conns` otherwise.
+ * watched-name lookup at connect, the watched-port lookup at accept, the socket's storage entry
+ * otherwise (a pointer chase that finds nothing on an untracked socket).
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
@@ -503,7 +446,7 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 		on_accept(sk);
 		return 0;
 	}
-	struct mtlens_conn_state *st = lookup(sk);
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
 	if (!st || st->closed)
 		return 0;
 	if (newstate == TCP_CLOSE) {
@@ -524,30 +467,26 @@ int BPF_PROG(conn_lifecycle, const struct sock *sk, int oldstate, int newstate)
 }
 
 /*
- * The end of a socket's entry, and the backstop for its close record. Every full TCP socket is
- * destroyed through tcp_destroy_sock, after its move to CLOSE. A socket still tracked here went
- * to CLOSE without conn_lifecycle writing its close (a run of the program the kernel skipped, or
- * a path to CLOSE it did not see): the close is written now, from the last state seen, and
- * counted, so no connection stays open forever in the agent and no slot leaks.
+ * Backstop for the close record. Every full TCP socket is destroyed through tcp_destroy_sock,
+ * after its move to CLOSE and before its socket-local storage is freed. A socket still tracked
+ * here went to CLOSE without conn_lifecycle writing its close (a run of the program the kernel
+ * skipped, or a path to CLOSE it did not see): the close is written now, from the last state
+ * seen, and counted, so no connection stays open forever in the agent and no slot leaks.
  */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(conn_destroy, struct sock *sk)
 {
-	struct mtlens_conn_state *st = lookup(sk);
-	if (!st)
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	if (!st || st->closed)
 		return 0;
-	if (!st->closed) {
-		if (st->open_sent)
-			stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_CLOSED_AT_DESTROY);
-		close_tracked(sk, st, st->state);
-	}
-	__u64 key = sk_key(sk);
-	bpf_map_delete_elem(&conns, &key);
+	if (st->open_sent)
+		stat(MTLENS_PROG_CONN_LIFECYCLE, MTLENS_STAT_CLOSED_AT_DESTROY);
+	close_tracked(sk, st, st->state);
 	return 0;
 }
 
-/* Full sockets only: timewait and request sockets (which tcp_send_reset may pass) are never
- * tracked. A closed entry still answers (see untrack). */
+/* Full sockets only: timewait and request sockets (which tcp_send_reset may pass) have no
+ * socket-local storage. A closed entry still answers (see untrack). */
 static __always_inline struct mtlens_conn_state *tracked(const struct sock *sk)
 {
 	if (!sk)
@@ -555,7 +494,7 @@ static __always_inline struct mtlens_conn_state *tracked(const struct sock *sk)
 	int state = sk->__sk_common.skc_state;
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return NULL;
-	return lookup(sk);
+	return bpf_sk_storage_get(&conns, (void *)sk, NULL, 0);
 }
 
 static __always_inline void health_inc(const struct sock *sk, __u32 counter)
@@ -605,8 +544,7 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 	if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_SYN_SENT)
 		return 0;
 	__u16 kind = MTLENS_REC_SNAPSHOT;
-	struct conn_entry fresh = {};
-	struct mtlens_conn_state *st = lookup(sk);
+	struct mtlens_conn_state *st = bpf_sk_storage_get(&conns, sk, NULL, 0);
 	if (!live(st)) {
 		/*
 		 * Accepted on a watched port before the agent was watching (it started, restarted or
@@ -619,12 +557,12 @@ int conn_snapshot(struct bpf_iter__tcp *ctx)
 		__u16 lport = sk->__sk_common.skc_num;
 		if (state != TCP_ESTABLISHED || !bpf_map_lookup_elem(&watch_ports, &lport))
 			return 0;
-		fresh.st.role = MTLENS_ROLE_CLIENT;
-		fresh.st.open_sent = 1;
-		fresh.st.state = TCP_ESTABLISHED;
-		if (!track(sk, &fresh, bpf_ktime_get_ns()))
+		st = track(sk, bpf_ktime_get_ns());
+		if (!st)
 			return 0;
-		st = &fresh.st;
+		st->role = MTLENS_ROLE_CLIENT;
+		st->open_sent = 1;
+		st->state = TCP_ESTABLISHED;
 		kind = MTLENS_REC_ADOPT;
 	} else if (!st->open_sent) {
 		return 0;

@@ -74,7 +74,7 @@ test('beyond ebpf.max_tracked_connections new connections are not tracked, and c
   await waitFor('5 more snapshot passes', async () => ((await a.json<Status>('/status/ebpf')).snapshots.applied >= passes + 5 ? true : undefined));
   const st = await a.json<Status>('/status/ebpf');
   assert.equal(st.ringbuf.drops.table_full, 4);
-  assert.deepEqual(st.maps.find((m) => m.name === 'conns'), { name: 'conns', type: 'hash', entries: 16, max_entries: 16 });
+  assert.deepEqual(st.maps.find((m) => m.name === 'conns'), { name: 'conns', type: 'sk_storage', entries: 16, max_entries: 16 });
   assert.equal(sample(await a.metrics(), 'mtlens_ebpf_untracked_connections_total{reason="table_full"}'), 4);
   await Promise.all(open.map((x) => finish(x)));
   // 16, plus any untracked socket a snapshot pass adopted when a slot freed before it closed.

@@ -191,9 +191,6 @@ export class KernelCollector {
     const missing = missingObjects({ programs: listNames(obj, shim.progName).map((p) => p.name), maps: listNames(obj, shim.mapName).map((m) => m.name) });
     if (missing.length > 0) fail(`BPF object ${objectPath} lacks ${missing.join(', ')} (rebuild with make)`);
     check(shim.setMaxEntries(obj, MAP.events, opts.ringbufBytes), 'sizing the ring buffer');
-    // Room for every slot, and as many entries again that hold none: sockets closed but not yet
-    // destroyed, and sockets refused while the slots were all taken (bpf/mtlens.bpf.c, `conns`).
-    check(shim.setMaxEntries(obj, MAP.conns, conntableEntries(opts.maxTracked)), 'sizing the connection table');
     check(shim.setAutoload(obj, PROGRAM.benchProducer, opts.benchProducer ? 1 : 0), 'selecting programs');
 
     const loaded = shim.load(obj);
@@ -357,9 +354,8 @@ export class KernelCollector {
     const out: MapInfo[] = [];
     for (const [i, { name, type }] of listNames(this.obj, this.shim.mapName).entries()) {
       if (this.shim.mapInfo(this.obj, i, info) < 0 || info[3] < 0n) continue;
-      if (name === MAP.conns) {
-        // Counting the table's keys would walk it (about 1 us per entry): the limit map keeps
-        // the tracked count and the most allowed.
+      if (type === 'sk_storage') {
+        // Socket-local storage has no key count or size of its own: the limit map keeps both.
         const { tracked, max } = this.trackedSockets();
         out.push({ name, type, id: Number(info[0]), entries: tracked, max_entries: max });
         continue;
@@ -399,9 +395,4 @@ function u64Value(n: number): Uint8Array {
 function readLog(shim: Shim, obj: ObjectHandle): string {
   const buf = Buffer.alloc(256 * 1024);
   return cString(buf, shim.log(obj, buf, buf.length)).trim();
-}
-
-/** Entries of the kernel's connection table (`conns`) for `maxTracked` slots. */
-function conntableEntries(maxTracked: number): number {
-  return 2 * maxTracked;
 }

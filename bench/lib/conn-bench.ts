@@ -35,7 +35,8 @@ export async function runWorkload(argv: readonly string[], port: number, seconds
   const child = spawn(argv[0]!, [...argv.slice(1), String(port), String(seconds), String(concurrency)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  await once(child, 'exit');
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  if (code !== 0) throw new Error(`workload ${argv.join(' ')} on port ${port} exited with ${code ?? signal}: ${out}`);
   return JSON.parse(out) as WorkloadResult;
 }
 

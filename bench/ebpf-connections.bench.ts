@@ -12,14 +12,13 @@
 // BENCH_WORKLOADS=node,c (default both) selects them.
 // tcplife (Debian's libbpf-tools) attaches a classic tracepoint and needs tracefs: mounted here
 // for the run when absent, and unmounted after. It is stopped with SIGINT (it buffers stdout).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync, openSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROGRAM } from '../src/ebpf/objects.js';
-import { repoRoot } from '../test/helpers/agent.js';
+import { agentClosed, agentPrograms, buildLeanWorkload, cpuSeconds, programDelta, runWorkload as runProcess, spread, startAgent as startBenchAgent, stop, type WorkloadResult } from './lib/conn-bench.js';
 import { freePort } from './lib/free-port.js';
 
 const WORK_S = Number(process.env.BENCH_WORK_S ?? 10);
@@ -30,7 +29,14 @@ const WORKLOADS = (process.env.BENCH_WORKLOADS ?? 'node,c').split(',');
 // BENCH_TCPLIFE=0 skips the side-by-side run.
 const TCPLIFE = process.env.BENCH_TCPLIFE !== '0';
 const CONCURRENCY = 16;
-const CLK_TCK = 100;
+// Seconds with the agent attached and the workload not yet running, before each measured run:
+// what the programs cost per run on other processes' sockets (see `ownNs`).
+const FOREIGN_S = Number(process.env.BENCH_FOREIGN_S ?? 2);
+/**
+ * Runs per connection of these workloads' own sockets on a quiet host: a loopback connection is
+ * 5 state changes and one destroy per end. Runs above these are other processes' sockets.
+ */
+const OWN_RUNS: Readonly<Record<string, number>> = { [PROGRAM.lifecycle]: 10, [PROGRAM.destroy]: 2 };
 
 const NODE_WORKLOAD = `
 import net from 'node:net';
@@ -60,11 +66,6 @@ const cpu = process.cpuUsage();
 process.stdout.write(JSON.stringify({ done, failed, per_s: done / secs, cpu_s: (cpu.user + cpu.system) / 1e6 }) + '\\n');
 `;
 
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
 interface Prog {
   id: number;
   name?: string;
@@ -80,17 +81,6 @@ function bpfRunSeconds(ids: ReadonlySet<number>): number {
   return programs().filter((p) => ids.has(p.id)).reduce((s, p) => s + (p.run_time_ns ?? 0), 0) / 1e9;
 }
 
-interface AgentProgram {
-  id: number;
-  name: string;
-  run_count: number;
-  run_time_ns: number;
-}
-
-async function agentPrograms(url: string): Promise<AgentProgram[]> {
-  return ((await (await fetch(`${url}/status/ebpf`)).json()) as { programs: AgentProgram[] }).programs;
-}
-
 /**
  * The programs that run inside the workload's own syscalls (and the softirqs they raise on
  * loopback): all but the snapshot iterator, which runs in the agent's read() of it.
@@ -99,68 +89,24 @@ function inWorkload(p: { name: string }): boolean {
   return p.name !== PROGRAM.snapshot;
 }
 
-/** Per program: runs and run time between two readings of /status/ebpf. */
-function programDelta(before: AgentProgram[], after: AgentProgram[]): Map<string, { runs: number; ns: number }> {
-  const out = new Map<string, { runs: number; ns: number }>();
-  for (const a of after) {
-    const b = before.find((p) => p.id === a.id);
-    out.set(a.name, { runs: a.run_count - (b?.run_count ?? 0), ns: a.run_time_ns - (b?.run_time_ns ?? 0) });
-  }
-  return out;
+function runWorkload(argv: readonly string[], port: number, seconds = WORK_S): Promise<WorkloadResult> {
+  return runProcess(argv, port, seconds, CONCURRENCY);
 }
 
-function median(values: readonly number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  return v.length % 2 ? v[v.length >> 1]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+function startAgent(dir: string, port: number) {
+  return startBenchAgent(dir, [port]);
 }
 
-/** "median (min-max)" */
-function spread(values: readonly number[], digits: number): string {
-  return `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)})`;
-}
-
-interface WorkloadResult {
-  done: number;
-  failed: number;
-  per_s: number;
-  /** CPU time of the workload process, including the BPF programs that ran in its context. */
-  cpu_s: number;
-}
-
-async function runWorkload(argv: readonly string[], port: number, seconds = WORK_S): Promise<WorkloadResult> {
-  const child = spawn(argv[0]!, [...argv.slice(1), String(port), String(seconds), String(CONCURRENCY)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  await once(child, 'exit');
-  return JSON.parse(out) as WorkloadResult;
-}
-
-async function startAgent(dir: string, port: number): Promise<{ child: ChildProcess; url: string }> {
-  const config = join(dir, 'agent.yaml');
-  await writeFile(config, `self_telemetry:\n  listen: 127.0.0.1:0\n  rate_limit:\n    enabled: false\nlogging:\n  level: warn\ntelemt:\n  enabled: false\nebpf:\n  required: true\n  watch:\n    ports: [${port}]\n`);
-  const child = spawn(process.execPath, [join(repoRoot, 'dist/src/cli.js'), 'run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
-  // logging.level warn hides the "listening" line: find the port from /proc instead.
-  for (let i = 0; i < 100; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    const ss = execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' }).split('\n').find((l) => l.includes(`pid=${child.pid},`));
-    const m = ss && /127\.0\.0\.1:(\d+)/.exec(ss);
-    if (m) {
-      const url = `http://127.0.0.1:${m[1]}`;
-      if ((await fetch(`${url}/ready`).catch(() => undefined))?.status === 200) return { child, url };
-    }
-  }
-  throw new Error('agent did not become ready');
-}
-
-async function agentClosed(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return ['fin', 'rst'].reduce((s, close) => s + Number(new RegExp(`^mtlens_tcp_connections_closed_total\\{role="client",close="${close}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0), 0);
-}
-
-async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null) return;
-  child.kill(signal);
-  await once(child, 'exit');
+/**
+ * A program's run time on the workload's own sockets. Other processes making connections during
+ * the run (a shared host) add runs; those beyond the workload's own count (OWN_RUNS) are taken
+ * out at what a run cost on other processes' sockets just before, with the workload idle. An
+ * estimate: exact only when their cost per run did not change once the workload started.
+ */
+function ownNs(name: string, d: { runs: number; ns: number }, connections: number, foreignNsPerRun: number): number {
+  const own = OWN_RUNS[name];
+  if (own === undefined) return d.ns;
+  return Math.max(0, d.ns - Math.max(0, d.runs - own * connections) * foreignNsPerRun);
 }
 
 /** Alternating pairs (alone, with the agent) of one workload: the cost the workload pays. */
@@ -170,14 +116,20 @@ async function overhead(dir: string, argv: readonly string[]): Promise<Record<st
   const inContext: number[] = [];
   const withIterator: number[] = [];
   const bpfNsPerConn: number[] = [];
+  const ownInContext: number[] = [];
+  const ownNsPerConn: number[] = [];
   const cpuUsPerConn: number[] = [];
   const perProgram = new Map<string, { runsPerConn: number[]; nsPerRun: number[]; nsPerConn: number[] }>();
   const rounds: unknown[] = [];
+  const clean: number[] = [];
   for (let round = 0; round < PAIRS; round++) {
     alone.push((await runWorkload(argv, await freePort(), PAIR_S)).per_s);
     const port = await freePort();
     const agent = await startAgent(dir, port);
+    const idle = await agentPrograms(agent.url);
+    await new Promise((r) => setTimeout(r, FOREIGN_S * 1000));
     const before = await agentPrograms(agent.url);
+    const foreign = programDelta(idle, before);
     const cpu0 = cpuSeconds(agent.child.pid!);
     const w = await runWorkload(argv, port, PAIR_S);
     const after = await agentPrograms(agent.url);
@@ -187,10 +139,18 @@ async function overhead(dir: string, argv: readonly string[]): Promise<Record<st
     await stop(agent.child, 'SIGTERM');
     const delta = programDelta(before, after);
     let bpfNs = 0;
+    let ownBpfNs = 0;
     let iterNs = 0;
+    const roundPrograms: Record<string, { runs_per_conn: number; ns_per_conn: number; own_ns_per_conn: number; foreign_ns_per_run: number }> = {};
     for (const [name, d] of delta) {
-      if (inWorkload({ name })) bpfNs += d.ns;
-      else iterNs += d.ns;
+      const f = foreign.get(name);
+      const foreignNsPerRun = f && f.runs > 0 ? f.ns / f.runs : 0;
+      const own = ownNs(name, d, w.done, foreignNsPerRun);
+      if (d.runs > 0) roundPrograms[name] = { runs_per_conn: +(d.runs / w.done).toFixed(2), ns_per_conn: Math.round(d.ns / w.done), own_ns_per_conn: Math.round(own / w.done), foreign_ns_per_run: Math.round(foreignNsPerRun) };
+      if (inWorkload({ name })) {
+        bpfNs += d.ns;
+        ownBpfNs += own;
+      } else iterNs += d.ns;
       const p = perProgram.get(name) ?? { runsPerConn: [], nsPerRun: [], nsPerConn: [] };
       p.runsPerConn.push(d.runs / w.done);
       p.nsPerRun.push(d.runs ? d.ns / d.runs : 0);
@@ -203,6 +163,8 @@ async function overhead(dir: string, argv: readonly string[]): Promise<Record<st
     inContext.push(bpf / (w.cpu_s - bpf));
     withIterator.push((bpf + iterNs / 1e9) / (w.cpu_s - bpf));
     bpfNsPerConn.push(bpfNs / w.done);
+    ownInContext.push(ownBpfNs / 1e9 / (w.cpu_s - bpf));
+    ownNsPerConn.push(ownBpfNs / w.done);
     cpuUsPerConn.push(((w.cpu_s - bpf) / w.done) * 1e6);
     rounds.push({
       connections: w.done,
@@ -213,7 +175,15 @@ async function overhead(dir: string, argv: readonly string[]): Promise<Record<st
       bpf_in_workload_s: +bpf.toFixed(4),
       iterator_s: +(iterNs / 1e9).toFixed(4),
       in_context_overhead: +(bpf / (w.cpu_s - bpf)).toFixed(4),
+      bpf_ns_per_connection: Math.round(bpfNs / w.done),
+      own_bpf_ns_per_connection: Math.round(ownBpfNs / w.done),
+      own_in_context_overhead: +(ownBpfNs / 1e9 / (w.cpu_s - bpf)).toFixed(4),
+      workload_cpu_us_per_connection: +(((w.cpu_s - bpf) / w.done) * 1e6).toFixed(1),
+      programs: roundPrograms,
     });
+    // A round is clean when no other process's sockets ran the programs: each connection of the
+    // workload destroys exactly two sockets.
+    if ((delta.get(PROGRAM.destroy)?.runs ?? 0) <= 2.01 * w.done) clean.push(inContext.length - 1);
   }
   return {
     rounds,
@@ -225,6 +195,16 @@ async function overhead(dir: string, argv: readonly string[]): Promise<Record<st
     workload_cpu_us_per_connection: spread(cpuUsPerConn, 1),
     bpf_ns_per_connection: spread(bpfNsPerConn, 0),
     in_context_overhead_pct: spread(inContext.map((r) => r * 100), 2),
+    // Every round, other processes' runs taken out at their own cost per run (see ownNs).
+    own_in_context_overhead_pct: spread(ownInContext.map((r) => r * 100), 2),
+    own_bpf_ns_per_connection: spread(ownNsPerConn, 0),
+    clean_rounds: clean.length,
+    ...(clean.length > 0
+      ? {
+          clean_in_context_overhead_pct: spread(clean.map((i) => inContext[i]! * 100), 2),
+          clean_bpf_ns_per_connection: spread(clean.map((i) => bpfNsPerConn[i]!), 0),
+        }
+      : {}),
     // The earlier definition, which also counted the snapshot iterator (it runs in the agent).
     with_iterator_pct: spread(withIterator.map((r) => r * 100), 2),
     programs: Object.fromEntries(
@@ -241,8 +221,7 @@ async function main() {
   const dir = await mkdtemp(join(tmpdir(), 'mtlens-connbench-'));
   const script = join(dir, 'workload.mjs');
   await writeFile(script, NODE_WORKLOAD);
-  const lean = join(dir, 'conn-workload');
-  execFileSync('cc', ['-O2', '-o', lean, join(repoRoot, 'bench/fixtures/conn-workload.c')]);
+  const lean = buildLeanWorkload(dir);
   const argvs: Record<string, string[]> = { node: [process.execPath, script], c: [lean] };
   const results: Record<string, unknown> = {};
   try {

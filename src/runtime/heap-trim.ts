@@ -1,8 +1,8 @@
 // Gives freed C heap back to the system. glibc returns freed memory only from the top of its
 // heap; what is freed below a block still in use stays resident. Start-up frees several MB that
-// way (loading the eBPF object parses the kernel's BTF for CO-RE, then frees it), and V8 keeps
-// doing it while it runs (the parser's and compiler's zones for every function compiled late),
-// so an idle agent held 6-8 MB of freed heap (docs/benchmarks.md, Memory). malloc_trim(0)
+// way (loading the eBPF object parses the kernel's BTF for CO-RE, then frees it), and more is
+// freed that way while it runs (most likely V8's compile zones for functions compiled late), so
+// an idle agent held 6-8 MB of freed heap (docs/benchmarks.md, Memory). malloc_trim(0)
 // releases every free page of every arena: once, synchronously, when start-up is over, then every
 // `intervalMs` on a libuv worker thread, since a trim takes tens of milliseconds on a loaded host.
 import koffi from 'koffi';

@@ -18,6 +18,7 @@ import { buildInfo } from './runtime/build-info.js';
 import { LogRing } from './runtime/log-ring.js';
 import { blocksReadiness, renderCheck, renderPublicCheck, SIGNALS, type Component, type ComponentContext, type FlushCounts } from './runtime/component.js';
 import { EventLoopWatchdog } from './runtime/event-loop.js';
+import { HeapTrimmer } from './runtime/heap-trim.js';
 
 export interface Wiring {
   components: Component[];
@@ -48,6 +49,7 @@ export class Agent implements AgentControl {
   readonly app: ReturnType<typeof createApp>;
   private readonly components: Component[];
   private readonly watchdog = new EventLoopWatchdog();
+  private readonly heapTrimmer = new HeapTrimmer();
   /** The config file as last loaded: what /config shows. */
   private loaded: LoadedConfig;
   /** The config the agent started with: restart-only keys keep these values until a restart. */
@@ -222,6 +224,8 @@ export class Agent implements AgentControl {
       throw err;
     }
     this.state = 'running';
+    // Start-up's freed C heap (the kernel BTF that loading the eBPF object parsed) goes back now.
+    this.heapTrimmer.start();
     this.events.publish('agent.start', { revision: this.loaded.revision });
     this.logger.info({ components: this.components.map((c) => c.name) }, 'agent started');
   }
@@ -316,6 +320,7 @@ export class Agent implements AgentControl {
     await closing;
     this.prometheus.stop();
     this.watchdog.stop();
+    this.heapTrimmer.stop();
     clearInterval(this.tlsCheck);
     this.state = 'stopped';
     this.logger.info('agent stopped');

@@ -11,13 +11,22 @@ export type CadenceName = 'fast' | 'slow' | 'revision';
 const SECRET_KEYS = new Set(['links', 'secret']);
 export const REDACTED = '[REDACTED]';
 
-/** A deep copy of telemt data with every `links` and `secret` value replaced. */
+/**
+ * Replaces every `links` and `secret` value in telemt data, in place, and returns it. The data is
+ * the client's own fresh parse of one answer, which nothing else reads secrets from (user admin
+ * reads its own), so no copy: a deep copy of a 10,000-user list is ~2.5 MB more per poll.
+ */
 export function redactTelemtData(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(redactTelemtData);
-  if (value === null || typeof value !== 'object') return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEYS.has(k) ? REDACTED : redactTelemtData(v);
-  return out;
+  if (Array.isArray(value)) {
+    for (const v of value) redactTelemtData(v);
+  } else if (value !== null && typeof value === 'object') {
+    const o = value as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      if (SECRET_KEYS.has(k)) o[k] = REDACTED;
+      else redactTelemtData(o[k]);
+    }
+  }
+  return value;
 }
 
 export interface EndpointRecord {

@@ -17,7 +17,7 @@ import { formatAddress, type RecordReader } from './decode.js';
 import { BatchPeerUsers } from './batch-peer-users.js';
 import { CookieIndex } from './cookie-index.js';
 import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
-import type { AgentEventMap, ConnectionEventData } from '../model/events.js';
+import type { AgentEventMap, ConnectionEvent, ConnectionEventData } from '../model/events.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from '../model/links.js';
 import type { ClientBytesObserver } from '../model/usage.js';
 import { roleName } from './map-keys.js';
@@ -138,6 +138,10 @@ export class ConnectionTracker {
   private readonly batchUsers = new BatchPeerUsers();
   /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
   private readonly v4Text = new Map<number, string>();
+  /** The event objects, reused for every event of their type (see ConnectionEvent). */
+  private readonly openView = blankEvent(false);
+  private readonly closeView = blankEvent(true);
+  private readonly stallView = blankEvent(false);
   private gen = 1;
   private prevSnapshotNs = 0;
   private snapshotNs = 0;
@@ -201,7 +205,7 @@ export class ConnectionTracker {
     this.opened[role]++;
     if (role === ROLE_CLIENT && this.opts.observer !== undefined) this.observeConnection(s, false, this.f[s * F + OPENED_NS]!);
     this.update(s, r, p);
-    if (this.wantOpen) this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
+    if (this.wantOpen) this.opts.publish('connection.open', this.event(this.openView, s, undefined, r, p));
   }
 
   /** A live connection the kernel began tracking late: its counters now are the baseline. */
@@ -305,7 +309,7 @@ export class ConnectionTracker {
       this.release(s);
       return;
     }
-    const data = this.event(s, role === ROLE_CLIENT ? this.userOf(s) : undefined, r, p, true);
+    const data = this.event(this.closeView, s, role === ROLE_CLIENT ? this.userOf(s) : undefined, r, p);
     this.release(s);
     this.opts.publish('connection.close', data);
   }
@@ -391,7 +395,7 @@ export class ConnectionTracker {
       else if (!this.u[s * W + STALLED] && now - this.f[s * F + RX_ONLY_SINCE_MS]! >= this.opts.stallAfterMs) {
         this.u[s * W + STALLED] = 1;
         this.stalls[ROLE_CLIENT]++;
-        if (this.opts.wants('connection.stall')) this.opts.publish('connection.stall', this.event(s, this.userOf(s), r, p, false));
+        if (this.opts.wants('connection.stall')) this.opts.publish('connection.stall', this.event(this.stallView, s, this.userOf(s), r, p));
       }
     } else {
       this.f[s * F + RX_ONLY_SINCE_MS] = 0;
@@ -574,33 +578,37 @@ export class ConnectionTracker {
   }
 
   /**
-   * One object of one shape for every event (absent values are undefined, which JSON leaves
-   * out), built from the slot and the record that caused it.
+   * Fills `view` (one of the tracker's three reused event objects, see ConnectionEvent) from the
+   * slot and the record that caused the event; published right after, borrowed by listeners.
    */
-  private event(s: number, user: string | undefined, r: RecordReader, p: number, closing: boolean): ConnectionEventData {
-    return {
-      cookie: this.cookieText(s),
-      role: roleName(this.u[s * W + ROLE]!),
-      family: this.u[s * W + FAMILY] === 6 ? 6 : 4,
-      peer_address: this.peer(s),
-      peer_port: this.u[s * W + PEER_PORT]!,
-      local_address: this.local(s),
-      local_port: this.u[s * W + LOCAL_PORT]!,
-      user,
-      opened_at_ms: this.opts.clock.toWallMs(this.f[s * F + OPENED_NS]!),
-      closed_at_ms: closing ? this.opts.clock.toWallMs(r.tsNs(p)) : undefined,
-      rx_bytes: this.f[s * F + RX]!,
-      tx_bytes: this.f[s * F + TX]!,
-      srtt_us: this.u[s * W + SRTT]!,
-      min_rtt_us: r.minRttUs(p),
-      retransmits: this.u[s * W + RETRANS]!,
-      lost: r.lost(p),
-      segs_in: r.segsIn(p),
-      segs_out: r.segsOut(p),
-      close: closing ? (r.closeKind(p) === CLOSE_RST ? 'rst' : 'fin') : undefined,
-      stalled: this.u[s * W + STALLED] === 1,
-      adopted: this.u[s * W + ADOPTED] === 1,
-    };
+  private event(view: ConnectionEventData, s: number, user: string | undefined, r: RecordReader, p: number): ConnectionEvent {
+    const f = s * F;
+    const w = s * W;
+    const u = this.u;
+    view.cookie = this.cookieText(s);
+    view.role = roleName(u[w + ROLE]!);
+    view.family = u[w + FAMILY] === 6 ? 6 : 4;
+    view.peer_address = this.peer(s);
+    view.peer_port = u[w + PEER_PORT]!;
+    view.local_address = this.local(s);
+    view.local_port = u[w + LOCAL_PORT]!;
+    view.user = user;
+    view.opened_at_ms = this.opts.clock.toWallMs(this.f[f + OPENED_NS]!);
+    view.rx_bytes = this.f[f + RX]!;
+    view.tx_bytes = this.f[f + TX]!;
+    view.srtt_us = u[w + SRTT]!;
+    view.min_rtt_us = r.minRttUs(p);
+    view.retransmits = u[w + RETRANS]!;
+    view.lost = r.lost(p);
+    view.segs_in = r.segsIn(p);
+    view.segs_out = r.segsOut(p);
+    view.stalled = u[w + STALLED] === 1;
+    view.adopted = u[w + ADOPTED] === 1;
+    if (view === this.closeView) {
+      view.closed_at_ms = this.opts.clock.toWallMs(r.tsNs(p));
+      view.close = r.closeKind(p) === CLOSE_RST ? 'rst' : 'fin';
+    }
+    return view;
   }
 
   /** The live table for /status/connections: filtered, sorted (descending; age: oldest first), limited. */
@@ -657,4 +665,36 @@ export interface PeerTotal {
   connections: number;
   rx_bytes: number;
   tx_bytes: number;
+}
+
+/**
+ * An event object of the one shape every connection event has. Numbers start as doubles so that
+ * filling one with timestamps and byte counts stores them in place (a field that held small
+ * integers first would box every larger value); a close's `closed_at_ms` and `close` are always
+ * set, an open's or a stall's never (undefined, which JSON leaves out).
+ */
+function blankEvent(closing: boolean): ConnectionEventData {
+  return {
+    cookie: '',
+    role: 'client',
+    family: 4,
+    peer_address: '',
+    peer_port: 0,
+    local_address: '',
+    local_port: 0,
+    user: undefined,
+    opened_at_ms: 0.5,
+    closed_at_ms: closing ? 0.5 : undefined,
+    rx_bytes: 0.5,
+    tx_bytes: 0.5,
+    srtt_us: 0.5,
+    min_rtt_us: 0.5,
+    retransmits: 0.5,
+    lost: 0.5,
+    segs_in: 0.5,
+    segs_out: 0.5,
+    close: closing ? 'fin' : undefined,
+    stalled: false,
+    adopted: false,
+  };
 }

@@ -4,13 +4,15 @@
 //
 // A cookie is a u64, taken as its two 32-bit halves exactly as the record holds them (no
 // doubles, no division, no BigInt). The kernel hands cookies out sequentially (per-CPU blocks of
-// one global counter), so the home bucket is the low half itself (the high half, zero for the
-// first 2^32 cookies, mixed in by one multiply): consecutive cookies fill consecutive buckets,
-// and a connection's bucket shares a cache line with its neighbours' in time. Plain linear
-// probing would then form runs as long as the live window, which a backward-shift deletion walks
-// to their end; Robin Hood ordering (an entry never sits farther from home than the one it
-// passes) lets lookups stop early and deletion stop at the first entry already at home. At most
-// half full. Cookie 0 is never handed out by the kernel; (0, 0) marks an empty bucket.
+// one global counter), so the home bucket keeps them local where it is cheap and spreads them
+// where it matters: four consecutive cookies share a group of four buckets (one cache line),
+// and groups are scattered by a multiplicative (Fibonacci) hash of the rest of the cookie. A
+// hash that kept whole windows of sequential cookies in consecutive buckets would make the live
+// window one run of occupied buckets, and a key landing inside such a run (an old cookie, or one
+// a table's size away) would shift the whole run. Robin Hood order (an entry never sits farther
+// from home than the one it passes) lets a lookup of an absent cookie stop early, and deletion
+// shift entries back only until one is already at home. At most half full. Cookie 0 is never
+// handed out by the kernel; (0, 0) marks an empty bucket.
 //
 // Each bucket is one row of 4 Int32: [cookie low, cookie high, slot, unused] (16 bytes, four
 // buckets per cache line).
@@ -22,22 +24,33 @@ const SLOT = 2;
 export class CookieIndex {
   private readonly rows: Int32Array;
   private readonly mask: number;
+  /** 32 minus the bits of a group number (buckets / 4 groups). */
+  private readonly groupShift: number;
   private count = 0;
 
   constructor(capacity: number) {
     let buckets = 16;
-    while (buckets < capacity * 2) buckets *= 2;
+    let bits = 4;
+    while (buckets < capacity * 2) {
+      buckets *= 2;
+      bits++;
+    }
     this.rows = new Int32Array(buckets * ROW);
     this.mask = buckets - 1;
+    this.groupShift = 32 - (bits - 2);
   }
 
   get size(): number {
     return this.count;
   }
 
-  /** The home bucket of a cookie (halves as signed or unsigned 32-bit: only their bits count). */
+  /**
+   * The home bucket of a cookie (halves as signed or unsigned 32-bit: only their bits count):
+   * the group from the top bits of a Fibonacci hash of cookie / 4, the bucket in it from cookie % 4.
+   */
   private home(lo: number, hi: number): number {
-    return (lo ^ Math.imul(hi, 0x9e3779b1)) & this.mask;
+    const group = Math.imul((lo >>> 2) ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> this.groupShift;
+    return (group << 2) | (lo & 3);
   }
 
   /** The slot of cookie `hi:lo`, or -1. */

@@ -5,11 +5,13 @@
 // A cookie is a u64, taken as its two 32-bit halves exactly as the record holds them (no
 // doubles, no division, no BigInt). The kernel hands cookies out sequentially (per-CPU blocks of
 // one global counter), so the home bucket keeps them local where it is cheap and spreads them
-// where it matters: four consecutive cookies share a group of four buckets (one cache line),
-// and groups are scattered by a multiplicative (Fibonacci) hash of the rest of the cookie. A
-// hash that kept whole windows of sequential cookies in consecutive buckets would make the live
-// window one run of occupied buckets, and a key landing inside such a run (an old cookie, or one
-// a table's size away) would shift the whole run. Robin Hood order (an entry never sits farther
+// where it matters: 256 consecutive cookies have 256 consecutive buckets (one 4 KiB page, walked
+// in order, which the hardware prefetches), and groups are scattered by a multiplicative
+// (Fibonacci) hash of the rest of the cookie. Scattering every cookie costs a cache miss per new
+// connection (the table is megabytes); keeping whole windows of sequential cookies in
+// consecutive buckets would make the live window one run of occupied buckets, and a key landing
+// inside such a run (an old cookie, or one a table's size away) would shift all of it: with
+// groups, a run is about a group long. Robin Hood order (an entry never sits farther
 // from home than the one it passes) lets a lookup of an absent cookie stop early, and deletion
 // shift entries back only until one is already at home. At most half full. Cookie 0 is never
 // handed out by the kernel; (0, 0) marks an empty bucket.
@@ -20,24 +22,27 @@ const ROW = 4;
 const LO = 0;
 const HI = 1;
 const SLOT = 2;
+/** Consecutive cookies homed in consecutive buckets: 2^GROUP_BITS of them. */
+const GROUP_BITS = 8;
+const GROUP_MASK = (1 << GROUP_BITS) - 1;
 
 export class CookieIndex {
   private readonly rows: Int32Array;
   private readonly mask: number;
-  /** 32 minus the bits of a group number (buckets / 4 groups). */
+  /** 32 minus the bits of a group number (buckets / 256 groups). */
   private readonly groupShift: number;
   private count = 0;
 
   constructor(capacity: number) {
-    let buckets = 16;
-    let bits = 4;
+    let buckets = 512;
+    let bits = 9;
     while (buckets < capacity * 2) {
       buckets *= 2;
       bits++;
     }
     this.rows = new Int32Array(buckets * ROW);
     this.mask = buckets - 1;
-    this.groupShift = 32 - (bits - 2);
+    this.groupShift = 32 - (bits - GROUP_BITS);
   }
 
   get size(): number {
@@ -46,11 +51,11 @@ export class CookieIndex {
 
   /**
    * The home bucket of a cookie (halves as signed or unsigned 32-bit: only their bits count):
-   * the group from the top bits of a Fibonacci hash of cookie / 4, the bucket in it from cookie % 4.
+   * the group from the top bits of a Fibonacci hash of cookie / 256, the bucket in it from cookie % 256.
    */
   private home(lo: number, hi: number): number {
-    const group = Math.imul((lo >>> 2) ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> this.groupShift;
-    return (group << 2) | (lo & 3);
+    const group = Math.imul((lo >>> GROUP_BITS) ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> this.groupShift;
+    return (group << GROUP_BITS) | (lo & GROUP_MASK);
   }
 
   /** The slot of cookie `hi:lo`, or -1. */

@@ -190,7 +190,9 @@ export class OtlpComponent implements Component, ExportStatusSource {
       this.offerSpan(sdk, data as ConnectionEvent);
     } else if (sdk.isLoggedEvent(type)) {
       // `type` narrows but `data` cannot follow a generic key; the hub guarantees they match.
-      this.pipelines.logs.offer({ type, data, timeMs: Date.now() } as QueuedLog);
+      // A stall is a connection event: borrowed, so the queue keeps a copy.
+      const kept = type === 'connection.stall' ? copyConnectionEvent(data as ConnectionEvent) : data;
+      this.pipelines.logs.offer({ type, data: kept, timeMs: Date.now() } as QueuedLog);
     }
   };
 

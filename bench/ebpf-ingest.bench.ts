@@ -6,7 +6,7 @@
 //   full            the agent's path: bounded drain + decode + tracker + metrics, nobody
 //                   consuming events (as with OTLP off and no /events client)
 //   full+closes     the same with an in-process consumer of connection.close, as the OTLP
-//                   exporter is: one event object built per close record
+//                   exporter is: the tracker fills one reused (borrowed) event object per close
 // All are driven by the same 10 ms timer; consumer CPU is this process's CPU time.
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -105,7 +105,7 @@ async function main() {
     return r;
   }
 
-  // The drain design alone: shim copy into the JS buffer + walking it + reading the cookie.
+  // The drain design alone: walking the mmapped ring in place + reading each cookie.
   // A typed-array sum: a number variable captured by the closure would box a double per record.
   const cookieSum = new Float64Array(1);
   const copyOnly = new RingDrain(kernel, { beginBatch: () => undefined, ingest: (r, p) => void (cookieSum[0] = cookieSum[0]! + r.cookie(p)) }, 10);

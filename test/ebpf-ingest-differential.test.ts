@@ -1,11 +1,12 @@
-// The tracker's fast path (typed-array tables, addresses copied as words, the directory's answers
-// remembered per batch) against a plain model written from the accounting rules alone, over the
+// The tracker's fast path (one interleaved row per slot, the cookie index keyed by the cookie's
+// halves, addresses copied as words, the directory's answers remembered per batch, one reused
+// event object per type) against a plain model written from the accounting rules alone, over the
 // same randomized record streams: the same per-connection bytes, per-role and per-user totals,
 // close events, whoever subscribes or not.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { NR_ROLES, ROLE_CLIENT } from '../src/ebpf/abi.js';
-import type { ConnectionEventData } from '../src/model/events.js';
+import { copyConnectionEvent, ROLES, type ConnectionEvent, type ConnectionEventData } from '../src/model/events.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from '../src/model/links.js';
 import { testTracker, type Rec } from './helpers/records.js';
 
@@ -34,7 +35,7 @@ class Model {
   readonly active = new Array<number>(NR_ROLES).fill(0);
   readonly bytes = new Array<number>(NR_ROLES * 2).fill(0);
   readonly users = new Map<string, [number, number]>();
-  readonly closes: Array<[string, string | undefined, number, number]> = [];
+  readonly closes: Array<[string, string, string, string | undefined, number, number]> = [];
   closedUntracked = 0;
   private readonly conns = new Map<number, ModelConn>();
 
@@ -55,7 +56,7 @@ class Model {
     this.active[c.role]!--;
     this.conns.delete(r.cookie);
     if (c.role === ROLE_CLIENT && (c.pendingRx > 0 || c.pendingTx > 0)) this.settle(c, c.user ?? this.dir.userFor(c.peer));
-    this.closes.push([String(r.cookie), c.role === ROLE_CLIENT ? (c.user ?? this.dir.userFor(c.peer)) : undefined, c.rx, c.tx]);
+    this.closes.push([String(r.cookie), ROLES[c.role]!, c.peer, c.role === ROLE_CLIENT ? (c.user ?? this.dir.userFor(c.peer)) : undefined, c.rx, c.tx]);
   }
 
   private open(r: Rec): ModelConn {
@@ -139,7 +140,14 @@ for (const subscribed of [true, false]) {
       const rand = rng(seed);
       const dir = new SwitchingDirectory();
       const totals = new Map<string, Float64Array>();
+      // What listeners were handed (the tracker reuses one object per type) and copies of the closes.
+      const handed = new Set<object>();
+      const closes: ConnectionEventData[] = [];
       const t = testTracker({
+        publish: (type, data) => {
+          handed.add(data);
+          if (type === 'connection.close') closes.push(copyConnectionEvent(data as ConnectionEvent));
+        },
         capacity: 4096,
         users: dir,
         wants: () => subscribed,
@@ -167,12 +175,14 @@ for (const subscribed of [true, false]) {
       assert.deepEqual(users, new Map([...model.users].filter(([, v]) => v[0] > 0 || v[1] > 0)), `${at}: per-user totals`);
       if (subscribed) {
         assert.deepEqual(
-          t.closes.map((e: ConnectionEventData) => [e.cookie, e.user, e.rx_bytes, e.tx_bytes]),
+          closes.map((e) => [e.cookie, e.role, e.peer_address, e.user, e.rx_bytes, e.tx_bytes]),
           model.closes,
           `${at}: close events`,
         );
+        assert.ok(closes.every((e) => e.close === 'fin' && !e.stalled && !e.adopted && e.family === 4 && e.closed_at_ms! >= e.opened_at_ms), `${at}: close fields`);
+        assert.equal(handed.size, 2, `${at}: one object per event type (open, close), reused`);
       } else {
-        assert.equal(t.closes.length, 0);
+        assert.equal(closes.length + handed.size, 0);
       }
     }
   });

@@ -10,30 +10,63 @@ import { MAP, missingObjects, PROGRAM } from '../src/ebpf/objects.js';
 import { CookieIndex } from '../src/ebpf/cookie-index.js';
 import { addressBytes, endpointKey, networkKey, TELEGRAM_NETWORKS } from '../src/ebpf/map-keys.js';
 
-test('CookieIndex agrees with a Map through 200k random inserts and deletes, at full load', () => {
-  const capacity = 1000;
+/** A cookie's 32-bit halves, as the record holds them. */
+const halves = (c: number): [number, number] => [c >>> 0, Math.floor(c / 2 ** 32) >>> 0];
+
+/** Drives the index and a Map with the same operations; checks every answer. */
+function checkIndexAgainstMap(capacity: number, steps: number, next: (live: ReadonlyMap<number, number>) => number, lastChecked?: (i: number) => boolean): void {
   const index = new CookieIndex(capacity);
   const reference = new Map<number, number>();
+  for (let i = 0; i < steps; i++) {
+    const c = next(reference);
+    if (reference.has(c) || reference.size >= capacity) {
+      const victim = reference.has(c) ? c : reference.keys().next().value!;
+      assert.equal(index.delete(...halves(victim)), true);
+      reference.delete(victim);
+      assert.equal(index.get(...halves(victim)), -1);
+    } else {
+      index.set(...halves(c), i % capacity);
+      reference.set(c, i % capacity);
+    }
+    if (lastChecked?.(i) ?? i % 997 === 0) for (const [k, v] of reference) assert.equal(index.get(...halves(k)), v);
+    assert.equal(index.size, reference.size);
+  }
+  for (const [k, v] of reference) assert.equal(index.get(...halves(k)), v);
+  assert.equal(index.get(...halves(987654321)), -1);
+  assert.equal(index.delete(...halves(987654321)), false);
+  // Same low half, another high half: a different cookie.
+  for (const k of reference.keys()) assert.equal(index.get(k >>> 0, (Math.floor(k / 2 ** 32) + 7) >>> 0), -1);
+}
+
+test('CookieIndex agrees with a Map through 200k random inserts and deletes, at full load', () => {
   let seed = 42;
   const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
   // Cookies cluster (sequential kernel counters) and some are large (above 2^32).
-  const cookie = () => (rand() % 3 === 0 ? 2 ** 40 + (rand() % 3000) : 1 + (rand() % 3000));
-  for (let i = 0; i < 200_000; i++) {
-    const c = cookie();
-    if (reference.has(c) || reference.size >= capacity) {
-      const victim = reference.has(c) ? c : reference.keys().next().value!;
-      assert.equal(index.delete(victim), true);
-      reference.delete(victim);
-    } else {
-      index.set(c, i % capacity);
-      reference.set(c, i % capacity);
+  checkIndexAgainstMap(1000, 200_000, () => (rand() % 3 === 0 ? 2 ** 40 + (rand() % 3000) : 1 + (rand() % 3000)));
+});
+
+test('CookieIndex keeps the kernel\'s sequential cookies exact: sliding windows, per-CPU blocks, stragglers, aliasing', () => {
+  let seed = 7;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
+  // Two CPUs taking blocks of 4096 from one counter; most connections short (closed in open
+  // order), some long-lived; some above 2^32, some a multiple of the table's size away from the
+  // window (the same home bucket as a live one).
+  const capacity = 2048;
+  const cpus = [1, 4097];
+  let block = 8193;
+  let n = 0;
+  checkIndexAgainstMap(capacity, 300_000, (live) => {
+    n++;
+    if (live.size > capacity * 0.9 || (live.size > 64 && rand() % 100 < 45)) {
+      // Close: usually the oldest, sometimes a random live one (a straggler stays).
+      const keys = [...live.keys()];
+      return rand() % 10 === 0 ? keys[rand() % keys.length]! : keys[0]!;
     }
-    if (i % 997 === 0) for (const [k, v] of reference) assert.equal(index.get(k), v);
-    assert.equal(index.size, reference.size);
-  }
-  for (const [k, v] of reference) assert.equal(index.get(k), v);
-  assert.equal(index.get(987654321), -1);
-  assert.equal(index.delete(987654321), false);
+    const cpu = rand() % 2;
+    if (cpus[cpu]! % 4096 === 0) cpus[cpu] = (block += 4096) - 4096;
+    const c = cpus[cpu]!++;
+    return n % 100 === 0 ? c + 2 ** 40 : n % 37 === 0 ? c + 4096 * 64 : c;
+  }, (i) => i % 4999 === 0);
 });
 
 test('addresses become the kernel maps\' 16-byte form (IPv4-mapped) and format back', () => {

@@ -93,7 +93,7 @@ test('a close after its entry was evicted for room counts neither its open nor i
   assert.equal(t.opens.length, 17, 'no connection.open made up at close');
   assert.equal(tr.closed[ROLE_CLIENT * 2], 1);
   assert.equal(tr.closedUntracked, 1);
-  assert.equal(tr.evicted.find(1), -1, 'remembered until its close');
+  assert.equal(tr.evicted.find(1, 0), -1, 'remembered until its close');
   assert.deepEqual([t.closes[0]!.cookie, t.closes[0]!.rx_bytes, t.closes[0]!.tx_bytes], ['1', 4000, 3000], 'its event tells its whole bytes');
   // Bytes after the eviction are counted at close.
   t.pass([{ kind: 'snapshot', cookie: 2, rx: 10, tx: 10 }]);

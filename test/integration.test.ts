@@ -13,7 +13,7 @@ import { productionWiring } from '../src/wiring.js';
 import { OtlpReceiver } from './fixtures/otlp-receiver.js';
 import { DEFAULT_USERS, TelemtSim } from './fixtures/telemt-sim.js';
 import { exchange, PREAMBLE_BYTES } from './fixtures/telemt-sim-protocol.js';
-import type { ConnectionEventData } from '../src/model/events.js';
+import { copyConnectionEvent, type ConnectionEvent, type ConnectionEventData } from '../src/model/events.js';
 import { buildAgent, tempDir } from './helpers/agent.js';
 import { kernelGate } from './helpers/ebpf.js';
 import { sample } from './helpers/prom-text.js';
@@ -60,7 +60,8 @@ otlp:
   );
   const closes: ConnectionEventData[] = [];
   agent.agent.events.onEvent((type, data) => {
-    if (type === 'connection.close') closes.push(data as ConnectionEventData);
+    // Borrowed: kept as a copy.
+    if (type === 'connection.close') closes.push(copyConnectionEvent(data as ConnectionEvent));
   });
   const sockets: Socket[] = [];
   t.after(async () => {

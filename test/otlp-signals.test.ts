@@ -189,6 +189,38 @@ describe('OTLP signals', () => {
     assert.ok(requests.length >= 3);
     for (const r of requests) assert.equal(r.encoding, 'gzip', `${r.signal} request was gzip-encoded`);
   });
+
+  // Last: the tests above count every span exported so far.
+  it('keeps its own copy of each connection event: the publisher reuses one object for every close', async () => {
+    const before = receiver.spans.length;
+    // As the kernel collector publishes: one object, filled anew before each publish.
+    const reused = closedConnection();
+    for (const [cookie, rx] of [['c-reused-1', 1], ['c-reused-2', 2], ['c-reused-3', 3]] as const) {
+      Object.assign(reused, { cookie, rx_bytes: rx });
+      t.agent.events.publish('connection.close', reused);
+    }
+    Object.assign(reused, { cookie: 'c-after', rx_bytes: 99 });
+    // Stalls are logged from a queue too.
+    const logsBefore = receiver.logs.length;
+    const stall = closedConnection({ closed_at_ms: undefined, close: undefined, stalled: true });
+    for (const peer of ['203.0.113.21', '203.0.113.22']) {
+      Object.assign(stall, { peer_address: peer });
+      t.agent.events.publish('connection.stall', stall);
+    }
+    Object.assign(stall, { peer_address: '203.0.113.99' });
+    await flush(t);
+    const spans = receiver.spans.slice(before);
+    assert.deepEqual(
+      spans.map((s) => s.attributes['mtlens.bytes.received']),
+      [1, 2, 3],
+      'each span has the bytes its event had when published',
+    );
+    assert.deepEqual(
+      receiver.logs.slice(logsBefore).filter((l) => l.eventName === 'connection.stall').map((l) => l.attributes['network.peer.address']),
+      ['203.0.113.21', '203.0.113.22'],
+      'each stall log has the peer its event had when published',
+    );
+  });
 });
 
 function attrs(kvs: Array<{ key: string; value: { stringValue?: string } }> | undefined): Record<string, string | undefined> {

@@ -1,7 +1,10 @@
 // Typed-array decoding of `struct mtlens_conn_record` (bpf/mtlens_abi.h) in place: the views are
 // created once per buffer and every accessor reads numbers at a record offset, so decoding
-// allocates nothing. u64 values are `lo + hi * 2^32`, exact below 2^53 (byte counters and
-// cookies stay far below that).
+// allocates nothing. u64 values are two u32 loads, `lo + hi * 2^32`, exact below 2^53 (byte
+// counters and cookies stay far below that); the cookie's halves are also read on their own,
+// which is how the cookie index keys it (exact for every u64). Each accessor is one expression
+// with no call inside, so the optimizing compiler inlines it into the tracker and no double is
+// ever boxed on the way.
 import { FIELDS } from './abi.js';
 
 const TWO_32 = 2 ** 32;
@@ -41,11 +44,6 @@ export class RecordReader {
     this.u32 = new Uint32Array(buffer);
   }
 
-  private u64(p: number, offset: number): number {
-    const i = (p + offset) >> 2;
-    return this.u32[i]! + this.u32[i + 1]! * TWO_32;
-  }
-
   kind(p: number): number { return this.u16[(p + KIND) >> 1]!; }
   role(p: number): number { return this.bytes[p + ROLE]!; }
   family(p: number): number { return this.bytes[p + FAMILY]!; }
@@ -54,11 +52,14 @@ export class RecordReader {
   localPort(p: number): number { return this.u16[(p + LOCAL_PORT) >> 1]!; }
   peerPort(p: number): number { return this.u16[(p + PEER_PORT) >> 1]!; }
   pid(p: number): number { return this.u32[(p + PID) >> 2]!; }
-  cookie(p: number): number { return this.u64(p, COOKIE); }
-  tsNs(p: number): number { return this.u64(p, TS_NS); }
-  openedNs(p: number): number { return this.u64(p, OPENED_NS); }
-  rxBytes(p: number): number { return this.u64(p, RX_BYTES); }
-  txBytes(p: number): number { return this.u64(p, TX_BYTES); }
+  cookie(p: number): number { return this.u32[(p + COOKIE) >> 2]! + this.u32[(p + COOKIE + 4) >> 2]! * TWO_32; }
+  tsNs(p: number): number { return this.u32[(p + TS_NS) >> 2]! + this.u32[(p + TS_NS + 4) >> 2]! * TWO_32; }
+  openedNs(p: number): number { return this.u32[(p + OPENED_NS) >> 2]! + this.u32[(p + OPENED_NS + 4) >> 2]! * TWO_32; }
+  rxBytes(p: number): number { return this.u32[(p + RX_BYTES) >> 2]! + this.u32[(p + RX_BYTES + 4) >> 2]! * TWO_32; }
+  txBytes(p: number): number { return this.u32[(p + TX_BYTES) >> 2]! + this.u32[(p + TX_BYTES + 4) >> 2]! * TWO_32; }
+  /** The cookie's low and high 32 bits. */
+  cookieLo(p: number): number { return this.u32[(p + COOKIE) >> 2]!; }
+  cookieHi(p: number): number { return this.u32[(p + COOKIE + 4) >> 2]!; }
   segsIn(p: number): number { return this.u32[(p + SEGS_IN) >> 2]!; }
   segsOut(p: number): number { return this.u32[(p + SEGS_OUT) >> 2]!; }
   srttUs(p: number): number { return this.u32[(p + SRTT_US) >> 2]!; }

@@ -19,13 +19,13 @@ export class EvictedConnections {
   forgotten = 0;
 
   private readonly index: CookieIndex;
-  /** Cookie per slot; 0 marks a free slot (cookies are never 0). */
-  private readonly cookie: Float64Array;
+  /** Cookie halves per slot, [lo, hi]; (0, 0) marks a free slot (cookies are never 0). */
+  private readonly cookie: Int32Array;
   private next = 0;
 
   constructor(readonly capacity: number) {
     this.index = new CookieIndex(capacity);
-    this.cookie = new Float64Array(capacity);
+    this.cookie = new Int32Array(capacity * 2);
     this.rx = new Float64Array(capacity);
     this.tx = new Float64Array(capacity);
     this.baseRx = new Float64Array(capacity);
@@ -38,16 +38,17 @@ export class EvictedConnections {
   }
 
   /** Remembers an evicted connection's counted bytes and kernel baseline, in place of the oldest memory. */
-  remember(cookie: number, rx: number, tx: number, baseRx: number, baseTx: number, flags: number): void {
+  remember(lo: number, hi: number, rx: number, tx: number, baseRx: number, baseTx: number, flags: number): void {
     // Slots are taken in turn, so the one taken next holds the oldest memory still kept.
     const s = this.next;
     this.next = (s + 1) % this.capacity;
-    if (this.cookie[s] !== 0) {
-      this.index.delete(this.cookie[s]!);
+    if ((this.cookie[s * 2]! | this.cookie[s * 2 + 1]!) !== 0) {
+      this.index.delete(this.cookie[s * 2]!, this.cookie[s * 2 + 1]!);
       this.forgotten++;
     }
-    this.cookie[s] = cookie;
-    this.index.set(cookie, s);
+    this.cookie[s * 2] = lo;
+    this.cookie[s * 2 + 1] = hi;
+    this.index.set(lo, hi, s);
     this.rx[s] = rx;
     this.tx[s] = tx;
     this.baseRx[s] = baseRx;
@@ -55,14 +56,15 @@ export class EvictedConnections {
     this.flags[s] = flags;
   }
 
-  /** The slot remembering `cookie`, or -1. */
-  find(cookie: number): number {
-    return this.index.get(cookie);
+  /** The slot remembering the cookie `hi:lo`, or -1. */
+  find(lo: number, hi: number): number {
+    return this.index.get(lo, hi);
   }
 
   /** Frees a slot once its connection closed. */
   release(s: number): void {
-    this.index.delete(this.cookie[s]!);
-    this.cookie[s] = 0;
+    this.index.delete(this.cookie[s * 2]!, this.cookie[s * 2 + 1]!);
+    this.cookie[s * 2] = 0;
+    this.cookie[s * 2 + 1] = 0;
   }
 }

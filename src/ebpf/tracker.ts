@@ -1,7 +1,10 @@
 // The live connection table and per-role aggregates, fed by kernel records.
 //
-// Storage is struct-of-arrays sized once (`capacity` slots), so ingesting a record allocates
-// nothing; strings (addresses, users) are built only for events and status. Bytes are counted
+// Storage is sized once (`capacity` slots), so ingesting a record allocates nothing; strings
+// (addresses, users) are built only for events and status. A slot's numbers are one 128-byte row
+// of one buffer (viewed as doubles and as 32-bit words, layout below), so an open or a close
+// touches the row's two cache lines and one index bucket rather than a line in each of ~25
+// arrays; the addresses are a 32-byte row of their own (an IPv4 connection uses 8 bytes of it). Bytes are counted
 // exactly once: open and snapshot records advance a per-connection "counted" mark and add the
 // difference; the close record adds what remains, so the total at close equals the sum of the
 // deltas. Marks count from when tracking began: the kernel's counters minus a baseline, which is
@@ -14,7 +17,7 @@ import { formatAddress, type RecordReader } from './decode.js';
 import { BatchPeerUsers } from './batch-peer-users.js';
 import { CookieIndex } from './cookie-index.js';
 import { EVICTED_ADOPTED, EVICTED_STALLED, EvictedConnections } from './evicted-connections.js';
-import type { AgentEventMap, ConnectionEventData } from '../model/events.js';
+import type { AgentEventMap, ConnectionEvent, ConnectionEventData } from '../model/events.js';
 import { AMBIGUOUS_USER, UNKNOWN_USER, type UserDirectory } from '../model/links.js';
 import type { ClientBytesObserver } from '../model/usage.js';
 import { roleName } from './map-keys.js';
@@ -24,6 +27,39 @@ import type { ConnectionQuery } from './status.js';
 export const DURATION_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400] as const;
 
 const V4_TEXT_CACHE = 4096;
+
+// A slot's row: 16 doubles, or 32 words, at row * 16 / row * 32.
+const F = 16;
+const W = 32;
+// Doubles.
+const COOKIE = 0;
+const OPENED_NS = 1;
+/** Bytes counted for the connection (since tracking began). */
+const RX = 2;
+const TX = 3;
+/** The kernel's counters when tracking began (adoption), subtracted from every record's. */
+const BASE_RX = 4;
+const BASE_TX = 5;
+/** Client bytes counted before the join named a user: moved to the user when it does, or settled at close. */
+const PENDING_RX = 6;
+const PENDING_TX = 7;
+const RX_ONLY_SINCE_MS = 8;
+// Words (after the 9 doubles' 18). OLDER and NEWER are read signed (-1 ends the list).
+/** Slots in open order (oldest first), for eviction and iteration. */
+const OLDER = 18;
+const NEWER = 19;
+const ROLE = 20;
+const FAMILY = 21;
+const STALLED = 22;
+const ADOPTED = 23;
+const LOCAL_PORT = 24;
+const PEER_PORT = 25;
+const SRTT = 26;
+const RETRANS = 27;
+const SEEN_GEN = 28;
+/** The cookie's halves as the record had them: the index's key. */
+const COOKIE_LO = 29;
+const COOKIE_HI = 30;
 
 export type ConnectionPublisher = <K extends 'connection.open' | 'connection.close' | 'connection.stall'>(type: K, data: AgentEventMap[K]) => void;
 
@@ -81,47 +117,31 @@ export class ConnectionTracker {
   snapshotsApplied = 0;
 
   private readonly index: CookieIndex;
-  /** Slots in open order (oldest first), for eviction and iteration; -1 ends the list. */
-  private readonly older: Int32Array;
-  private readonly newer: Int32Array;
   private oldest = -1;
   private newest = -1;
   private readonly free: Int32Array;
   private freeTop: number;
-  private readonly cookie: Float64Array;
-  private readonly role: Uint8Array;
-  private readonly family: Uint8Array;
-  private readonly localPort: Uint16Array;
-  private readonly peerPort: Uint16Array;
+  /** The rows (layout above), one buffer seen three ways. */
+  private readonly f: Float64Array;
+  private readonly u: Uint32Array;
+  private readonly i32: Int32Array;
   /** 32 bytes per slot: local address, then peer address. */
   private readonly addr: Uint8Array;
   private readonly addr32: Uint32Array;
-  private readonly openedNs: Float64Array;
-  /** Bytes counted for the connection (since tracking began). */
-  private readonly rx: Float64Array;
-  private readonly tx: Float64Array;
-  /** The kernel's counters when tracking began (adoption), subtracted from every record's. */
-  private readonly baseRx: Float64Array;
-  private readonly baseTx: Float64Array;
-  private readonly srtt: Uint32Array;
-  private readonly retrans: Uint32Array;
-  private readonly rxOnlySinceMs: Float64Array;
-  private readonly stalled: Uint8Array;
-  private readonly adoptedSlot: Uint8Array;
-  private readonly seenGen: Uint32Array;
   private readonly peerText: Array<string | undefined>;
   private readonly localText: Array<string | undefined>;
   private readonly cookieStr: Array<string | undefined>;
   /** The user a client connection was joined to, once the directory named one, and that user's [rx, tx] totals. */
   private readonly userName: Array<string | undefined>;
   private readonly userCell: Array<UserTotals | undefined>;
-  /** Client bytes counted before the join named a user: moved to the user when it does, or settled at close. */
-  private readonly pendingRx: Float64Array;
-  private readonly pendingTx: Float64Array;
   /** The directory's answers per peer within the current batch or pass. */
   private readonly batchUsers = new BatchPeerUsers();
   /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
   private readonly v4Text = new Map<number, string>();
+  /** The event objects, reused for every event of their type (see ConnectionEvent). */
+  private readonly openView = blankEvent(false);
+  private readonly closeView = blankEvent(true);
+  private readonly stallView = blankEvent(false);
   private gen = 1;
   private prevSnapshotNs = 0;
   private snapshotNs = 0;
@@ -132,36 +152,20 @@ export class ConnectionTracker {
     // Evictions are rare (the kernel's table is as large, so the live table fills only with
     // connections whose close was lost): a quarter of the table's size is plenty.
     this.evicted = new EvictedConnections(Math.max(64, Math.ceil(n / 4)));
-    this.older = new Int32Array(n);
-    this.newer = new Int32Array(n);
     this.free = new Int32Array(n);
     for (let i = 0; i < n; i++) this.free[i] = n - 1 - i;
     this.freeTop = n;
-    this.cookie = new Float64Array(n);
-    this.role = new Uint8Array(n);
-    this.family = new Uint8Array(n);
-    this.localPort = new Uint16Array(n);
-    this.peerPort = new Uint16Array(n);
+    const rows = new ArrayBuffer(n * F * 8);
+    this.f = new Float64Array(rows);
+    this.u = new Uint32Array(rows);
+    this.i32 = new Int32Array(rows);
     this.addr = new Uint8Array(n * 32);
     this.addr32 = new Uint32Array(this.addr.buffer);
-    this.openedNs = new Float64Array(n);
-    this.rx = new Float64Array(n);
-    this.tx = new Float64Array(n);
-    this.baseRx = new Float64Array(n);
-    this.baseTx = new Float64Array(n);
-    this.srtt = new Uint32Array(n);
-    this.retrans = new Uint32Array(n);
-    this.rxOnlySinceMs = new Float64Array(n);
-    this.stalled = new Uint8Array(n);
-    this.adoptedSlot = new Uint8Array(n);
-    this.seenGen = new Uint32Array(n);
     this.peerText = new Array<string | undefined>(n).fill(undefined);
     this.localText = new Array<string | undefined>(n).fill(undefined);
     this.cookieStr = new Array<string | undefined>(n).fill(undefined);
     this.userName = new Array<string | undefined>(n).fill(undefined);
     this.userCell = new Array<UserTotals | undefined>(n).fill(undefined);
-    this.pendingRx = new Float64Array(n);
-    this.pendingTx = new Float64Array(n);
   }
 
   get size(): number {
@@ -197,88 +201,107 @@ export class ConnectionTracker {
   private open(r: RecordReader, p: number): void {
     const s = this.insert(r, p);
     if (s < 0) return;
-    this.opened[this.role[s]!]++;
-    if (this.role[s] === ROLE_CLIENT) this.observeConnection(s, false, this.openedNs[s]!);
+    const role = this.u[s * W + ROLE]!;
+    this.opened[role]++;
+    if (role === ROLE_CLIENT && this.opts.observer !== undefined) this.observeConnection(s, false, this.f[s * F + OPENED_NS]!);
     this.update(s, r, p);
-    if (this.wantOpen) this.opts.publish('connection.open', this.event(s, undefined, r, p, false));
+    if (this.wantOpen) this.opts.publish('connection.open', this.event(this.openView, s, undefined, r, p));
   }
 
   /** A live connection the kernel began tracking late: its counters now are the baseline. */
   private adopt(r: RecordReader, p: number): void {
     const s = this.insert(r, p);
     if (s < 0) return;
-    this.adoptedSlot[s] = 1;
-    this.adopted[this.role[s]!]++;
-    this.baseRx[s] = r.rxBytes(p);
-    this.baseTx[s] = r.txBytes(p);
+    this.u[s * W + ADOPTED] = 1;
+    this.adopted[this.u[s * W + ROLE]!]++;
+    this.f[s * F + BASE_RX] = r.rxBytes(p);
+    this.f[s * F + BASE_TX] = r.txBytes(p);
     const o = this.observing();
-    if (this.role[s] === ROLE_CLIENT && o) {
+    if (this.u[s * W + ROLE] === ROLE_CLIENT && o) {
       // Bytes an earlier run already counted (kept by the observer) are not counted again; the
       // ones it had not counted yet (since its last save, or while no agent ran) are.
-      const kept = o.adoptBaseline?.(this.cookie[s]!);
-      if (kept !== undefined && kept[0] <= this.baseRx[s]! && kept[1] <= this.baseTx[s]!) {
-        this.baseRx[s] = kept[0];
-        this.baseTx[s] = kept[1];
+      const kept = o.adoptBaseline?.(this.f[s * F + COOKIE]!);
+      if (kept !== undefined && kept[0] <= this.f[s * F + BASE_RX]! && kept[1] <= this.f[s * F + BASE_TX]!) {
+        this.f[s * F + BASE_RX] = kept[0];
+        this.f[s * F + BASE_TX] = kept[1];
       }
-      o.clientBase?.(this.cookie[s]!, this.baseRx[s]!, this.baseTx[s]!);
-      this.observeConnection(s, false, this.openedNs[s]!);
+      o.clientBase?.(this.f[s * F + COOKIE]!, this.f[s * F + BASE_RX]!, this.f[s * F + BASE_TX]!);
+      this.observeConnection(s, false, this.f[s * F + OPENED_NS]!);
     }
-    this.srtt[s] = r.srttUs(p);
-    this.retrans[s] = r.retransmits(p);
+    this.u[s * W + SRTT] = r.srttUs(p);
+    this.u[s * W + RETRANS] = r.retransmits(p);
   }
 
   /** Takes a slot for the record's connection (-1 when it is already tracked). */
   private insert(r: RecordReader, p: number): number {
-    const cookie = r.cookie(p);
-    if (this.index.get(cookie) >= 0) return -1;
+    const lo = r.cookieLo(p);
+    const hi = r.cookieHi(p);
+    if (this.index.get(lo, hi) >= 0) return -1;
     if (this.freeTop === 0) this.evictOldest();
     const s = this.free[--this.freeTop]!;
-    this.index.set(cookie, s);
-    this.older[s] = this.newest;
-    this.newer[s] = -1;
-    if (this.newest >= 0) this.newer[this.newest] = s;
+    this.index.set(lo, hi, s);
+    const f = s * F;
+    const w = s * W;
+    const u = this.u;
+    const rows = this.f;
+    this.i32[w + OLDER] = this.newest;
+    this.i32[w + NEWER] = -1;
+    if (this.newest >= 0) this.i32[this.newest * W + NEWER] = s;
     else this.oldest = s;
     this.newest = s;
     const kernelRole = r.role(p);
     const role = kernelRole < NR_ROLES ? kernelRole : 2;
-    this.cookie[s] = cookie;
-    this.role[s] = role;
-    this.family[s] = r.family(p);
-    this.localPort[s] = r.localPort(p);
-    this.peerPort[s] = r.peerPort(p);
+    const family = r.family(p);
+    rows[f + COOKIE] = r.cookie(p);
+    rows[f + OPENED_NS] = r.openedNs(p);
+    rows[f + RX] = 0;
+    rows[f + TX] = 0;
+    rows[f + BASE_RX] = 0;
+    rows[f + BASE_TX] = 0;
+    rows[f + PENDING_RX] = 0;
+    rows[f + PENDING_TX] = 0;
+    rows[f + RX_ONLY_SINCE_MS] = 0;
+    u[w + ROLE] = role;
+    u[w + FAMILY] = family;
+    u[w + STALLED] = 0;
+    u[w + ADOPTED] = 0;
+    u[w + LOCAL_PORT] = r.localPort(p);
+    u[w + PEER_PORT] = r.peerPort(p);
+    u[w + SEEN_GEN] = this.gen;
+    u[w + COOKIE_LO] = lo;
+    u[w + COOKIE_HI] = hi;
     // Addresses copied as 32-bit words (a record's addresses are 4-byte aligned): 2 or 8 moves.
     const local = r.localAddrAt(p);
     const peer = r.peerAddrAt(p);
-    const words = this.family[s] === 4 ? 1 : 4;
-    for (let i = 0; i < words; i++) {
-      this.addr32[s * 8 + i] = r.word(local + i * 4);
-      this.addr32[s * 8 + 4 + i] = r.word(peer + i * 4);
+    const a = s * 8;
+    if (family === 4) {
+      this.addr32[a] = r.word(local);
+      this.addr32[a + 4] = r.word(peer);
+    } else {
+      for (let i = 0; i < 4; i++) {
+        this.addr32[a + i] = r.word(local + i * 4);
+        this.addr32[a + 4 + i] = r.word(peer + i * 4);
+      }
     }
-    this.openedNs[s] = r.openedNs(p);
-    this.rx[s] = 0;
-    this.tx[s] = 0;
-    this.baseRx[s] = 0;
-    this.baseTx[s] = 0;
-    this.rxOnlySinceMs[s] = 0;
-    this.stalled[s] = 0;
-    this.seenGen[s] = this.gen;
-    this.pendingRx[s] = 0;
-    this.pendingTx[s] = 0;
-    this.adoptedSlot[s] = 0;
     this.active[role]++;
     return s;
   }
 
   private close(r: RecordReader, p: number): void {
-    let s = this.index.get(r.cookie(p));
+    let s = this.index.get(r.cookieLo(p), r.cookieHi(p));
     if (s < 0) s = this.reinstate(r, p);
     this.update(s, r, p);
-    const role = this.role[s]!;
-    const rst = r.closeKind(p) === CLOSE_RST;
-    this.closed[role * 2 + (rst ? 1 : 0)]++;
+    const role = this.u[s * W + ROLE]!;
+    this.closed[role * 2 + (r.closeKind(p) === CLOSE_RST ? 1 : 0)]++;
     // An adopted connection's true age is unknown: it stays out of the duration histogram.
-    if (this.adoptedSlot[s] === 0) this.observeDuration(role, Math.max(0, (r.tsNs(p) - this.openedNs[s]!) / 1e9));
-    if (role === ROLE_CLIENT && this.observing()?.clientConnection) {
+    if (this.u[s * W + ADOPTED] === 0) {
+      const seconds = Math.max(0, (r.tsNs(p) - this.f[s * F + OPENED_NS]!) / 1e9);
+      let b = 0;
+      while (b < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[b]!) b++;
+      this.durationCounts[role * (DURATION_BUCKETS.length + 1) + b]++;
+      this.durationSum[role] = this.durationSum[role]! + seconds;
+    }
+    if (role === ROLE_CLIENT && this.opts.observer !== undefined && this.observing()?.clientConnection) {
       this.settleFinal(s);
       this.observeConnection(s, true, r.tsNs(p));
     }
@@ -286,7 +309,7 @@ export class ConnectionTracker {
       this.release(s);
       return;
     }
-    const data = this.event(s, role === ROLE_CLIENT ? this.userOf(s) : undefined, r, p, true);
+    const data = this.event(this.closeView, s, role === ROLE_CLIENT ? this.userOf(s) : undefined, r, p);
     this.release(s);
     this.opts.publish('connection.close', data);
   }
@@ -323,10 +346,10 @@ export class ConnectionTracker {
    */
   private reinstate(r: RecordReader, p: number): number {
     this.closedUntracked++;
-    const m = this.evicted.find(r.cookie(p));
+    const m = this.evicted.find(r.cookieLo(p), r.cookieHi(p));
     if (m < 0) {
       const s = this.insert(r, p);
-      this.opened[this.role[s]!]++;
+      this.opened[this.u[s * W + ROLE]!]++;
       return s;
     }
     // Read out and freed first: taking a slot may evict another connection into this memory.
@@ -338,12 +361,12 @@ export class ConnectionTracker {
     const flags = ev.flags[m]!;
     ev.release(m);
     const s = this.insert(r, p);
-    this.rx[s] = rx;
-    this.tx[s] = tx;
-    this.baseRx[s] = baseRx;
-    this.baseTx[s] = baseTx;
-    this.adoptedSlot[s] = flags & EVICTED_ADOPTED ? 1 : 0;
-    this.stalled[s] = flags & EVICTED_STALLED ? 1 : 0;
+    this.f[s * F + RX] = rx;
+    this.f[s * F + TX] = tx;
+    this.f[s * F + BASE_RX] = baseRx;
+    this.f[s * F + BASE_TX] = baseTx;
+    this.u[s * W + ADOPTED] = flags & EVICTED_ADOPTED ? 1 : 0;
+    this.u[s * W + STALLED] = flags & EVICTED_STALLED ? 1 : 0;
     return s;
   }
 
@@ -356,27 +379,27 @@ export class ConnectionTracker {
 
   /** A snapshot record at offset `p`: live counters of a tracked connection. */
   private snapshot(r: RecordReader, p: number): void {
-    const s = this.index.get(r.cookie(p));
+    const s = this.index.get(r.cookieLo(p), r.cookieHi(p));
     // Unknown: its open record is still in the ring, or it closed meanwhile; nothing to count.
     if (s < 0) return;
-    this.seenGen[s] = this.gen;
+    this.u[s * W + SEEN_GEN] = this.gen;
     this.update(s, r, p);
     // telemt's active IPs may name this peer's user by now, even with no new bytes.
-    if (this.role[s] === ROLE_CLIENT && this.userCell[s] === undefined) this.joinUser(s, false);
-    if (this.role[s] !== ROLE_CLIENT) return;
+    if (this.u[s * W + ROLE] === ROLE_CLIENT && this.userCell[s] === undefined) this.joinUser(s, false);
+    if (this.u[s * W + ROLE] !== ROLE_CLIENT) return;
     // The connection's own counters, not the ones since adoption: an adopted connection that
     // answered before it was adopted is not stalled.
     if (r.rxBytes(p) > 0 && r.txBytes(p) === 0) {
       const now = this.opts.clock.nowMonoMs();
-      if (this.rxOnlySinceMs[s] === 0) this.rxOnlySinceMs[s] = now;
-      else if (!this.stalled[s] && now - this.rxOnlySinceMs[s]! >= this.opts.stallAfterMs) {
-        this.stalled[s] = 1;
+      if (this.f[s * F + RX_ONLY_SINCE_MS] === 0) this.f[s * F + RX_ONLY_SINCE_MS] = now;
+      else if (!this.u[s * W + STALLED] && now - this.f[s * F + RX_ONLY_SINCE_MS]! >= this.opts.stallAfterMs) {
+        this.u[s * W + STALLED] = 1;
         this.stalls[ROLE_CLIENT]++;
-        if (this.opts.wants('connection.stall')) this.opts.publish('connection.stall', this.event(s, this.userOf(s), r, p, false));
+        if (this.opts.wants('connection.stall')) this.opts.publish('connection.stall', this.event(this.stallView, s, this.userOf(s), r, p));
       }
     } else {
-      this.rxOnlySinceMs[s] = 0;
-      this.stalled[s] = 0;
+      this.f[s * F + RX_ONLY_SINCE_MS] = 0;
+      this.u[s * W + STALLED] = 0;
     }
   }
 
@@ -387,8 +410,8 @@ export class ConnectionTracker {
   private endSnapshot(): void {
     if (this.prevSnapshotNs === 0) return;
     for (let s = this.oldest; s >= 0; ) {
-      const next = this.newer[s]!;
-      if (this.seenGen[s]! < this.gen - 1 && this.openedNs[s]! < this.prevSnapshotNs) {
+      const next = this.i32[s * W + NEWER]!;
+      if (this.u[s * W + SEEN_GEN]! < this.gen - 1 && this.f[s * F + OPENED_NS]! < this.prevSnapshotNs) {
         this.evictedStale++;
         this.evict(s);
       }
@@ -398,35 +421,33 @@ export class ConnectionTracker {
 
   /** Advances the counted marks to the record's values and accounts the difference. */
   private update(s: number, r: RecordReader, p: number): void {
-    const role = this.role[s]!;
-    const rx = r.rxBytes(p) - this.baseRx[s]!;
-    const tx = r.txBytes(p) - this.baseTx[s]!;
-    const dRx = rx > this.rx[s]! ? rx - this.rx[s]! : 0;
-    const dTx = tx > this.tx[s]! ? tx - this.tx[s]! : 0;
-    if (dRx > 0 || dTx > 0) {
-      this.rx[s] = this.rx[s]! + dRx;
-      this.tx[s] = this.tx[s]! + dTx;
-      this.bytes[role * 2] = this.bytes[role * 2]! + dRx;
-      this.bytes[role * 2 + 1] = this.bytes[role * 2 + 1]! + dTx;
-      if (role !== ROLE_CLIENT) {
-        const o = this.observing();
-        if (o?.upstreamBytes) o.upstreamBytes(role === ROLE_UPSTREAM_DC ? 'upstream_dc' : 'upstream_other', this.peer(s), this.peerPort[s]!, dRx, dTx);
-      } else {
-        this.pendingRx[s] = this.pendingRx[s]! + dRx;
-        this.pendingTx[s] = this.pendingTx[s]! + dTx;
-        if (this.userCell[s] !== undefined) this.settleUser(s);
-        else this.joinUser(s, false);
-      }
+    const rows = this.f;
+    const f = s * F;
+    const w = s * W;
+    const role = this.u[w + ROLE]!;
+    const counted = rows[f + RX]!;
+    const countedTx = rows[f + TX]!;
+    const rx = r.rxBytes(p) - rows[f + BASE_RX]!;
+    const tx = r.txBytes(p) - rows[f + BASE_TX]!;
+    const dRx = rx > counted ? rx - counted : 0;
+    const dTx = tx > countedTx ? tx - countedTx : 0;
+    this.u[w + SRTT] = r.srttUs(p);
+    this.u[w + RETRANS] = r.retransmits(p);
+    if (dRx === 0 && dTx === 0) return;
+    rows[f + RX] = counted + dRx;
+    rows[f + TX] = countedTx + dTx;
+    const bytes = this.bytes;
+    bytes[role * 2] = bytes[role * 2]! + dRx;
+    bytes[role * 2 + 1] = bytes[role * 2 + 1]! + dTx;
+    if (role === ROLE_CLIENT) {
+      rows[f + PENDING_RX] = rows[f + PENDING_RX]! + dRx;
+      rows[f + PENDING_TX] = rows[f + PENDING_TX]! + dTx;
+      if (this.userCell[s] !== undefined) this.settleUser(s);
+      else this.joinUser(s, false);
+    } else if (this.opts.observer !== undefined) {
+      const o = this.observing();
+      if (o?.upstreamBytes) o.upstreamBytes(role === ROLE_UPSTREAM_DC ? 'upstream_dc' : 'upstream_other', this.peer(s), this.u[w + PEER_PORT]!, dRx, dTx);
     }
-    this.srtt[s] = r.srttUs(p);
-    this.retrans[s] = r.retransmits(p);
-  }
-
-  private observeDuration(role: number, seconds: number): void {
-    let b = 0;
-    while (b < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[b]!) b++;
-    this.durationCounts[role * (DURATION_BUCKETS.length + 1) + b]++;
-    this.durationSum[role] = this.durationSum[role]! + seconds;
   }
 
   private evictOldest(): void {
@@ -437,25 +458,29 @@ export class ConnectionTracker {
 
   /** Drops a connection whose close record has not come, remembering what was counted for it. */
   private evict(s: number): void {
-    if (this.role[s] === ROLE_CLIENT && this.observing()?.clientConnection) {
+    if (this.u[s * W + ROLE] === ROLE_CLIENT && this.observing()?.clientConnection) {
       this.settleFinal(s);
       this.observeConnection(s, true, this.opts.clock.nowMonoMs() * 1e6);
     }
-    const flags = (this.adoptedSlot[s] ? EVICTED_ADOPTED : 0) | (this.stalled[s] ? EVICTED_STALLED : 0);
-    this.evicted.remember(this.cookie[s]!, this.rx[s]!, this.tx[s]!, this.baseRx[s]!, this.baseTx[s]!, flags);
+    const flags = (this.u[s * W + ADOPTED] ? EVICTED_ADOPTED : 0) | (this.u[s * W + STALLED] ? EVICTED_STALLED : 0);
+    this.evicted.remember(this.u[s * W + COOKIE_LO]!, this.u[s * W + COOKIE_HI]!, this.f[s * F + RX]!, this.f[s * F + TX]!, this.f[s * F + BASE_RX]!, this.f[s * F + BASE_TX]!, flags);
     this.release(s);
   }
 
   private release(s: number): void {
-    this.index.delete(this.cookie[s]!);
-    const older = this.older[s]!;
-    const newer = this.newer[s]!;
-    if (older >= 0) this.newer[older] = newer;
+    const w = s * W;
+    const f = s * F;
+    const i32 = this.i32;
+    this.index.delete(this.u[w + COOKIE_LO]!, this.u[w + COOKIE_HI]!);
+    const older = i32[w + OLDER]!;
+    const newer = i32[w + NEWER]!;
+    if (older >= 0) i32[older * W + NEWER] = newer;
     else this.oldest = newer;
-    if (newer >= 0) this.older[newer] = older;
+    if (newer >= 0) i32[newer * W + OLDER] = older;
     else this.newest = older;
-    this.active[this.role[s]!]--;
-    if (this.role[s] === ROLE_CLIENT && (this.pendingRx[s]! > 0 || this.pendingTx[s]! > 0)) {
+    const role = this.u[w + ROLE]!;
+    this.active[role]--;
+    if (role === ROLE_CLIENT && (this.f[f + PENDING_RX]! > 0 || this.f[f + PENDING_TX]! > 0)) {
       if (this.userCell[s] === undefined) this.joinUser(s, true);
       else this.settleUser(s);
     }
@@ -477,13 +502,13 @@ export class ConnectionTracker {
     if (!final && (user === UNKNOWN_USER || user === AMBIGUOUS_USER)) return;
     this.userName[s] = user;
     this.userCell[s] = this.opts.userTotals(user);
-    this.observing()?.clientJoined?.(this.cookie[s]!, user);
+    if (this.opts.observer !== undefined) this.observing()?.clientJoined?.(this.f[s * F + COOKIE]!, user);
     this.settleUser(s);
   }
 
   /** What the directory says of the slot's peer now, asked once per IPv4 peer and batch. */
   private directoryUser(s: number): string {
-    if (this.family[s] !== 4) return this.opts.users.userFor(this.peer(s));
+    if (this.u[s * W + FAMILY] !== 4) return this.opts.users.userFor(this.peer(s));
     const ip = this.addr32[s * 8 + 4]!;
     let user = this.batchUsers.get(ip);
     if (user === undefined) {
@@ -501,14 +526,14 @@ export class ConnectionTracker {
 
   /** Settles a closing client connection's pending bytes now (with whatever the directory says). */
   private settleFinal(s: number): void {
-    if (this.pendingRx[s]! === 0 && this.pendingTx[s]! === 0) return;
+    if (this.f[s * F + PENDING_RX]! === 0 && this.f[s * F + PENDING_TX]! === 0) return;
     if (this.userCell[s] === undefined) this.joinUser(s, true);
     else this.settleUser(s);
   }
 
   private observeConnection(s: number, closed: boolean, tsNs: number): void {
     const o = this.observing();
-    if (o?.clientConnection) o.clientConnection(this.cookie[s]!, this.userOf(s), this.peer(s), this.localPort[s]!, closed, this.opts.clock.toWallMs(tsNs));
+    if (o?.clientConnection) o.clientConnection(this.f[s * F + COOKIE]!, this.userOf(s), this.peer(s), this.u[s * W + LOCAL_PORT]!, closed, this.opts.clock.toWallMs(tsNs));
   }
 
   /** The joined user, else what the directory says now (for events and status). */
@@ -517,24 +542,27 @@ export class ConnectionTracker {
   }
 
   private settleUser(s: number): void {
+    const f = s * F;
+    const rx = this.f[f + PENDING_RX]!;
+    const tx = this.f[f + PENDING_TX]!;
     const cell = this.userCell[s]!.totals;
-    cell[0] = cell[0]! + this.pendingRx[s]!;
-    cell[1] = cell[1]! + this.pendingTx[s]!;
-    if (this.pendingRx[s]! > 0 || this.pendingTx[s]! > 0) this.observing()?.clientBytes(this.cookie[s]!, this.userName[s]!, this.localPort[s]!, this.pendingRx[s]!, this.pendingTx[s]!, Date.now());
-    this.pendingRx[s] = 0;
-    this.pendingTx[s] = 0;
+    cell[0] = cell[0]! + rx;
+    cell[1] = cell[1]! + tx;
+    if ((rx > 0 || tx > 0) && this.opts.observer !== undefined) this.observing()?.clientBytes(this.f[f + COOKIE]!, this.userName[s]!, this.u[s * W + LOCAL_PORT]!, rx, tx, Date.now());
+    this.f[f + PENDING_RX] = 0;
+    this.f[f + PENDING_TX] = 0;
   }
 
   private peer(s: number): string {
-    return (this.peerText[s] ??= this.addressText(s * 32 + 16, this.family[s]!));
+    return (this.peerText[s] ??= this.addressText(s * 32 + 16, this.u[s * W + FAMILY]!));
   }
 
   private cookieText(s: number): string {
-    return (this.cookieStr[s] ??= String(this.cookie[s]));
+    return (this.cookieStr[s] ??= String(this.f[s * F + COOKIE]));
   }
 
   private local(s: number): string {
-    return (this.localText[s] ??= this.addressText(s * 32, this.family[s]!));
+    return (this.localText[s] ??= this.addressText(s * 32, this.u[s * W + FAMILY]!));
   }
 
   private addressText(at: number, family: number): string {
@@ -550,48 +578,52 @@ export class ConnectionTracker {
   }
 
   /**
-   * One object of one shape for every event (absent values are undefined, which JSON leaves
-   * out), built from the slot and the record that caused it.
+   * Fills `view` (one of the tracker's three reused event objects, see ConnectionEvent) from the
+   * slot and the record that caused the event; published right after, borrowed by listeners.
    */
-  private event(s: number, user: string | undefined, r: RecordReader, p: number, closing: boolean): ConnectionEventData {
-    return {
-      cookie: this.cookieText(s),
-      role: roleName(this.role[s]!),
-      family: this.family[s] === 6 ? 6 : 4,
-      peer_address: this.peer(s),
-      peer_port: this.peerPort[s]!,
-      local_address: this.local(s),
-      local_port: this.localPort[s]!,
-      user,
-      opened_at_ms: this.opts.clock.toWallMs(this.openedNs[s]!),
-      closed_at_ms: closing ? this.opts.clock.toWallMs(r.tsNs(p)) : undefined,
-      rx_bytes: this.rx[s]!,
-      tx_bytes: this.tx[s]!,
-      srtt_us: this.srtt[s]!,
-      min_rtt_us: r.minRttUs(p),
-      retransmits: this.retrans[s]!,
-      lost: r.lost(p),
-      segs_in: r.segsIn(p),
-      segs_out: r.segsOut(p),
-      close: closing ? (r.closeKind(p) === CLOSE_RST ? 'rst' : 'fin') : undefined,
-      stalled: this.stalled[s] === 1,
-      adopted: this.adoptedSlot[s] === 1,
-    };
+  private event(view: ConnectionEventData, s: number, user: string | undefined, r: RecordReader, p: number): ConnectionEvent {
+    const f = s * F;
+    const w = s * W;
+    const u = this.u;
+    view.cookie = this.cookieText(s);
+    view.role = roleName(u[w + ROLE]!);
+    view.family = u[w + FAMILY] === 6 ? 6 : 4;
+    view.peer_address = this.peer(s);
+    view.peer_port = u[w + PEER_PORT]!;
+    view.local_address = this.local(s);
+    view.local_port = u[w + LOCAL_PORT]!;
+    view.user = user;
+    view.opened_at_ms = this.opts.clock.toWallMs(this.f[f + OPENED_NS]!);
+    view.rx_bytes = this.f[f + RX]!;
+    view.tx_bytes = this.f[f + TX]!;
+    view.srtt_us = u[w + SRTT]!;
+    view.min_rtt_us = r.minRttUs(p);
+    view.retransmits = u[w + RETRANS]!;
+    view.lost = r.lost(p);
+    view.segs_in = r.segsIn(p);
+    view.segs_out = r.segsOut(p);
+    view.stalled = u[w + STALLED] === 1;
+    view.adopted = u[w + ADOPTED] === 1;
+    if (view === this.closeView) {
+      view.closed_at_ms = this.opts.clock.toWallMs(r.tsNs(p));
+      view.close = r.closeKind(p) === CLOSE_RST ? 'rst' : 'fin';
+    }
+    return view;
   }
 
   /** The live table for /status/connections: filtered, sorted (descending; age: oldest first), limited. */
   list(opts: ConnectionQuery): { total: number; connections: LiveConnection[]; top_peers: PeerTotal[] } {
     const nowMs = this.opts.clock.nowMonoMs();
     const slots: number[] = [];
-    for (let s = this.oldest; s >= 0; s = this.newer[s]!) if (opts.role === undefined || roleName(this.role[s]!) === opts.role) slots.push(s);
+    for (let s = this.oldest; s >= 0; s = this.i32[s * W + NEWER]!) if (opts.role === undefined || roleName(this.u[s * W + ROLE]!) === opts.role) slots.push(s);
     const key = (s: number): number => {
       switch (opts.sort) {
-        case 'rx': return this.rx[s]!;
-        case 'tx': return this.tx[s]!;
-        case 'age': return -this.openedNs[s]!;
-        case 'srtt': return this.srtt[s]!;
-        case 'retransmits': return this.retrans[s]!;
-        default: return this.rx[s]! + this.tx[s]!;
+        case 'rx': return this.f[s * F + RX]!;
+        case 'tx': return this.f[s * F + TX]!;
+        case 'age': return -this.f[s * F + OPENED_NS]!;
+        case 'srtt': return this.u[s * W + SRTT]!;
+        case 'retransmits': return this.u[s * W + RETRANS]!;
+        default: return this.f[s * F + RX]! + this.f[s * F + TX]!;
       }
     };
     slots.sort((a, b) => key(b) - key(a));
@@ -600,8 +632,8 @@ export class ConnectionTracker {
       const address = this.peer(s);
       const t = peers.get(address) ?? { peer_address: address, connections: 0, rx_bytes: 0, tx_bytes: 0 };
       t.connections++;
-      t.rx_bytes += this.rx[s]!;
-      t.tx_bytes += this.tx[s]!;
+      t.rx_bytes += this.f[s * F + RX]!;
+      t.tx_bytes += this.f[s * F + TX]!;
       peers.set(address, t);
     }
     const topPeers = [...peers.values()].sort((a, b) => b.rx_bytes + b.tx_bytes - (a.rx_bytes + a.tx_bytes)).slice(0, opts.limit);
@@ -609,19 +641,19 @@ export class ConnectionTracker {
       total: slots.length,
       connections: slots.slice(0, opts.limit).map((s) => ({
         cookie: this.cookieText(s),
-        role: roleName(this.role[s]!),
-        family: this.family[s] === 6 ? (6 as const) : (4 as const),
+        role: roleName(this.u[s * W + ROLE]!),
+        family: this.u[s * W + FAMILY] === 6 ? (6 as const) : (4 as const),
         peer_address: this.peer(s),
-        peer_port: this.peerPort[s]!,
+        peer_port: this.u[s * W + PEER_PORT]!,
         local_address: this.local(s),
-        local_port: this.localPort[s]!,
-        ...(this.role[s] === ROLE_CLIENT ? { user: this.userOf(s) } : {}),
-        age_seconds: Math.max(0, Math.round((nowMs - this.openedNs[s]! / 1e6) / 100) / 10),
-        rx_bytes: this.rx[s]!,
-        tx_bytes: this.tx[s]!,
-        srtt_us: this.srtt[s]!,
-        retransmits: this.retrans[s]!,
-        stalled: this.stalled[s] === 1,
+        local_port: this.u[s * W + LOCAL_PORT]!,
+        ...(this.u[s * W + ROLE] === ROLE_CLIENT ? { user: this.userOf(s) } : {}),
+        age_seconds: Math.max(0, Math.round((nowMs - this.f[s * F + OPENED_NS]! / 1e6) / 100) / 10),
+        rx_bytes: this.f[s * F + RX]!,
+        tx_bytes: this.f[s * F + TX]!,
+        srtt_us: this.u[s * W + SRTT]!,
+        retransmits: this.u[s * W + RETRANS]!,
+        stalled: this.u[s * W + STALLED] === 1,
       })),
       top_peers: topPeers,
     };
@@ -633,4 +665,36 @@ export interface PeerTotal {
   connections: number;
   rx_bytes: number;
   tx_bytes: number;
+}
+
+/**
+ * An event object of the one shape every connection event has. Numbers start as doubles so that
+ * filling one with timestamps and byte counts stores them in place (a field that held small
+ * integers first would box every larger value); a close's `closed_at_ms` and `close` are always
+ * set, an open's or a stall's never (undefined, which JSON leaves out).
+ */
+function blankEvent(closing: boolean): ConnectionEventData {
+  return {
+    cookie: '',
+    role: 'client',
+    family: 4,
+    peer_address: '',
+    peer_port: 0,
+    local_address: '',
+    local_port: 0,
+    user: undefined,
+    opened_at_ms: 0.5,
+    closed_at_ms: closing ? 0.5 : undefined,
+    rx_bytes: 0.5,
+    tx_bytes: 0.5,
+    srtt_us: 0.5,
+    min_rtt_us: 0.5,
+    retransmits: 0.5,
+    lost: 0.5,
+    segs_in: 0.5,
+    segs_out: 0.5,
+    close: closing ? 'fin' : undefined,
+    stalled: false,
+    adopted: false,
+  };
 }

@@ -49,14 +49,49 @@ export interface TelemtChangeData {
 }
 
 /**
- * Event type -> payload. A published payload belongs to its consumers from then on: publishers
- * pass a fresh object per event and never mutate or reuse it (the OTLP pipeline keeps payloads
- * by reference in its queues until they are exported).
+ * A connection event as delivered: borrowed, valid only while the listener runs. The kernel
+ * collector publishes one per connection opened and closed, so it reuses one object for all of
+ * them (filled in place before each publish) instead of allocating one per connection. A
+ * consumer that keeps the event past its call (a queue) keeps `copyConnectionEvent(data)`.
+ */
+export type ConnectionEvent = Readonly<ConnectionEventData>;
+
+/** An owned copy of a borrowed connection event, field by field (one object of one shape). */
+export function copyConnectionEvent(e: ConnectionEvent): ConnectionEventData {
+  return {
+    cookie: e.cookie,
+    role: e.role,
+    family: e.family,
+    peer_address: e.peer_address,
+    peer_port: e.peer_port,
+    local_address: e.local_address,
+    local_port: e.local_port,
+    user: e.user,
+    opened_at_ms: e.opened_at_ms,
+    closed_at_ms: e.closed_at_ms,
+    rx_bytes: e.rx_bytes,
+    tx_bytes: e.tx_bytes,
+    srtt_us: e.srtt_us,
+    min_rtt_us: e.min_rtt_us,
+    retransmits: e.retransmits,
+    lost: e.lost,
+    segs_in: e.segs_in,
+    segs_out: e.segs_out,
+    close: e.close,
+    stalled: e.stalled,
+    adopted: e.adopted,
+  };
+}
+
+/**
+ * Event type -> payload. Payloads of `connection.*` events are borrowed (see ConnectionEvent):
+ * a consumer copies what it keeps. Every other payload belongs to its consumers from then on:
+ * publishers pass a fresh object per event and never mutate or reuse it.
  */
 export interface AgentEventMap {
-  'connection.open': ConnectionEventData;
-  'connection.close': ConnectionEventData;
-  'connection.stall': ConnectionEventData;
+  'connection.open': ConnectionEvent;
+  'connection.close': ConnectionEvent;
+  'connection.stall': ConnectionEvent;
   'telemt.revision_changed': TelemtChangeData;
   'telemt.restart_detected': TelemtChangeData;
   'telemt.generation_reload': TelemtChangeData;

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import type { TestContext } from 'node:test';
 import { EbpfComponent, type EbpfArtifacts } from '../../src/ebpf/component.js';
-import type { AgentEventMap, ConnectionEventData } from '../../src/model/events.js';
+import { copyConnectionEvent, type AgentEventMap, type ConnectionEvent, type ConnectionEventData } from '../../src/model/events.js';
 import { NO_USER_DIRECTORY, type UserDirectory } from '../../src/model/links.js';
 import { productionWiring } from '../../src/wiring.js';
 import { buildAgent, type TestAgent } from './agent.js';
@@ -48,9 +48,10 @@ export async function ebpfAgent(yaml: string, opts: { users?: UserDirectory; art
   const opens: ConnectionEventData[] = [];
   const stalls: ConnectionEventData[] = [];
   t.agent.events.onEvent(<K extends keyof AgentEventMap>(type: K, data: AgentEventMap[K]) => {
-    if (type === 'connection.close') closes.push(data as ConnectionEventData);
-    if (type === 'connection.open') opens.push(data as ConnectionEventData);
-    if (type === 'connection.stall') stalls.push(data as ConnectionEventData);
+    // Connection events are borrowed (the tracker reuses the object): kept as copies.
+    if (type === 'connection.close') closes.push(copyConnectionEvent(data as ConnectionEvent));
+    if (type === 'connection.open') opens.push(copyConnectionEvent(data as ConnectionEvent));
+    if (type === 'connection.stall') stalls.push(copyConnectionEvent(data as ConnectionEvent));
   });
   if (opts.start ?? true) await t.agent.start();
   return {

@@ -3,7 +3,7 @@
 import { CLOSE_FIN, FIELDS, RECORD_SIZE, REC_ADOPT, REC_CLOSE, REC_OPEN, REC_SNAPSHOT, ROLE_CLIENT, type Field } from '../../src/ebpf/abi.js';
 import { MonotonicClock } from '../../src/ebpf/clock.js';
 import { RecordReader } from '../../src/ebpf/decode.js';
-import type { AgentEventMap, ConnectionEventData } from '../../src/model/events.js';
+import { copyConnectionEvent, type AgentEventMap, type ConnectionEvent, type ConnectionEventData } from '../../src/model/events.js';
 import { NO_USER_DIRECTORY, type UserDirectory } from '../../src/model/links.js';
 import { ConnectionTracker, type TrackerOptions } from '../../src/ebpf/tracker.js';
 
@@ -85,8 +85,9 @@ export function testTracker(opts: Partial<TrackerOptions> & { users?: UserDirect
     clock,
     users: NO_USER_DIRECTORY,
     publish: <K extends keyof AgentEventMap>(type: K, data: AgentEventMap[K]) => {
-      if (type === 'connection.open') opens.push(data as ConnectionEventData);
-      if (type === 'connection.close') closes.push(data as ConnectionEventData);
+      // Borrowed (the tracker reuses the object): kept as copies.
+      if (type === 'connection.open') opens.push(copyConnectionEvent(data as ConnectionEvent));
+      if (type === 'connection.close') closes.push(copyConnectionEvent(data as ConnectionEvent));
     },
     wants: () => true,
     userTotals: () => ({ totals: new Float64Array(2) }),

@@ -8,7 +8,7 @@
 // at start-up: a node with otlp.enabled false never loads them.
 import type { LoadedConfig } from '../../config/load.js';
 import type { OtlpConfig } from '../../config/sections/otlp.js';
-import type { ConnectionEventData, EventListener } from '../../model/events.js';
+import { copyConnectionEvent, type ConnectionEvent, type ConnectionEventData, type EventListener } from '../../model/events.js';
 import type { ExportStatus, ExportStatusSource, QueueStatus } from './status.js';
 import type { AttemptResult } from '../../pipeline/outcome.js';
 import { untilDeadline } from '../../pipeline/deadline.js';
@@ -187,20 +187,23 @@ export class OtlpComponent implements Component, ExportStatusSource {
     const sdk = this.sdk;
     if (!sdk) return; // events come only while active, after enable() loaded it
     if (type === 'connection.close') {
-      this.offerSpan(sdk, data as ConnectionEventData);
+      this.offerSpan(sdk, data as ConnectionEvent);
     } else if (sdk.isLoggedEvent(type)) {
       // `type` narrows but `data` cannot follow a generic key; the hub guarantees they match.
-      this.pipelines.logs.offer({ type, data, timeMs: Date.now() } as QueuedLog);
+      // A stall is a connection event: borrowed, so the queue keeps a copy.
+      const kept = type === 'connection.stall' ? copyConnectionEvent(data as ConnectionEvent) : data;
+      this.pipelines.logs.offer({ type, data: kept, timeMs: Date.now() } as QueuedLog);
     }
   };
 
-  private offerSpan(sdk: OtelSdk, c: ConnectionEventData): void {
+  /** `c` is borrowed (valid during this call only): what is queued is a copy. */
+  private offerSpan(sdk: OtelSdk, c: ConnectionEvent): void {
     const ratio = this.cfg.traces.sample_ratio;
     if (ratio < 1 && Math.random() >= ratio && sdk.connectionError(c) === undefined) {
       this.sampledOut++;
       return;
     }
-    this.pipelines.traces.offer(c);
+    this.pipelines.traces.offer(copyConnectionEvent(c));
   }
 
   /** Exports in flight finish on the old channels; the pipelines' next attempt uses new ones. */

@@ -1,13 +1,13 @@
 // One span per closed connection, built only when its batch is exported: the queue holds the
-// event payloads themselves, so a full queue or a sampled-out connection costs no span object.
+// copies of the (borrowed) event payloads, so a full queue or a sampled-out connection costs no span object.
 import { api, core, tracing } from '@opentelemetry/sdk-node';
-import type { ConnectionEventData } from '../../model/events.js';
+import type { ConnectionEvent, ConnectionEventData } from '../../model/events.js';
 import type { Resource, Scope } from './resource.js';
 
 export const CONNECTION_SPAN_NAME = 'mtproto.connection';
 
 /** RST and stalls are errors: kept by the sampler whatever the ratio, and marked on the span. */
-export function connectionError(c: ConnectionEventData): string | undefined {
+export function connectionError(c: ConnectionEvent): string | undefined {
   if (c.close === 'rst') return c.stalled ? 'connection reset after a stall' : 'connection reset';
   return c.stalled ? 'connection stalled' : undefined;
 }

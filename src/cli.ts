@@ -197,6 +197,11 @@ async function core(args: string[]): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `mtlens status --help` is how most people look for a command's options: usage on stdout, exit 0.
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   try {
     switch (command) {
       case 'run':

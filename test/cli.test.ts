@@ -51,6 +51,15 @@ describe('mtlens CLI commands', () => {
     assert.equal(bad.code, 2);
   });
 
+  it('--help after any command prints usage and exits 0', async () => {
+    for (const args of [['--help'], ['status', '--help'], ['top', '-h'], ['token', 'rotate', '--help']]) {
+      const r = await runCli(args);
+      assert.equal(r.code, 0, args.join(' '));
+      assert.match(r.stdout, /usage: mtlens/);
+      assert.equal(r.stderr, '');
+    }
+  });
+
   it('run refuses an invalid config with exit 1 and every error', async () => {
     const r = await runCli(['run', '--config', await configFile('self_telemetry:\n  listen: nope\nlogging: { level: 7 }\n')]);
     assert.equal(r.code, 1);

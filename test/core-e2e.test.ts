@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { symlink } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import type { CoreStatus } from '../src/core/status.js';
 import { CoreSim } from './fixtures/core-sim.js';
@@ -170,6 +170,17 @@ async function delivered(w: Pick<World<Proxy>, 'core' | 'expected'>, a: { status
   });
 }
 
+/** A simulated Telegram DC on loopback: greets each connection with `greeting` bytes, then echoes, so the two directions differ. */
+async function greetingDc(greeting: number): Promise<{ server: Server; port: number }> {
+  const server = createServer((s) => {
+    s.on('error', () => s.destroy());
+    s.write(Buffer.alloc(greeting, 1));
+    s.pipe(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
 /** SOCKS5 bytes on telemt's connection to the proxy: greeting and CONNECT request (IPv4) sent, method choice and reply received. */
 const SOCKS5_UP = 3 + 10;
 const SOCKS5_DOWN = 2 + 10;
@@ -206,6 +217,24 @@ function outboundAtCore(core: CoreSim): Record<string, [number, number]> {
     e[1] += i.bytesDown;
   }
   return sum;
+}
+
+/**
+ * Runs the same four upstream clients of two users, then waits until Core holds exactly one tag,
+ * `tag`, with what those connections carried (`expected`, filled by `client`), each batch once.
+ */
+async function outboundExactAtCore(a: CoreCli, core: CoreSim, client: (user: string, n: number) => Promise<void>, tag: string, expected: [number, number]): Promise<void> {
+  await Promise.all([client('alice', 10_000), client('bob', 1), client('alice', 65_536)]);
+  await client('bob', 123_457);
+  const want = () => JSON.stringify({ [tag]: expected });
+  await waitFor('Core received exactly what the upstream connections carried', async () => {
+    await a.flush();
+    return JSON.stringify(outboundAtCore(core)) === want();
+  }).catch((err: unknown) => {
+    throw new Error(`${String(err)}; Core has ${JSON.stringify(outboundAtCore(core))}, expected ${want()}`);
+  });
+  const keys = core.of('outbound').map((r) => String(r.headers['idempotency-key']));
+  assert.equal(new Set(keys).size, keys.length, 'no outbound batch twice');
 }
 
 /** A SOCKS5 proxy's side of one connection (RFC 1928: no authentication, CONNECT to IPv4), then a plain relay. */
@@ -645,33 +674,17 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     // The simulated DC (telemt reports it in /v1/stats/dcs, so the kernel side sees it as
     // upstream_dc) greets each connection with GREETING bytes, then echoes: the two directions differ.
     const GREETING = 777;
-    const dc = createServer((s) => {
-      s.on('error', () => s.destroy());
-      s.write(Buffer.alloc(GREETING, 1));
-      s.pipe(s);
-    });
-    await new Promise<void>((r) => dc.listen(0, '127.0.0.1', () => r()));
-    const dcPort = (dc.address() as AddressInfo).port;
+    const { server: dc, port: dcPort } = await greetingDc(GREETING);
     const dir = await tempDir('mtlens-core-e2e-');
     const comm = `telemt-o${process.pid % 100_000}`;
     const w = await worldAround(dir, await simProcess(dir, comm, `127.0.0.1:${dcPort}`), [], { kernel: true, processes: [comm] });
     const a = await start(w);
     const expected: [number, number] = [0, 0];
     const client = (user: string, n: number) => upstreamClient(w.telemt.proxyPort, user, n, GREETING, expected);
-    const atCore = () => outboundAtCore(w.core);
     try {
       await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
       await waitFor('the DC endpoint fed to the kernel side', async () => (await a.get<DiscoveryStatus>('/status/discovery')).feed.telegramEndpoints.includes(`127.0.0.1:${dcPort}`));
-      await Promise.all([client('alice', 10_000), client('bob', 1), client('alice', 65_536)]);
-      await client('bob', 123_457);
-      await waitFor('Core received exactly what the upstream connections carried', async () => {
-        await a.flush();
-        return JSON.stringify(atCore()) === JSON.stringify({ direct: expected });
-      }).catch((err: unknown) => {
-        throw new Error(`${String(err)}; Core has ${JSON.stringify(atCore())}, expected ${JSON.stringify({ direct: expected })}`);
-      });
-      const keys = w.core.of('outbound').map((r) => String(r.headers['idempotency-key']));
-      assert.equal(new Set(keys).size, keys.length, 'no outbound batch twice');
+      await outboundExactAtCore(a, w.core, client, 'direct', expected);
     } finally {
       await a.stop();
       await w.cleanup();
@@ -685,15 +698,9 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
     // loopback (telemt reports it in /v1/stats/upstreams as upstream 1, kind socks5), so the
     // kernel side sees telemt's connections to the proxy as upstream_other.
     const GREETING = 501;
-    const dc = createServer((s) => {
-      s.on('error', () => s.destroy());
-      s.write(Buffer.alloc(GREETING, 1));
-      s.pipe(s);
-    });
-    await new Promise<void>((r) => dc.listen(0, '127.0.0.1', () => r()));
+    const { server: dc, port: dcPort } = await greetingDc(GREETING);
     const socks = createServer((s) => socks5Server(s));
     await new Promise<void>((r) => socks.listen(0, '127.0.0.1', () => r()));
-    const dcPort = (dc.address() as AddressInfo).port;
     const socksAddress = `127.0.0.1:${(socks.address() as AddressInfo).port}`;
     const dir = await tempDir('mtlens-core-e2e-');
     const comm = `telemt-s${process.pid % 100_000}`;
@@ -704,16 +711,7 @@ describe('Core usage end to end (real CLI, real kernel)', () => {
       await waitFor('registered and config applied', async () => (await a.status()).revision.reported === 1, 60_000);
       await waitFor('the SOCKS upstream discovered', async () => (await a.get<DiscoveryStatus>('/status/discovery')).feed.otherUpstreams.includes(socksAddress));
       const client = (user: string, n: number) => upstreamClient(w.telemt.proxyPort, user, n, GREETING, expected, SOCKS5_UP, SOCKS5_DOWN);
-      await Promise.all([client('alice', 10_000), client('bob', 1), client('alice', 65_536)]);
-      await client('bob', 123_457);
-      await waitFor('Core received exactly what the upstream connections carried', async () => {
-        await a.flush();
-        return JSON.stringify(outboundAtCore(w.core)) === JSON.stringify({ 1: expected });
-      }).catch((err: unknown) => {
-        throw new Error(`${String(err)}; Core has ${JSON.stringify(outboundAtCore(w.core))}, expected ${JSON.stringify({ 1: expected })}`);
-      });
-      const keys = w.core.of('outbound').map((r) => String(r.headers['idempotency-key']));
-      assert.equal(new Set(keys).size, keys.length, 'no outbound batch twice');
+      await outboundExactAtCore(a, w.core, client, '1', expected);
     } finally {
       await a.stop();
       await w.cleanup();

@@ -26,9 +26,11 @@ const WORK_S = Number(process.env.BENCH_WORK_S ?? 10);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 6);
 const PAIR_S = Number(process.env.BENCH_PAIR_S ?? 5);
 const WORKLOADS = (process.env.BENCH_WORKLOADS ?? 'node,c').split(',');
-// BENCH_TCPLIFE=0 skips the side-by-side run.
+// BENCH_TCPLIFE=0 skips the side-by-side run. BENCH_EBPF adds `ebpf:` lines to the agent's config.
 const TCPLIFE = process.env.BENCH_TCPLIFE !== '0';
 const CONCURRENCY = 16;
+// BENCH_EBPF: extra `ebpf:` lines for the agent (e.g. "  sockops_cgroup: off"), to compare settings.
+const EXTRA_EBPF = (process.env.BENCH_EBPF ?? '').replaceAll('\\n', '\n');
 // Seconds with the agent attached and the workload not yet running, before each measured run:
 // what the programs cost per run on other processes' sockets (see `ownNs`).
 const FOREIGN_S = Number(process.env.BENCH_FOREIGN_S ?? 2);
@@ -94,7 +96,7 @@ function runWorkload(argv: readonly string[], port: number, seconds = WORK_S): P
 }
 
 function startAgent(dir: string, port: number) {
-  return startBenchAgent(dir, [port]);
+  return startBenchAgent(dir, [port], EXTRA_EBPF ? `${EXTRA_EBPF.trimEnd()}\n` : '');
 }
 
 /**

@@ -7,7 +7,7 @@
  * docs/kernel.md has the measurements behind these choices.
  *
  *   conn_lifecycle    tp_btf/inet_sock_set_state  one open and one close record per tracked socket
- *   conn_state_ops    sockops (cgroup v2 root)    the close record of the sockets it follows, from
+ *   conn_state_ops    sockops (sockops_cgroup)    the close record of the sockets it follows, from
  *                                                 tcp_set_state itself (STATE_CB), just before the
  *                                                 tracepoint: the tracepoint can go undelivered
  *   conn_destroy      tp_btf/tcp_destroy_sock     the close record of a tracked socket whose move
@@ -499,8 +499,8 @@ int BPF_PROG(conn_destroy, struct sock *sk)
  * same transition). Followed: sockets accepted on a watched port (asked for at
  * PASSIVE_ESTABLISHED, just before the tracepoint tracks them) and tracked upstream connections
  * (at ACTIVE_ESTABLISHED, just after). Adopted sockets have the tracepoints only. Runs for the
- * sockets of the cgroup subtree it is attached to (the cgroup v2 root the agent sees); every
- * other callback returns at once.
+ * sockets of the cgroup subtree it is attached to (ebpf.sockops_cgroup: by default the cgroup v2
+ * root the agent sees); every other callback returns at once.
  */
 static __always_inline void follow_state(struct bpf_sock_ops *skops)
 {

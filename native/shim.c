@@ -13,7 +13,6 @@
 #define _GNU_SOURCE /* setns */
 #include <errno.h>
 #include <fcntl.h>
-#include <mntent.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -224,40 +223,19 @@ static struct bpf_map *nth_map(struct shim_obj *o, int i)
 	return NULL;
 }
 
-/*
- * The root of the cgroup v2 hierarchy as this process sees it (the first cgroup2 mount: on a
- * hybrid host /sys/fs/cgroup/unified, else /sys/fs/cgroup), opened; -errno without one.
- */
-static int cgroup2_root(void)
-{
-	FILE *f = setmntent("/proc/self/mounts", "r");
-	if (!f)
-		return -errno;
-	struct mntent *m;
-	int fd = -ENOENT;
-	while ((m = getmntent(f))) {
-		if (strcmp(m->mnt_type, "cgroup2") == 0) {
-			fd = open(m->mnt_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (fd < 0)
-				fd = -errno;
-			break;
-		}
-	}
-	endmntent(f);
-	return fd;
-}
-
-/* sockops programs go on the cgroup v2 root (every socket below it), the others where their
- * section says. */
-static struct bpf_link *attach_one(struct bpf_program *p)
+/* sockops programs go on the cgroup v2 directory `cgroup` (every socket of its subtree; the
+ * agent resolves ebpf.sockops_cgroup to it), the others where their section says. */
+static struct bpf_link *attach_one(struct bpf_program *p, const char *cgroup)
 {
 	if (bpf_program__type(p) != BPF_PROG_TYPE_SOCK_OPS)
 		return bpf_program__attach(p);
-	int cg = cgroup2_root();
-	if (cg < 0) {
-		errno = -cg;
+	if (!cgroup || !*cgroup) {
+		errno = ENOENT;
 		return NULL;
 	}
+	int cg = open(cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg < 0)
+		return NULL;
 	struct bpf_link *l = bpf_program__attach_cgroup(p, cg);
 	int err = errno;
 	close(cg); /* the link holds the cgroup */
@@ -265,9 +243,10 @@ static struct bpf_link *attach_one(struct bpf_program *p)
 	return l;
 }
 
-/* Attaches every loaded program except the iterator; returns the number attached, and the
- * number that failed in *nfail (each failure is kept for shim_prog_info). */
-int shim_attach_all(struct shim_obj *o, int *nfail)
+/* Attaches every loaded program except the iterator, sockops ones on the cgroup v2 directory
+ * `cgroup`; returns the number attached, and the number that failed in *nfail (each failure is
+ * kept for shim_prog_info). */
+int shim_attach_all(struct shim_obj *o, const char *cgroup, int *nfail)
 {
 	struct bpf_program *p;
 	int i = 0, ok = 0, failed = 0;
@@ -277,7 +256,7 @@ int shim_attach_all(struct shim_obj *o, int *nfail)
 			break;
 		o->attach_err[i] = 0;
 		if (bpf_program__autoload(p) && bpf_program__expected_attach_type(p) != BPF_TRACE_ITER && !o->links[i]) {
-			struct bpf_link *l = attach_one(p);
+			struct bpf_link *l = attach_one(p, cgroup);
 			if (!l) {
 				o->attach_err[i] = -errno;
 				failed++;

@@ -50,6 +50,7 @@ interface Rendered {
 /** What the tests read of the agent's config in the ConfigMap. */
 interface AgentConfig {
   agent: { state_dir: string };
+  ebpf: { sockops_cgroup: string };
   self_telemetry: { listen: string; auth: { enabled: boolean; bearer_token: string } };
 }
 
@@ -187,7 +188,7 @@ test('kubectl kustomize renders the base: namespace, service account, config, Da
   assert.equal(ns.labels?.['pod-security.kubernetes.io/enforce'], 'privileged');
 });
 
-test('the DaemonSet: host PID and network, exactly the systemd unit capabilities, read-only root, BTF read-only, state on the node, rolling updates, resources from the benchmarks', async () => {
+test('the DaemonSet: host PID and network, exactly the systemd unit capabilities, read-only root, BTF and the node cgroup2 hierarchy read-only (where sockops_cgroup points), state on the node, rolling updates, resources from the benchmarks', async () => {
   const r = await render();
   const pod = podSpec(r);
   const c = agentContainer(r);
@@ -221,6 +222,10 @@ test('the DaemonSet: host PID and network, exactly the systemd unit capabilities
   const btf = mountAt('/sys/kernel/btf');
   assert.equal(btf.mount.readOnly, true);
   assert.deepEqual(btf.volume.hostPath, { path: '/sys/kernel/btf', type: 'Directory' });
+  // sockops attaches where the config says: the node's cgroup v2 hierarchy, mounted read-only.
+  const cgroup = mountAt(config.ebpf.sockops_cgroup);
+  assert.equal(cgroup.mount.readOnly, true);
+  assert.deepEqual(cgroup.volume.hostPath, { path: '/sys/fs/cgroup', type: 'Directory' });
   // The state directory the config names is the node's, and the only writable mount.
   const stateDir = config.agent.state_dir;
   assert.equal(mountAt(stateDir).volume.hostPath?.path, stateDir);
@@ -364,19 +369,27 @@ test("the release as the image installs it: the entrypoint exists, the ConfigMap
   await access(resolved, constants.X_OK);
   await access(join(image, 'etc/mtlens/config.yaml'), constants.R_OK);
 
-  const { text } = await agentConfig();
+  // The node's cgroup2 hierarchy as the DaemonSet mounts it (read-only) for ebpf.sockops_cgroup,
+  // made in a private mount namespace per command: under the work directory instead of /host.
+  const { text: podText, yaml: podConfig } = await agentConfig();
+  const hostCgroup = join(work, podConfig.ebpf.sockops_cgroup);
+  const text = podText.replace(`sockops_cgroup: ${podConfig.ebpf.sockops_cgroup}`, `sockops_cgroup: ${hostCgroup}`);
+  assert.notEqual(text.indexOf(hostCgroup), -1);
+  const nodeCgroup2 = (await readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
+  assert.ok(nodeCgroup2, 'a cgroup2 mount on this host');
+  const wrapper = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', `mkdir -p '${hostCgroup}' && mount --bind '${nodeCgroup2}' '${hostCgroup}' && mount -o remount,bind,ro '${hostCgroup}' && exec "$@"`, 'sh'];
   const config = join(work, 'config.yaml');
   await writeFile(config, text);
   const env = { NODE_NAME: 'node-a', POD_IP: '127.0.0.1', MTLENS_API_TOKEN: TOKEN };
-  const checked = await runCli(['check-config', '--config', config], { bin: command, env, cwd: work });
+  const checked = await runCli(['check-config', '--config', config], { bin: command, env, cwd: work, wrapper });
   assert.equal(checked.code, 0, checked.stdout + checked.stderr);
   assert.match(checked.stdout, /: ok \(revision [0-9a-f]{64}\)/);
   // Without the Secret the pod does not start, and says why.
-  const noSecret = await runCli(['check-config', '--config', config], { bin: command, env: { NODE_NAME: 'node-a', POD_IP: '127.0.0.1' }, cwd: work });
+  const noSecret = await runCli(['check-config', '--config', config], { bin: command, env: { NODE_NAME: 'node-a', POD_IP: '127.0.0.1' }, cwd: work, wrapper });
   assert.equal(noSecret.code, 1);
   assert.match(noSecret.stdout + noSecret.stderr, /MTLENS_API_TOKEN is not set/);
 
-  // The agent on that config, with two keys moved for the test: an ephemeral port (other agents
+  // The agent on that config (sockops_cgroup moved as above), with two keys moved for the test: an ephemeral port (other agents
   // run on this machine) and a temporary state directory instead of the node's /var/lib/mtlens.
   const stateDir = join(work, 'state');
   const runText = text.replace(/^ {2}listen: \$\{POD_IP\}:19090$/m, '  listen: ${POD_IP}:0').replace(/^ {2}state_dir: \/var\/lib\/mtlens$/m, `  state_dir: ${stateDir}`);
@@ -384,7 +397,7 @@ test("the release as the image installs it: the entrypoint exists, the ConfigMap
   assert.notEqual(runText.indexOf(stateDir), -1);
   const runConfig = join(work, 'run.yaml');
   await writeFile(runConfig, runText);
-  const cli = await startCli(['--config', runConfig], { bin: command, env, cwd: work, startTimeoutMs: 60_000 });
+  const cli = await startCli(['--config', runConfig], { bin: command, env, cwd: work, wrapper, startTimeoutMs: 60_000 });
   try {
     // The probes' paths answer without a token; no telemt runs here, and the agent is ready anyway.
     assert.equal((await fetch(`${cli.url}/healthz`)).status, 200);
@@ -394,8 +407,9 @@ test("the release as the image installs it: the entrypoint exists, the ConfigMap
     const metrics = await fetch(`${cli.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(metrics.status, 200);
     assert.match(await metrics.text(), /^mtlens_build_info\{.*\} 1$/m);
-    const ebpf = (await (await fetch(`${cli.url}/status/ebpf`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { enabled: boolean; programs: Array<{ attached: boolean }> };
+    const ebpf = (await (await fetch(`${cli.url}/status/ebpf`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { enabled: boolean; programs: Array<{ attached: boolean }>; sockops: { cgroup: string | null } };
     assert.ok(ebpf.enabled && ebpf.programs.length > 0 && ebpf.programs.every((p) => p.attached), JSON.stringify(ebpf));
+    assert.deepEqual(ebpf.sockops, { cgroup: hostCgroup }, 'sockops on the node hierarchy, read-only bind mount and all');
   } finally {
     assert.equal((await cli.stop()).code, 0);
   }

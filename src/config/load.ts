@@ -1,7 +1,7 @@
 // Reading a config file: YAML -> env substitution -> defaults and validation -> file checks.
 // Every problem is collected, so one run of `mtlens check-config` shows them all.
 import { constants } from 'node:fs';
-import { access, readFile, stat } from 'node:fs/promises';
+import { access, readFile, stat, statfs } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { formatPath, issuesToErrors, type ConfigError } from './errors.js';
@@ -124,6 +124,20 @@ async function unusableDir(dir: string): Promise<string | undefined> {
   }
 }
 
+// statfs(2) f_type of a cgroup v2 filesystem (linux/magic.h).
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/** Why `dir` cannot take the sockops program, if it cannot: it must be a cgroup v2 directory. */
+async function notCgroup2Dir(dir: string): Promise<string | undefined> {
+  try {
+    if (!(await stat(dir)).isDirectory()) return `${JSON.stringify(dir)} is not a directory`;
+    if ((await statfs(dir)).type !== CGROUP2_SUPER_MAGIC) return `${JSON.stringify(dir)} is not on a cgroup v2 (cgroup2) filesystem`;
+    return undefined;
+  } catch (err) {
+    return `cannot use ${JSON.stringify(dir)}: ${errnoCode(err)}`;
+  }
+}
+
 /** Checks that need the filesystem: what the config names must be usable now, not at first use. */
 async function checkFiles(config: Config): Promise<ConfigError[]> {
   const files: Array<[string, string | undefined]> = [];
@@ -143,6 +157,11 @@ async function checkFiles(config: Config): Promise<ConfigError[]> {
   if (config.telemt.enabled || config.core.enabled || selfSigned) {
     const problem = await unusableDir(config.agent.state_dir);
     if (problem) errors.push({ path: 'agent.state_dir', message: problem });
+  }
+  const cgroup = config.ebpf.sockops_cgroup;
+  if (config.ebpf.enabled && cgroup !== 'auto' && cgroup !== 'off') {
+    const problem = await notCgroup2Dir(cgroup);
+    if (problem) errors.push({ path: 'ebpf.sockops_cgroup', message: problem });
   }
   for (const [path, file] of files) {
     if (file === undefined) continue;

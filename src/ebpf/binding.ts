@@ -34,7 +34,7 @@ export interface Shim {
   setAutoload: Fn<[ObjectHandle, string, number], number>;
   setMaxEntries: Fn<[ObjectHandle, string, number], number>;
   load: Fn<[ObjectHandle], number>;
-  attachAll: Fn<[ObjectHandle, [number]], number>;
+  attachAll: Fn<[ObjectHandle, string, [number]], number>;
   detach: Fn<[ObjectHandle], void>;
   close: Fn<[ObjectHandle], void>;
   enableStats: Fn<[ObjectHandle], number>;
@@ -78,7 +78,7 @@ export function loadShim(path: string = DEFAULT_ARTIFACTS.library): Shim {
     setAutoload: f('shim_set_autoload', 'int', [objPtr, 'const char *', 'int']),
     setMaxEntries: f('shim_set_max_entries', 'int', [objPtr, 'const char *', 'uint32_t']),
     load: f('shim_load', 'int', [objPtr]),
-    attachAll: f('shim_attach_all', 'int', [objPtr, koffi.out(koffi.pointer('int'))]),
+    attachAll: f('shim_attach_all', 'int', [objPtr, 'const char *', koffi.out(koffi.pointer('int'))]),
     detach: f('shim_detach', 'void', [objPtr]),
     close: f('shim_close', 'void', [objPtr]),
     enableStats: f('shim_enable_stats', 'int', [objPtr]),

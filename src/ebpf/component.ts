@@ -136,6 +136,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
         ...this.artifacts,
         ringbufBytes: this.settings.ringbuf_bytes,
         maxTracked: this.settings.max_tracked_connections,
+        sockopsCgroup: this.settings.sockops_cgroup,
       });
     } catch (err) {
       if (!(err instanceof EbpfLoadError) && !(err instanceof AbiMismatchError)) throw err;
@@ -226,6 +227,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
     return {
       enabled: true,
       programs: kernel.programs(),
+      sockops: kernel.sockops(),
       maps: kernel.maps().map((m) => ({ name: m.name, type: m.type, entries: m.entries, max_entries: m.max_entries })),
       ringbuf: {
         size: kernel.ringSize,

@@ -7,6 +7,7 @@ import { constants } from 'node:os';
 import { COMM_SIZE, HEALTH_NR, LIMIT_MAX, LIMIT_TRACKED, NR_ROLES, RTT_BUCKETS, STAT_NR, STAT_PROGRAMS, verifyAbi } from './abi.js';
 import { cString, DEFAULT_ARTIFACTS, loadShim, memoryView, type ObjectHandle, type Shim } from './binding.js';
 import { MAP, missingObjects, PROGRAM } from './objects.js';
+import { sockopsPlacement } from './sockops-cgroup.js';
 
 const TWO_32 = 2 ** 32;
 
@@ -55,6 +56,8 @@ export interface KernelOptions {
   object?: string;
   ringbufBytes: number;
   maxTracked: number;
+  /** ebpf.sockops_cgroup: `auto`, `off` or a cgroup v2 directory. */
+  sockopsCgroup: string;
   /** Loads the benchmark producer too (bench only). */
   benchProducer?: boolean;
 }
@@ -147,6 +150,8 @@ export class KernelCollector {
     private readonly shim: Shim,
     private readonly obj: ObjectHandle,
     private readonly attachErrors: ReadonlyMap<string, string>,
+    /** The cgroup v2 directory the sockops program was attached to, when it was. */
+    private readonly sockopsCgroup: string | null,
   ) {
     const fd = (name: string) => {
       const n = shim.mapFd(obj, name);
@@ -207,9 +212,11 @@ export class KernelCollector {
     check(shim.setMaxEntries(obj, MAP.events, opts.ringbufBytes), 'sizing the ring buffer');
     check(shim.setAutoload(obj, PROGRAM.benchProducer, opts.benchProducer ? 1 : 0), 'selecting programs');
     const attachErrors = new Map<string, string>();
-    if (!mayLoadSockops()) {
+    const placement = sockopsPlacement(opts.sockopsCgroup);
+    const sockopsOut = placement.cgroup === null ? placement.reason : mayLoadSockops() ? undefined : 'not loaded: needs CAP_NET_ADMIN or CAP_SYS_ADMIN (closes come from the tracepoints only)';
+    if (sockopsOut) {
       check(shim.setAutoload(obj, PROGRAM.stateOps, 0), 'selecting programs');
-      attachErrors.set(PROGRAM.stateOps, 'not loaded: needs CAP_NET_ADMIN or CAP_SYS_ADMIN (closes come from the tracepoints only)');
+      attachErrors.set(PROGRAM.stateOps, sockopsOut);
     }
 
     const loaded = shim.load(obj);
@@ -229,12 +236,12 @@ export class KernelCollector {
     check(shim.mapUpdate(limitsFd, u32Key(LIMIT_MAX), u64Value(opts.maxTracked), 0), 'setting the connection limit');
 
     const nfail: [number] = [0];
-    shim.attachAll(obj, nfail);
+    shim.attachAll(obj, placement.cgroup ?? '', nfail);
     const info = new BigInt64Array(8);
     for (const [i, prog] of listNames(obj, shim.progName).entries()) {
       if (shim.progInfo(obj, i, info) < 0) continue;
       const err = Number(info[2]);
-      if (err < 0) attachErrors.set(prog.name, `${errnoName(err)} attaching${permissionHint(err)}`);
+      if (err < 0) attachErrors.set(prog.name, `${errnoName(err)} attaching${prog.name === PROGRAM.stateOps ? ` to ${placement.cgroup}` : ''}${permissionHint(err)}`);
     }
     const required = attachErrors.get(REQUIRED_PROGRAM);
     if (required) fail(`${required.replace('attaching', `attaching ${REQUIRED_PROGRAM}`)}`, readLog(shim, obj));
@@ -242,7 +249,8 @@ export class KernelCollector {
     shim.enableStats(obj);
     check(shim.rbOpen(obj, MAP.events), 'mapping the ring buffer');
     try {
-      return new KernelCollector(shim, obj, attachErrors);
+      const sockopsAttached = placement.cgroup !== null && !attachErrors.has(PROGRAM.stateOps);
+      return new KernelCollector(shim, obj, attachErrors, sockopsAttached ? placement.cgroup : null);
     } catch (err) {
       return fail((err as Error).message);
     }
@@ -356,6 +364,12 @@ export class KernelCollector {
       });
     }
     return out;
+  }
+
+  /** Where the sockops program is attached (a cgroup v2 directory), or why it is not. */
+  sockops(): { cgroup: string; reason?: undefined } | { cgroup: null; reason: string } {
+    if (this.sockopsCgroup !== null) return { cgroup: this.sockopsCgroup };
+    return { cgroup: null, reason: this.attachErrors.get(PROGRAM.stateOps) ?? 'not attached' };
   }
 
   /** Sockets the kernel tracks now, and the most it may. */

@@ -19,6 +19,12 @@ export const EbpfStatusBody = z
     enabled: z.boolean(),
     reason: z.string().optional().meta({ example: 'EPERM loading conn_lifecycle (run as root or grant CAP_BPF+CAP_PERFMON)' }),
     programs: z.array(Program).optional(),
+    sockops: z
+      .object({
+        cgroup: z.string().nullable().meta({ example: '/host/sys/fs/cgroup', description: 'the cgroup v2 directory conn_state_ops is attached to (ebpf.sockops_cgroup); it sees the sockets of its subtree only' }),
+        reason: z.string().optional().meta({ description: 'why conn_state_ops is not attached (then closes come from the tracepoints only)' }),
+      })
+      .optional(),
     maps: z.array(z.object({ name: z.string(), type: z.string(), entries: z.number(), max_entries: z.number() })).optional(),
     ringbuf: z
       .object({

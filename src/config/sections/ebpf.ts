@@ -11,6 +11,13 @@ const ringbufBytes = int(64 * 1024, 1024 * MiB).refine((n) => (n & (n - 1)) === 
 // TASK_COMM_LEN is 16 including the NUL: the kernel only ever sees 15 characters of a name.
 const comm = z.string().min(1).max(15, { error: 'expected a process name (comm) of at most 15 characters' });
 
+// Where the sockops program attaches: `auto` (the first cgroup2 mount the agent sees), `off`, or
+// an absolute path to a cgroup v2 directory (the node's hierarchy as mounted into a pod). That the
+// path is a cgroup2 directory is checked with the filesystem (load.ts), not here.
+const sockopsCgroup = z.string().refine((v) => v === 'auto' || v === 'off' || v.startsWith('/'), {
+  error: (iss) => `expected auto, off or an absolute path to a cgroup v2 directory, got ${JSON.stringify(iss.input)}`,
+});
+
 export const ebpfSection = z
   .strictObject({
     enabled: bool().default(true),
@@ -26,7 +33,8 @@ export const ebpfSection = z
     snapshot_interval_ms: int(100, 3_600_000).default(5000),
     max_tracked_connections: int(16, 10_000_000).default(65536),
     stall_after_seconds: int(1, 86_400).default(30),
+    sockops_cgroup: sockopsCgroup.default('auto'),
   })
   .prefault({});
 
-export const ebpfRestartRequired = ['ebpf.enabled', 'ebpf.ringbuf_bytes', 'ebpf.max_tracked_connections'];
+export const ebpfRestartRequired = ['ebpf.enabled', 'ebpf.ringbuf_bytes', 'ebpf.max_tracked_connections', 'ebpf.sockops_cgroup'];

@@ -1,0 +1,28 @@
+// Where the sockops program (conn_state_ops) attaches: ebpf.sockops_cgroup resolved to a cgroup v2
+// directory, or why it is left out. It sees the sockets of that cgroup's subtree only, so in a pod
+// with its own cgroup namespace `auto` finds the pod's own cgroup (none of telemt's sockets): the
+// DaemonSet mounts the node's hierarchy and names it instead.
+import { readFileSync } from 'node:fs';
+
+export type SockopsPlacement = { cgroup: string } | { cgroup: null; reason: string };
+
+/** A mount point as /proc/self/mounts writes it: space, tab, newline and backslash octal-escaped. */
+function unescapeMountPath(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+/** The first cgroup2 mount this process sees (on a hybrid host /sys/fs/cgroup/unified, else /sys/fs/cgroup). */
+function firstCgroup2Mount(mounts: string): string | undefined {
+  for (const line of mounts.split('\n')) {
+    const [, dir, type] = line.split(' ');
+    if (type === 'cgroup2' && dir) return unescapeMountPath(dir);
+  }
+  return undefined;
+}
+
+export function sockopsPlacement(setting: string, mounts = (): string => readFileSync('/proc/self/mounts', 'utf8')): SockopsPlacement {
+  if (setting === 'off') return { cgroup: null, reason: 'not loaded: ebpf.sockops_cgroup is off (closes come from the tracepoints only)' };
+  if (setting !== 'auto') return { cgroup: setting };
+  const found = firstCgroup2Mount(mounts());
+  return found ? { cgroup: found } : { cgroup: null, reason: 'not loaded: no cgroup2 mount for ebpf.sockops_cgroup auto (closes come from the tracepoints only)' };
+}

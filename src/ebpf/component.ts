@@ -150,6 +150,8 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
       return;
     }
     const kernel = this.kernel;
+    const sockops = kernel.sockops();
+    if (sockops.cgroup !== null && sockops.warning) this.ctx.logger.warn({ cgroup: sockops.cgroup }, sockops.warning);
     this.applyWatch();
     this.applyTelegramEndpoints();
     kernel.dcNets.replace(TELEGRAM_NETWORKS.map((c) => networkKey(c)!));

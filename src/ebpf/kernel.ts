@@ -150,8 +150,8 @@ export class KernelCollector {
     private readonly shim: Shim,
     private readonly obj: ObjectHandle,
     private readonly attachErrors: ReadonlyMap<string, string>,
-    /** The cgroup v2 directory the sockops program was attached to, when it was. */
-    private readonly sockopsCgroup: string | null,
+    /** Where the sockops program was attached, when it was (with a warning about that place, if any). */
+    private readonly sockopsAt: { cgroup: string; warning?: string } | null,
   ) {
     const fd = (name: string) => {
       const n = shim.mapFd(obj, name);
@@ -249,8 +249,7 @@ export class KernelCollector {
     shim.enableStats(obj);
     check(shim.rbOpen(obj, MAP.events), 'mapping the ring buffer');
     try {
-      const sockopsAttached = placement.cgroup !== null && !attachErrors.has(PROGRAM.stateOps);
-      return new KernelCollector(shim, obj, attachErrors, sockopsAttached ? placement.cgroup : null);
+      return new KernelCollector(shim, obj, attachErrors, placement.cgroup !== null && !attachErrors.has(PROGRAM.stateOps) ? placement : null);
     } catch (err) {
       return fail((err as Error).message);
     }
@@ -367,8 +366,8 @@ export class KernelCollector {
   }
 
   /** Where the sockops program is attached (a cgroup v2 directory), or why it is not. */
-  sockops(): { cgroup: string; reason?: undefined } | { cgroup: null; reason: string } {
-    if (this.sockopsCgroup !== null) return { cgroup: this.sockopsCgroup };
+  sockops(): { cgroup: string; warning?: string; reason?: undefined } | { cgroup: null; reason: string } {
+    if (this.sockopsAt !== null) return this.sockopsAt.warning ? { cgroup: this.sockopsAt.cgroup, warning: this.sockopsAt.warning } : { cgroup: this.sockopsAt.cgroup };
     return { cgroup: null, reason: this.attachErrors.get(PROGRAM.stateOps) ?? 'not attached' };
   }
 

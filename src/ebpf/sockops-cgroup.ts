@@ -2,9 +2,29 @@
 // directory, or why it is left out. It sees the sockets of that cgroup's subtree only, so in a pod
 // with its own cgroup namespace `auto` finds the pod's own cgroup (none of telemt's sockets): the
 // DaemonSet mounts the node's hierarchy and names it instead.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 
-export type SockopsPlacement = { cgroup: string } | { cgroup: null; reason: string };
+export type SockopsPlacement = { cgroup: string; warning?: string } | { cgroup: null; reason: string };
+
+const PRIVATE_NAMESPACE_WARNING =
+  "auto found the cgroup2 root of this process's own cgroup namespace (a container's cgroup), not the node's: sockops follows only sockets created inside it; set ebpf.sockops_cgroup to the node's cgroup2 hierarchy (e.g. /host/sys/fs/cgroup, as the DaemonSet does)";
+
+/** The initial cgroup namespace's inode number, fixed by the kernel (PROC_CGROUP_INIT_INO, linux/proc_ns.h). */
+const INITIAL_CGROUP_NAMESPACE = 'cgroup:[4026531835]';
+
+/**
+ * Whether this process runs in a cgroup namespace other than the node's initial one (a container's
+ * own, the default on cgroup v2 nodes): then `auto` sees the container's cgroup as the root.
+ * Compared with the kernel's fixed inode number rather than PID 1's link, which reading takes
+ * ptrace access to PID 1.
+ */
+function ownCgroupNamespace(): boolean {
+  try {
+    return readlinkSync('/proc/self/ns/cgroup') !== INITIAL_CGROUP_NAMESPACE;
+  } catch {
+    return false;
+  }
+}
 
 /** A mount point as /proc/self/mounts writes it: space, tab, newline and backslash octal-escaped. */
 function unescapeMountPath(field: string): string {
@@ -24,5 +44,6 @@ export function sockopsPlacement(setting: string, mounts = (): string => readFil
   if (setting === 'off') return { cgroup: null, reason: 'not loaded: ebpf.sockops_cgroup is off (closes come from the tracepoints only)' };
   if (setting !== 'auto') return { cgroup: setting };
   const found = firstCgroup2Mount(mounts());
-  return found ? { cgroup: found } : { cgroup: null, reason: 'not loaded: no cgroup2 mount for ebpf.sockops_cgroup auto (closes come from the tracepoints only)' };
+  if (!found) return { cgroup: null, reason: 'not loaded: no cgroup2 mount for ebpf.sockops_cgroup auto (closes come from the tracepoints only)' };
+  return ownCgroupNamespace() ? { cgroup: found, warning: PRIVATE_NAMESPACE_WARNING } : { cgroup: found };
 }

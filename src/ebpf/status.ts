@@ -23,6 +23,7 @@ export const EbpfStatusBody = z
       .object({
         cgroup: z.string().nullable().meta({ example: '/host/sys/fs/cgroup', description: 'the cgroup v2 directory conn_state_ops is attached to (ebpf.sockops_cgroup); it sees the sockets of its subtree only' }),
         reason: z.string().optional().meta({ description: 'why conn_state_ops is not attached (then closes come from the tracepoints only)' }),
+        warning: z.string().optional().meta({ description: "with auto inside a container's own cgroup namespace: the cgroup it found is the container's, so it follows none of the proxy's sockets" }),
       })
       .optional(),
     maps: z.array(z.object({ name: z.string(), type: z.string(), entries: z.number(), max_entries: z.number() })).optional(),

@@ -315,6 +315,15 @@ int shim_enable_stats(struct shim_obj *o)
 	return 0;
 }
 
+/* Stops this object's hold on BPF_ENABLE_STATS (the kernel counts again once no one holds it). */
+int shim_disable_stats(struct shim_obj *o)
+{
+	if (o->stats_fd >= 0)
+		close(o->stats_fd);
+	o->stats_fd = -1;
+	return 0;
+}
+
 /* ---- programs and maps ----------------------------------------------------------------- */
 
 /* "name section" of the i-th program, or -ENOENT past the last one. */

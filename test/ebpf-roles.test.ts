@@ -2,7 +2,7 @@
 // on the real kernel.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -153,6 +153,42 @@ test('reload changes the watched ports live, without reloading programs', { time
   assert.deepEqual(a.ebpf.programIds(), ids, 'same programs, only the config map changed');
   const st = await a.json<{ watch: { ports: number[] } }>('/status/ebpf');
   assert.deepEqual(st.watch.ports, [second.port]);
+});
+
+test('ebpf.program_stats: off by default (BPF_ENABLE_STATS is host-wide); a reload takes and releases it', { timeout: 180_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const srv = await SizedServer.listen('127.0.0.1');
+  const watch = `  watch:\n    ports: [${srv.port}]\n`;
+  const a = await ebpfAgent(config(watch));
+  t.after(async () => {
+    await a.cleanup();
+    await srv.close();
+  });
+  // The hold is a file descriptor of this process (the agent runs in it here).
+  const held = async () => (await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')))).filter((l) => l === 'anon_inode:bpf-stats').length;
+  type Body = { program_stats: { held: boolean; error?: string }; programs: Array<{ name: string; run_count: number; run_time_ns: number }> };
+  const reload = async (lines: string) => {
+    await a.rewrite(config(lines));
+    const res = await a.request('/admin/reload', { method: 'POST' });
+    assert.equal(res.status, 200);
+    assert.ok(((await res.json()) as { changed: string[] }).changed.includes('ebpf.program_stats'));
+  };
+  const ids = a.ebpf.programIds();
+  assert.deepEqual((await a.json<Body>('/status/ebpf')).program_stats, { held: false });
+  assert.equal(await held(), 0);
+
+  await reload(`${watch}  program_stats: true\n`);
+  assert.deepEqual((await a.json<Body>('/status/ebpf')).program_stats, { held: true });
+  assert.equal(await held(), 1);
+  await finish(await exchange('127.0.0.1', srv.port, 10, 10));
+  await waitFor('the connection closed', () => (a.closes.length === 1 ? true : undefined));
+  const lifecycle = (await a.json<Body>('/status/ebpf')).programs.find((p) => p.name === 'conn_lifecycle')!;
+  assert.ok(lifecycle.run_count > 0 && lifecycle.run_time_ns > 0, JSON.stringify(lifecycle));
+
+  await reload(watch);
+  assert.deepEqual((await a.json<Body>('/status/ebpf')).program_stats, { held: false });
+  assert.equal(await held(), 0);
+  assert.deepEqual(a.ebpf.programIds(), ids, 'same programs');
 });
 
 test('discovered listener ports are watched unless the config file sets ebpf.watch.ports', { timeout: 180_000 }, async (t) => {

@@ -62,7 +62,8 @@ async function startAgent(t: TestContext, ebpfLines: string, wrap?: (dir: string
   const srv = await SizedServer.listen('127.0.0.1');
   const config = join(dir, 'config.yaml');
   // No snapshot pass after the start: every byte comes from a close record.
-  await writeFile(config, ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 3600000\n${ebpfLines}`));
+  // program_stats: the test counts conn_state_ops's runs.
+  await writeFile(config, ebpfConfig(`  watch:\n    ports: [${srv.port}]\n  drain_interval_ms: 10\n  snapshot_interval_ms: 3600000\n  program_stats: true\n${ebpfLines}`));
   const wrapper = wrap ? await wrap(dir) : undefined;
   let cli: RunningCli | undefined;
   // One hook, in this order: the pod's cgroup can go only once the agent in it has exited.

@@ -103,7 +103,7 @@ async function agentWithCaps(dir: string, caps: readonly string[], yaml: string)
 }
 
 type Discovery = { listeners_source: string; telemt: { listeners: Array<{ address: string; port: number }> }; excluded_ports: number[]; notes: string[] };
-type EbpfStatus = { enabled: boolean; reason?: string; programs: Array<{ name: string; attached: boolean; run_count: number; error?: string }>; snapshots: { namespaces: number; namespace_failures: number; namespace_error: string | null; applied: number } };
+type EbpfStatus = { enabled: boolean; reason?: string; program_stats: { held: boolean; error?: string }; programs: Array<{ name: string; attached: boolean; run_count: number; error?: string }>; snapshots: { namespaces: number; namespace_failures: number; namespace_error: string | null; applied: number } };
 
 test('the agent with exactly the unit\'s capabilities loads its programs, discovers a telemt of another user and walks a container\'s network namespace', { timeout: 300_000 }, async (t) => {
   if (!kernelGate(t)) return;
@@ -130,7 +130,7 @@ srv.listen(${nsPort}, '127.0.0.1', () => {
   const { cli, get } = await agentWithCaps(
     telemt.dir,
     caps,
-    `ebpf:\n  required: true\n  watch:\n    ports: [${nsPort}]\n    processes: [telemt]\n  snapshot_interval_ms: 500\n` +
+    `ebpf:\n  required: true\n  program_stats: true\n  watch:\n    ports: [${nsPort}]\n    processes: [telemt]\n  snapshot_interval_ms: 500\n` +
       `telemt:\n  api_url: ${telemt.api}\n  config_path: ${join(telemt.dir, 'missing.toml')}\n  poll:\n    fast_ms: 1000\n    slow_ms: 1000\n`,
   );
   try {
@@ -168,7 +168,8 @@ srv.listen(${nsPort}, '127.0.0.1', () => {
     });
     const st = await get<EbpfStatus>('/status/ebpf');
     assert.ok(st.snapshots.namespaces >= 2, JSON.stringify(st.snapshots));
-    // BPF run-time statistics (CAP_SYS_ADMIN) count the programs' runs.
+    // BPF run-time statistics (ebpf.program_stats, CAP_SYS_ADMIN) count the programs' runs.
+    assert.deepEqual(st.program_stats, { held: true });
     assert.ok(st.programs.some((p) => p.run_count > 0), JSON.stringify(st.programs));
     assert.ok(st.programs.every((p) => p.attached), JSON.stringify(st.programs));
     const errors = cli.logs.filter((l) => l['level'] === 'error' || l['level'] === 'fatal');

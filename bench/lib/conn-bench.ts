@@ -45,9 +45,14 @@ export interface BenchAgent {
   url: string;
 }
 
-/** The real agent (`mtlens run`), eBPF required, watching `ports`; `ebpfExtra` adds ebpf: lines. */
+/**
+ * The real agent (`mtlens run`), eBPF required, watching `ports`; `ebpfExtra` adds ebpf: lines.
+ * It holds the programs' run statistics (ebpf.program_stats, off in production), which the
+ * benchmarks read, unless `ebpfExtra` sets that key itself.
+ */
 export async function startAgent(dir: string, ports: readonly number[], ebpfExtra = ''): Promise<BenchAgent> {
   const config = join(dir, 'agent.yaml');
+  if (!/^\s*program_stats:/m.test(ebpfExtra)) ebpfExtra = `  program_stats: true\n${ebpfExtra}`;
   await writeFile(config, `self_telemetry:\n  listen: 127.0.0.1:0\n  rate_limit:\n    enabled: false\nlogging:\n  level: warn\ntelemt:\n  enabled: false\nebpf:\n  required: true\n  watch:\n    ports: [${ports.join(', ')}]\n${ebpfExtra}`);
   const child = spawn(process.execPath, [join(repoRoot, 'dist/src/cli.js'), 'run', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'] });
   // logging.level warn hides the "listening" line: find the port from /proc instead.

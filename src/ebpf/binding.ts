@@ -38,6 +38,7 @@ export interface Shim {
   detach: Fn<[ObjectHandle], void>;
   close: Fn<[ObjectHandle], void>;
   enableStats: Fn<[ObjectHandle], number>;
+  disableStats: Fn<[ObjectHandle], number>;
   progName: Fn<[ObjectHandle, number, Buffer, number], number>;
   progInfo: Fn<[ObjectHandle, number, BigInt64Array], number>;
   mapName: Fn<[ObjectHandle, number, Buffer, number], number>;
@@ -82,6 +83,7 @@ export function loadShim(path: string = DEFAULT_ARTIFACTS.library): Shim {
     detach: f('shim_detach', 'void', [objPtr]),
     close: f('shim_close', 'void', [objPtr]),
     enableStats: f('shim_enable_stats', 'int', [objPtr]),
+    disableStats: f('shim_disable_stats', 'int', [objPtr]),
     progName: f('shim_prog_name', 'int', [objPtr, 'int', 'char *', 'int']),
     progInfo: f('shim_prog_info', 'int', [objPtr, 'int', 'void *']),
     mapName: f('shim_map_name', 'int', [objPtr, 'int', 'char *', 'int']),

@@ -46,6 +46,8 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
   private snapshotBuf: Uint8Array | undefined;
   private snapshotReader: RecordReader | undefined;
   private failure: string | undefined;
+  /** Why ebpf.program_stats could not be honoured, while it cannot. */
+  private programStatsError: string | undefined;
   private readonly clock = new MonotonicClock();
   private readonly namespaces = new WatchedNamespaces();
   private readonly trackerInstance: ConnectionTracker;
@@ -150,6 +152,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
       return;
     }
     const kernel = this.kernel;
+    this.applyProgramStats();
     const sockops = kernel.sockops();
     if (sockops.cgroup !== null && sockops.warning) this.ctx.logger.warn({ cgroup: sockops.cgroup }, sockops.warning);
     this.applyWatch();
@@ -178,6 +181,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
     this.trackerInstance.setStallAfter(this.settings.stall_after_seconds * 1000);
     if (!this.kernel) return;
     this.applyWatch();
+    this.applyProgramStats();
     this.drain?.setInterval(this.settings.drain_interval_ms);
     if (changed.includes('ebpf.snapshot_interval_ms')) this.scheduleSnapshots();
   }
@@ -229,6 +233,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
     return {
       enabled: true,
       programs: kernel.programs(),
+      program_stats: { held: kernel.programStats, ...(this.programStatsError ? { error: this.programStatsError } : {}) },
       sockops: kernel.sockops(),
       maps: kernel.maps().map((m) => ({ name: m.name, type: m.type, entries: m.entries, max_entries: m.max_entries })),
       ringbuf: {
@@ -380,6 +385,12 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
   private watchedPorts(): number[] {
     const discovered = this.discovery?.listenerPorts ?? [];
     return !this.explicitPorts && discovered.length > 0 ? [...new Set(discovered)].sort((a, b) => a - b) : this.settings.watch.ports;
+  }
+
+  private applyProgramStats(): void {
+    const error = this.kernel?.setProgramStats(this.settings.program_stats);
+    if (error && error !== this.programStatsError) this.ctx.logger.warn({ reason: error }, 'ebpf.program_stats: run counters stay off');
+    this.programStatsError = error;
   }
 
   private applyWatch(): void {

@@ -145,6 +145,7 @@ export class KernelCollector {
   private readonly limitScratch = new Uint32Array(2);
   private readonly sumScratch = new Uint32Array(2 * Math.max(STAT_PROGRAMS.length * STAT_NR, NR_ROLES * RTT_BUCKETS));
   private closed = false;
+  private statsHeld = false;
 
   private constructor(
     private readonly shim: Shim,
@@ -245,8 +246,6 @@ export class KernelCollector {
     }
     const required = attachErrors.get(REQUIRED_PROGRAM);
     if (required) fail(`${required.replace('attaching', `attaching ${REQUIRED_PROGRAM}`)}`, readLog(shim, obj));
-    // Run counters are best effort: without them run_count/run_time_ns stay 0.
-    shim.enableStats(obj);
     check(shim.rbOpen(obj, MAP.events), 'mapping the ring buffer');
     try {
       return new KernelCollector(shim, obj, attachErrors, placement.cgroup !== null && !attachErrors.has(PROGRAM.stateOps) ? placement : null);
@@ -398,6 +397,29 @@ export class KernelCollector {
   }
 
   /** Detaches every program and releases the object (maps and programs go with the last fd). */
+  /**
+   * Holds BPF_ENABLE_STATS (run_count, run_time_ns) or lets it go (ebpf.program_stats). The
+   * counters are host-wide: while anyone holds it, every BPF program on the host pays two clock
+   * reads per run. Returns why holding it failed (EPERM without CAP_SYS_ADMIN), else undefined.
+   */
+  setProgramStats(on: boolean): string | undefined {
+    if (this.closed || on === this.statsHeld) return undefined;
+    if (!on) {
+      this.shim.disableStats(this.obj);
+      this.statsHeld = false;
+      return undefined;
+    }
+    const rc = this.shim.enableStats(this.obj);
+    if (rc < 0) return `${errnoName(rc)} enabling BPF_ENABLE_STATS${errnoName(rc) === 'EPERM' ? ' (needs CAP_SYS_ADMIN)' : ''}`;
+    this.statsHeld = true;
+    return undefined;
+  }
+
+  /** Whether this agent holds BPF_ENABLE_STATS now. */
+  get programStats(): boolean {
+    return this.statsHeld;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

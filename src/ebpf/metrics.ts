@@ -97,7 +97,7 @@ export function registerEbpfMetrics(registry: Registry, src: EbpfMetricSource): 
     () => kernel((c) => [{ labels: {}, value: c.stats[STAT_CLOSED_AT_DESTROY]! }]),
   );
   registerCollected(registry, 'mtlens_ebpf_ringbuf_occupancy_ratio', 'Fraction of the ring buffer holding records not yet drained.', 'gauge', () => (src.counters() ? [{ labels: {}, value: src.occupancy() }] : []));
-  registerCollected(registry, 'mtlens_ebpf_program_run_seconds_total', 'CPU time spent in each kernel program (BPF_ENABLE_STATS).', 'counter', () =>
+  registerCollected(registry, 'mtlens_ebpf_program_run_seconds_total', 'CPU time spent in each kernel program; counted only while BPF_ENABLE_STATS is held (ebpf.program_stats).', 'counter', () =>
     src.programs().map((p) => ({ labels: { program: p.name }, value: p.run_time_ns / 1e9 })),
   );
   registerCollected(

@@ -19,6 +19,12 @@ export const EbpfStatusBody = z
     enabled: z.boolean(),
     reason: z.string().optional().meta({ example: 'EPERM loading conn_lifecycle (run as root or grant CAP_BPF+CAP_PERFMON)' }),
     programs: z.array(Program).optional(),
+    program_stats: z
+      .object({
+        held: z.boolean().meta({ description: 'whether this agent holds BPF_ENABLE_STATS (ebpf.program_stats): run_count and run_time_ns move only while someone on the host does' }),
+        error: z.string().optional().meta({ example: 'EPERM enabling BPF_ENABLE_STATS (needs CAP_SYS_ADMIN)' }),
+      })
+      .optional(),
     sockops: z
       .object({
         cgroup: z.string().nullable().meta({ example: '/host/sys/fs/cgroup', description: 'the cgroup v2 directory conn_state_ops is attached to (ebpf.sockops_cgroup); it sees the sockets of its subtree only' }),

@@ -34,6 +34,9 @@ export const ebpfSection = z
     max_tracked_connections: int(16, 10_000_000).default(65536),
     stall_after_seconds: int(1, 86_400).default(30),
     sockops_cgroup: sockopsCgroup.default('auto'),
+    // BPF_ENABLE_STATS is host-wide: while held, every BPF program on the host (a CNI's too) pays
+    // two clock reads per run, ~40 ns here, and the proxy pays it ~25 times per connection.
+    program_stats: bool().default(false),
   })
   .prefault({});
 

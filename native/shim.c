@@ -294,7 +294,7 @@ void shim_close(struct shim_obj *o)
 	if (o->rb_consumer)
 		munmap((void *)o->rb_consumer, o->page);
 	if (o->rb_producer)
-		munmap((void *)o->rb_producer, o->page + 2 * o->rb_size);
+		munmap((void *)o->rb_producer, o->page + o->rb_size);
 	if (o->stats_fd >= 0)
 		close(o->stats_fd);
 	bpf_object__close(o->obj);
@@ -550,8 +550,13 @@ int shim_rb_open(struct shim_obj *o, const char *map)
 	void *cons = mmap(NULL, o->page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (cons == MAP_FAILED)
 		return -errno;
-	/* Producer page, then the data pages mapped twice in a row: no record wraps for the reader. */
-	void *prod = mmap(NULL, o->page + 2 * o->rb_size, PROT_READ, MAP_SHARED, fd, (off_t)o->page);
+	/*
+	 * Producer page, then the data pages once. The kernel offers them twice in a row (so a record
+	 * that runs past the end reads contiguously), but every page of the mapping is resident from
+	 * the start: the second copy cost the agent ringbuf_bytes of RSS for the one record in
+	 * ~30,000 that wraps, which the readers copy instead.
+	 */
+	void *prod = mmap(NULL, o->page + o->rb_size, PROT_READ, MAP_SHARED, fd, (off_t)o->page);
 	if (prod == MAP_FAILED) {
 		int err = -errno;
 		munmap(cons, o->page);
@@ -577,7 +582,8 @@ static inline uint32_t round8(uint32_t n)
  * Walks committed records from the consumer position, handing each to `take` (which returns 0
  * when it has no room: the walk stops there and that record stays), skipping discarded ones,
  * stopping at a record still being written or after max_records; then releases what was walked
- * to the kernel. Returns the number of records taken.
+ * to the kernel. Returns the number of records taken. A record that runs past the end of the
+ * data pages is copied (its first MTLENS_RECORD_SIZE bytes, all `take` may read) into one piece.
  */
 typedef int (*rb_take)(void *ctx, const uint8_t *payload, uint32_t len);
 
@@ -588,6 +594,7 @@ static inline __attribute__((always_inline)) int rb_walk(struct shim_obj *o, int
 	uint64_t cons = *o->rb_consumer;
 	uint64_t prod = __atomic_load_n(o->rb_producer, __ATOMIC_ACQUIRE);
 	uint64_t mask = o->rb_size - 1;
+	uint8_t joined[MTLENS_RECORD_SIZE];
 	int n = 0;
 	while (cons < prod && n < max_records) {
 		const uint8_t *hdr = o->rb_data + (cons & mask);
@@ -596,7 +603,17 @@ static inline __attribute__((always_inline)) int rb_walk(struct shim_obj *o, int
 			break;
 		uint32_t len = word & ~(RB_BUSY | RB_DISCARD);
 		if (!(word & RB_DISCARD)) {
-			if (!take(ctx, hdr + RB_HDR, len))
+			uint64_t at = (cons + RB_HDR) & mask; /* the header is 8-aligned: it never wraps */
+			const uint8_t *payload = o->rb_data + at;
+			uint64_t to_end = o->rb_size - at;
+			if (len > to_end) {
+				uint32_t want = len < sizeof(joined) ? len : sizeof(joined);
+				uint32_t first = want < to_end ? want : (uint32_t)to_end;
+				memcpy(joined, payload, first);
+				memcpy(joined + first, o->rb_data, want - first);
+				payload = joined;
+			}
+			if (!take(ctx, payload, len))
 				break;
 			n++;
 		}
@@ -608,8 +625,8 @@ static inline __attribute__((always_inline)) int rb_walk(struct shim_obj *o, int
 
 /*
  * Zero-copy reading from JavaScript: the agent walks the mmapped ring itself (the data pages are
- * mapped twice in a row, so a record never wraps). These return the mappings; NULL before
- * shim_rb_open.
+ * mapped once: a record that runs past the end continues at the start). These return the
+ * mappings; NULL before shim_rb_open.
  */
 const void *shim_rb_data(struct shim_obj *o)
 {

@@ -4,7 +4,9 @@
 //
 // Records are read in place, in the ring's own mapping: no copy and no FFI call per record; two
 // per batch (how far the records are committed, then handing the space back to the kernel).
-// The reader's typed-array views over the mapping are created once.
+// The reader's typed-array views over the mapping are created once. The data pages are mapped
+// once, so the one record in ~30,000 (at 4 MiB) that runs past the end is copied into a scratch
+// record first.
 import { RECORD_SIZE } from './abi.js';
 import { RecordReader } from './decode.js';
 import type { KernelCollector } from './kernel.js';
@@ -24,6 +26,12 @@ export interface RecordSink {
 export class RingDrain {
   private readonly reader: RecordReader;
   private readonly words: Uint32Array;
+  private readonly bytes: Uint8Array;
+  /** A record that wraps, joined: handed to the sink through its own reader (same class, same shape). */
+  private readonly joined = new Uint8Array(RECORD_SIZE);
+  private readonly joinedReader = new RecordReader(this.joined.buffer);
+  /** Records that ran past the end of the ring and were joined. */
+  wrapped = 0;
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private running = false;
@@ -45,6 +53,7 @@ export class RingDrain {
   ) {
     this.reader = new RecordReader(kernel.ringData);
     this.words = new Uint32Array(kernel.ringData);
+    this.bytes = new Uint8Array(kernel.ringData);
   }
 
   start(): void {
@@ -102,10 +111,21 @@ export class RingDrain {
       if ((header & DISCARD) !== 0) continue;
       n++;
       this.received++;
-      if (len === RECORD_SIZE) this.sink.ingest(this.reader, at + RING_HEADER);
-      else this.malformed++;
+      if (len !== RECORD_SIZE) this.malformed++;
+      // The header is 8-aligned and never wraps; the payload may start at 0 or run past the end.
+      else if (at + RING_HEADER + RECORD_SIZE <= size) this.sink.ingest(this.reader, at + RING_HEADER);
+      else this.sink.ingest(this.joinedReader, this.join(at + RING_HEADER, size));
     }
     return n;
+  }
+
+  /** Copies the record at `p` (which may be `size`, i.e. 0) across the end into `joined`; returns its offset there. */
+  private join(p: number, size: number): number {
+    const bytes = this.bytes;
+    const joined = this.joined;
+    for (let i = 0, at = p % size; i < RECORD_SIZE; i++, at = at + 1 === size ? 0 : at + 1) joined[i] = bytes[at]!;
+    this.wrapped++;
+    return 0;
   }
 
   /** Drains until the ring is empty (bounded by what the ring can hold); for snapshots and stop. */

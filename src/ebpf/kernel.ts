@@ -132,8 +132,8 @@ export class KernelCollector {
   readonly dcNets: ConfigMap;
   readonly ringSize: number;
   /**
-   * The ring's data pages in place, mapped twice in a row (2 * ringSize bytes) so that a record
-   * never wraps; valid until `close`. Each record: [u32 len | busy | discard][u32][payload].
+   * The ring's data pages in place, mapped once (ringSize bytes): a record that runs past the end
+   * continues at the start. Valid until `close`. Each record: [u32 len | busy | discard][u32][payload].
    */
   readonly ringData: ArrayBuffer;
   private readonly consumerWords: Uint32Array;
@@ -172,7 +172,7 @@ export class KernelCollector {
     const data = shim.rbData(obj);
     const consumer = shim.rbConsumerPos(obj);
     if (!data || !consumer) throw new EbpfLoadError('the ring buffer is not mapped');
-    this.ringData = memoryView(data, 2 * this.ringSize);
+    this.ringData = memoryView(data, this.ringSize);
     this.consumerWords = new Uint32Array(memoryView(consumer, 8));
   }
 

@@ -12,6 +12,7 @@
 // stats - agent), so a drift over the run cancels out; in the stats rounds, the programs' runs
 // per connection (which only statistics can count) turn the second difference into ns per run.
 //   BENCH_OVERHEAD_ROUNDS (default 6), BENCH_OVERHEAD_S (seconds per setting, default 4)
+//   BENCH_OVERHEAD_EBPF   extra `ebpf:` lines for the agent (e.g. "  sockops_cgroup: off")
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,6 +23,7 @@ import { freePort } from './lib/free-port.js';
 const ROUNDS = Number(process.env.BENCH_OVERHEAD_ROUNDS ?? 6);
 const SECONDS = Number(process.env.BENCH_OVERHEAD_S ?? 4);
 const SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
+const EXTRA_EBPF = (process.env.BENCH_OVERHEAD_EBPF ?? '').replaceAll('\\n', '\n').trimEnd();
 type Setting = 'none' | 'agent' | 'stats';
 
 async function main() {
@@ -48,7 +50,7 @@ async function main() {
           await stop(agent.child, 'SIGTERM');
           agent = undefined;
         }
-        if (setting !== 'none' && !agent) agent = await startAgent(await mkdtemp(join(dir, 'agent-')), [port], '  program_stats: false\n');
+        if (setting !== 'none' && !agent) agent = await startAgent(await mkdtemp(join(dir, 'agent-')), [port], `  program_stats: false\n${EXTRA_EBPF ? `${EXTRA_EBPF}\n` : ''}`);
         writeFileSync(SYSCTL, setting === 'stats' ? '1' : '0');
         const before = agent ? await agentPrograms(agent.url) : [];
         const w = await runWorkload([lean], port, SECONDS, 16);

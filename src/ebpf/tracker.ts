@@ -1,6 +1,7 @@
 // The live connection table and per-role aggregates, fed by kernel records.
 //
-// Storage is sized once (`capacity` slots), so ingesting a record allocates nothing; strings
+// Storage is sized once (`capacity` slots; only the per-slot JavaScript values grow, up to the
+// most connections tracked at once), so ingesting a record allocates nothing; strings
 // (addresses, users) are built only for events and status. A slot's numbers are one 128-byte row
 // of one buffer (viewed as doubles and as 32-bit words, layout below), so an open or a close
 // touches the row's two cache lines and one index bucket rather than a line in each of ~25
@@ -119,8 +120,11 @@ export class ConnectionTracker {
   private readonly index: CookieIndex;
   private oldest = -1;
   private newest = -1;
+  /** Slots released and not yet taken again (taken last-in first-out). */
   private readonly free: Int32Array;
-  private freeTop: number;
+  private freeTop = 0;
+  /** Slots 0 .. fresh-1 have been handed out at least once; slots are taken lowest first. */
+  private fresh = 0;
   /** The rows (layout above), one buffer seen three ways. */
   private readonly f: Float64Array;
   private readonly u: Uint32Array;
@@ -128,12 +132,15 @@ export class ConnectionTracker {
   /** 32 bytes per slot: local address, then peer address. */
   private readonly addr: Uint8Array;
   private readonly addr32: Uint32Array;
-  private readonly peerText: Array<string | undefined>;
-  private readonly localText: Array<string | undefined>;
-  private readonly cookieStr: Array<string | undefined>;
+  // Per-slot JavaScript values, one element per slot handed out so far: they grow with the most
+  // connections tracked at once, not with the capacity (five arrays of 65,536 elements were
+  // 2.6 MB of an idle agent's heap). The typed arrays are not resident until written.
+  private readonly peerText: Array<string | undefined> = [];
+  private readonly localText: Array<string | undefined> = [];
+  private readonly cookieStr: Array<string | undefined> = [];
   /** The user a client connection was joined to, once the directory named one, and that user's [rx, tx] totals. */
-  private readonly userName: Array<string | undefined>;
-  private readonly userCell: Array<UserTotals | undefined>;
+  private readonly userName: Array<string | undefined> = [];
+  private readonly userCell: Array<UserTotals | undefined> = [];
   /** The directory's answers per peer within the current batch or pass. */
   private readonly batchUsers = new BatchPeerUsers();
   /** IPv4 address (as u32) -> text: proxies see the same client and DC addresses again and again. */
@@ -153,19 +160,12 @@ export class ConnectionTracker {
     // connections whose close was lost): a quarter of the table's size is plenty.
     this.evicted = new EvictedConnections(Math.max(64, Math.ceil(n / 4)));
     this.free = new Int32Array(n);
-    for (let i = 0; i < n; i++) this.free[i] = n - 1 - i;
-    this.freeTop = n;
     const rows = new ArrayBuffer(n * F * 8);
     this.f = new Float64Array(rows);
     this.u = new Uint32Array(rows);
     this.i32 = new Int32Array(rows);
     this.addr = new Uint8Array(n * 32);
     this.addr32 = new Uint32Array(this.addr.buffer);
-    this.peerText = new Array<string | undefined>(n).fill(undefined);
-    this.localText = new Array<string | undefined>(n).fill(undefined);
-    this.cookieStr = new Array<string | undefined>(n).fill(undefined);
-    this.userName = new Array<string | undefined>(n).fill(undefined);
-    this.userCell = new Array<UserTotals | undefined>(n).fill(undefined);
   }
 
   get size(): number {
@@ -237,8 +237,7 @@ export class ConnectionTracker {
     const lo = r.cookieLo(p);
     const hi = r.cookieHi(p);
     if (this.index.get(lo, hi) >= 0) return -1;
-    if (this.freeTop === 0) this.evictOldest();
-    const s = this.free[--this.freeTop]!;
+    const s = this.freeTop > 0 ? this.free[--this.freeTop]! : this.fresh < this.opts.capacity ? this.freshSlot() : this.evictForSlot();
     this.index.set(lo, hi, s);
     const f = s * F;
     const w = s * W;
@@ -490,6 +489,22 @@ export class ConnectionTracker {
     this.userName[s] = undefined;
     this.userCell[s] = undefined;
     this.free[this.freeTop++] = s;
+  }
+
+  /** A slot never used before: its JavaScript values are appended (the arrays stay packed). */
+  private freshSlot(): number {
+    this.peerText.push(undefined);
+    this.localText.push(undefined);
+    this.cookieStr.push(undefined);
+    this.userName.push(undefined);
+    this.userCell.push(undefined);
+    return this.fresh++;
+  }
+
+  /** The table is full: the oldest connection makes room. */
+  private evictForSlot(): number {
+    this.evictOldest();
+    return this.free[--this.freeTop]!;
   }
 
   /**

@@ -3,7 +3,9 @@
 // own /proc/<pid>/net/tcp and tcp6 (reading another user's fds needs root or CAP_SYS_PTRACE).
 // telemt discovery reads its proxy listeners here when telemt's config file cannot be read;
 // the eBPF side finds the network namespaces of the processes it watches.
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, readlink } from 'node:fs/promises';
+import { setImmediate } from 'node:timers/promises';
 import { join } from 'node:path';
 
 const TCP_LISTEN = '0A';
@@ -14,12 +16,21 @@ export interface ProcListener {
   port: number;
 }
 
+// /proc/<pid>/comm is answered from memory, so it is read synchronously: through the thread pool
+// (open, read, close: three round trips per process) a scan cost ~15x the CPU, 13-17 ms for 66
+// processes against 0.9 ms, and it runs on every snapshot pass. The event loop gets a turn every
+// YIELD_EVERY entries, so a host with thousands of processes does not stall the API.
+const YIELD_EVERY = 256;
+
 export async function pidsByComm(comm: string, procRoot = '/proc'): Promise<number[]> {
   const pids: number[] = [];
-  for (const entry of await readdir(procRoot)) {
+  const entries = await readdir(procRoot);
+  for (let i = 0; i < entries.length; i++) {
+    if (i > 0 && i % YIELD_EVERY === 0) await setImmediate();
+    const entry = entries[i]!;
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if ((await readFile(join(procRoot, entry, 'comm'), 'utf8')).trim() === comm) pids.push(Number(entry));
+      if (readFileSync(join(procRoot, entry, 'comm'), 'utf8').trim() === comm) pids.push(Number(entry));
     } catch {
       // The process exited while we looked.
     }

@@ -2,14 +2,15 @@
 // before it is decoded. The kernel's benchmark producer writes records whose every field follows
 // from its sequence number; a 64 KiB ring is filled and drained in chunks until the records
 // have wrapped around it many times, each time split at another offset, and every field of every
-// record read through the production drain is checked against what the producer wrote.
+// record read through the production drain is checked against what the producer wrote. The
+// same producer shows the drain stretching its wait while the ring is empty, and coming back.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { RECORD_SIZE, REC_CLOSE, REC_OPEN, ROLE_CLIENT } from '../src/ebpf/abi.js';
 import type { RecordReader } from '../src/ebpf/decode.js';
 import { RingDrain } from '../src/ebpf/drain.js';
@@ -34,8 +35,8 @@ int main(int argc, char **argv) {
 }
 `;
 
-test('records that run past the end of the ring are read whole: every field of ~6,000 records, ~12 wraps', { timeout: 180_000 }, async (t) => {
-  if (!kernelGate(t)) return;
+/** An agent with the benchmark producer, its own drain stopped; `produce(n)` writes ~n records. */
+async function producer(t: TestContext) {
   const dir = await mkdtemp(join(tmpdir(), 'mtlens-wrap-'));
   await writeFile(join(dir, 'child.c'), CHILD);
   execFileSync('cc', ['-O2', '-o', join(dir, 'child'), join(dir, 'child.c')]);
@@ -47,6 +48,21 @@ test('records that run past the end of the ring are read whole: every field of ~
   const { kernel, drain: production } = a.ebpf.internals()!;
   production.stop();
   production.drainAll();
+  const produce = async (n: number) => {
+    const child = spawn(join(dir, 'child'), [String(n)], { stdio: ['pipe', 'ignore', 'inherit'] });
+    await once(child, 'spawn');
+    kernel.setBenchTarget(child.pid!);
+    child.stdin!.end('x');
+    const [code] = (await once(child, 'exit')) as [number | null];
+    kernel.setBenchTarget(0);
+    assert.equal(code, 0);
+  };
+  return { a, kernel, produce };
+}
+
+test('records that run past the end of the ring are read whole: every field of ~6,000 records, ~12 wraps', { timeout: 180_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const { a, kernel, produce } = await producer(t);
 
   const problems: string[] = [];
   const lastSeq = new Map<number, number>();
@@ -78,13 +94,7 @@ test('records that run past the end of the ring are read whole: every field of ~
   const drain = new RingDrain(kernel, { beginBatch: () => undefined, ingest: check }, 1000);
   const start = kernel.consumerPosition();
   for (let c = 0; c < CHUNKS; c++) {
-    const child = spawn(join(dir, 'child'), [String(SYSCALLS_PER_CHUNK)], { stdio: ['pipe', 'ignore', 'inherit'] });
-    await once(child, 'spawn');
-    kernel.setBenchTarget(child.pid!);
-    child.stdin!.end('x');
-    const [code] = (await once(child, 'exit')) as [number | null];
-    kernel.setBenchTarget(0);
-    assert.equal(code, 0);
+    await produce(SYSCALLS_PER_CHUNK);
     drain.drainAll();
   }
   const st = await a.json<{ ringbuf: { events_lost: number } }>('/status/ebpf');
@@ -96,4 +106,36 @@ test('records that run past the end of the ring are read whole: every field of ~
   // Each time around the ring one record straddles the end, unless one ends exactly on it.
   assert.ok(drain.wrapped >= Math.floor((records * STEP) / RING) - 2, `${drain.wrapped} records joined in ${records}`);
   assert.ok(drain.wrapped >= 5, `${drain.wrapped} records joined`);
+});
+
+test('the drain waits longer while the ring stays empty (doubling to 8x the interval, 160 ms at most), and the first record brings the interval back', { timeout: 180_000 }, async (t) => {
+  if (!kernelGate(t)) return;
+  const { kernel, produce } = await producer(t);
+  let records = 0;
+  const drain = new RingDrain(kernel, { beginBatch: () => undefined, ingest: () => void records++ }, 10);
+  // The drain's own timers, advanced by hand: each step runs exactly one turn.
+  t.mock.timers.enable({ apis: ['setTimeout', 'setImmediate'] });
+  t.after(() => {
+    drain.stop();
+    t.mock.timers.reset();
+  });
+  drain.start();
+  const waits: number[] = [];
+  const turn = () => {
+    const wait = drain.waitMs();
+    waits.push(wait);
+    t.mock.timers.tick(wait);
+  };
+  for (let i = 0; i < 14; i++) turn();
+  assert.deepEqual(waits, [10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 20, 40, 80], 'ten empty turns at the interval, then doubling to 8x');
+  assert.equal(records, 0);
+
+  await produce(100);
+  turn();
+  assert.ok(records >= 100, `${records} records drained`);
+  assert.equal(drain.waitMs(), 10, 'back to the interval once records came');
+
+  drain.setInterval(100);
+  for (let i = 0; i < 14; i++) turn();
+  assert.equal(drain.waitMs(), 160, '8x 100 ms is capped at 160 ms');
 });

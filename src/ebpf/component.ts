@@ -243,6 +243,7 @@ export class EbpfComponent implements Component, DiscoverySink, EbpfStatusSource
         events_received: this.drain?.received ?? 0,
         events_lost: stat(0, STAT_DROPPED_RINGBUF_FULL),
         occupancy: this.occupancy(),
+        drain_wait_ms: this.drain?.waitMs() ?? this.settings.drain_interval_ms,
         drops: { ringbuf_full: stat(0, STAT_DROPPED_RINGBUF_FULL), table_full: stat(0, STAT_DROPPED_TABLE_FULL), malformed: this.drain?.malformed ?? 0 },
         closes_at_destroy: stat(0, STAT_CLOSED_AT_DESTROY),
       },

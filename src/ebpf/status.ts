@@ -41,6 +41,7 @@ export const EbpfStatusBody = z
         events_received: z.number().meta({ description: 'records drained by the agent' }),
         events_lost: z.number().meta({ description: 'records dropped because the ring was full' }),
         occupancy: z.number().meta({ description: 'fraction of the ring not yet drained' }),
+        drain_wait_ms: z.number().meta({ description: 'the wait before the next drain: ebpf.drain_interval_ms, stretched (doubling, to 8x and at most 160 ms) while the ring stays empty' }),
         drops: z.object({ ringbuf_full: z.number(), table_full: z.number(), malformed: z.number() }),
         closes_at_destroy: z.number().meta({ description: 'close records written when a tracked socket was destroyed because its move to CLOSE wrote none' }),
       })

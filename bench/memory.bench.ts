@@ -6,7 +6,7 @@
 //
 //   1. idle: eBPF on, telemt polled (the simulator, 4 users), first when RSS settles after
 //      start-up, then after IDLE_SETTLE_S more seconds (the figure); IDLE_ROUNDS fresh agents,
-//      median and range
+//      median and range, and the agent's CPU over that settle (cores)
 //   2. 65,536 tracked connections: real loopback connections to the watched port, held open from
 //      127.0.0.2-13 (bench/fixtures/loopback-load.ts, a process of its own), checked against
 //      /status/ebpf's tracked count
@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { median } from './lib/wrk.js';
 import { freePort } from './lib/free-port.js';
+import { cpuSeconds } from './lib/conn-bench.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const LOAD = fileURLToPath(new URL('./fixtures/loopback-load.js', import.meta.url));
@@ -84,11 +85,6 @@ interface Proc {
 }
 
 /** CPU seconds (user + system) of a process so far. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 function procStatus(pid: number): Proc {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN) / 1024;
@@ -365,6 +361,8 @@ async function idleAndConnections(dir: string): Promise<void> {
   const watched = load.ports;
   try {
     const idle: Snapshot[] = [];
+    /** Cores the idle agent used over each round's long settle (telemt polled, no connections). */
+    const cores: number[] = [];
     let agent: AgentProcess | undefined;
     for (let r = 0; r < IDLE_ROUNDS; r++) {
       await agent?.stop();
@@ -373,12 +371,15 @@ async function idleAndConnections(dir: string): Promise<void> {
       console.log(row(`idle, round ${r + 1}, first settle`, early));
       // Idle is what the agent holds once start-up is over: V8 keeps the young generation that
       // start-up grew (up to 2 x 16 MB) until a scavenge finds the allocation rate low, 30-60 s in.
+      const cpu0 = cpuSeconds(agent.pid);
+      const t0 = performance.now();
       idle.push(await agent.settle(IDLE_SETTLE_S));
-      console.log(row(`idle, round ${r + 1}`, idle.at(-1)!));
+      cores.push((cpuSeconds(agent.pid) - cpu0) / ((performance.now() - t0) / 1000));
+      console.log(row(`idle, round ${r + 1}`, idle.at(-1)!, `  CPU ${cores.at(-1)!.toFixed(4)} cores`));
     }
     const med = (k: keyof Snapshot) => median(idle.map((s) => s[k]));
     const range = (k: keyof Snapshot) => `${f1(Math.min(...idle.map((s) => s[k])))}-${f1(Math.max(...idle.map((s) => s[k])))}`;
-    console.log(`idle, median of ${IDLE_ROUNDS}: RSS ${f1(med('rss'))} MB (${range('rss')}), anon ${f1(med('anon'))} (${range('anon')}), heap used ${f1(med('heap_used'))} (${range('heap_used')}) / total ${f1(med('heap_total'))} (${range('heap_total')}) MB (target: RSS <= 80 MB)`);
+    console.log(`idle, median of ${IDLE_ROUNDS}: RSS ${f1(med('rss'))} MB (${range('rss')}), anon ${f1(med('anon'))} (${range('anon')}), heap used ${f1(med('heap_used'))} (${range('heap_used')}) / total ${f1(med('heap_total'))} (${range('heap_total')}) MB (target: RSS <= 80 MB); CPU ${median(cores).toFixed(4)} cores (${Math.min(...cores).toFixed(4)}-${Math.max(...cores).toFixed(4)})`);
     if (wanted('connections')) {
       const h = await holdConnections(agent!, load);
       const s = await agent!.settle();
